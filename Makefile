@@ -1,0 +1,42 @@
+# Two commands matter: `make demo` and `make test`. Both create .venv if missing and install the package.
+PY      ?= python3
+VENV    ?= .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+export OMP_NUM_THREADS ?= 2
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+
+.PHONY: setup demo test test-slow lint notebooks sweep bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup_env.sh
+	bash scripts/setup_env.sh $(PY) $(VENV)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VPY) -m vidquant.cli demo
+
+test: $(STAMP)
+	$(VPY) -m pytest
+
+test-slow: $(STAMP)
+	$(VPY) -m pytest -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check lib tests benchmarks scripts
+
+notebooks: $(STAMP)
+	$(VPY) -m vidquant.cli notebooks
+
+sweep: $(STAMP)
+	$(VPY) -m vidquant.cli sweep notebooks/03_smoothquant.ipynb -p alpha 0.5 0.6 0.7 0.75 0.8 0.9
+
+bench: $(STAMP)
+	$(VPY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,84 @@
+"""The anatomy of a Wan transformer block as quantization sees it (llmc_reference §3.3, §3.4).
+
+Every `nn.Linear` inside a block is quantized: 10 per block for T2V, 12 for I2V (the image k/v
+projections). Three *subsets* share one input each and get one smoothing vector, folded into the op
+before them; the other linears are quantized without smoothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+T2V_LINEARS: tuple[str, ...] = (
+    "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
+    "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0",
+    "ffn.net.0.proj", "ffn.net.2",
+)
+I2V_EXTRA_LINEARS: tuple[str, ...] = ("attn2.add_k_proj", "attn2.add_v_proj")
+
+
+@dataclass(frozen=True)
+class Subset:
+    """Linears that read the same activation, and the op whose output that activation is.
+
+    `prev_op` absorbs 1/s when the linears' input channels are multiplied by s; `inspect` is the module
+    whose output AWQ's loss compares; `kwargs` are the block kwargs `inspect` needs, mapped to its own
+    argument names.
+    """
+
+    name: str
+    layers: tuple[str, ...]
+    prev_op: str
+    inspect: str
+    kwargs: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def input(self) -> str:
+        """The layer whose captured input stands for the whole subset's input."""
+        return self.layers[0]
+
+
+SUBSETS: tuple[Subset, ...] = (
+    Subset("self_attn_qkv", ("attn1.to_q", "attn1.to_k", "attn1.to_v"), "affine_norm1", "attn1",
+           (("rotary_emb", "rotary_emb"),)),
+    Subset("cross_attn_q", ("attn2.to_q",), "norm2", "attn2",
+           (("encoder_hidden_states", "encoder_hidden_states"),)),
+    Subset("ffn_up", ("ffn.net.0.proj",), "affine_norm3", "ffn"),
+)
+
+
+def is_i2v_block(block: nn.Module) -> bool:
+    """I2V blocks have the image-context projections `attn2.add_k_proj` / `add_v_proj`."""
+    return getattr(getattr(block, "attn2", None), "add_k_proj", None) is not None
+
+
+def block_linear_names(block: nn.Module) -> list[str]:
+    """Names (relative to the block) of the block's quantizable linears, in a fixed order."""
+    names = list(T2V_LINEARS) + (list(I2V_EXTRA_LINEARS) if is_i2v_block(block) else [])
+    missing = [n for n in names if not isinstance(_get(block, n), (nn.Linear, *_QuantLinearTypes()))]
+    if missing:
+        raise ValueError(f"block has no linear layer(s) {missing}: not a diffusers WanTransformerBlock?")
+    return names
+
+
+def block_linears(block: nn.Module) -> dict[str, nn.Module]:
+    """{name: module} for the block's quantizable linears."""
+    return {n: block.get_submodule(n) for n in block_linear_names(block)}
+
+
+def _get(block: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return block.get_submodule(name)
+    except AttributeError:
+        return None
+
+
+def _QuantLinearTypes() -> tuple[type, ...]:  # noqa: N802 - reads like a type tuple at the call site
+    """Linear replacements also count as linears (a block may already be deployed)."""
+    try:
+        from vidquant.quant.linear import FakeQuantLinear, W8A8Linear
+    except ImportError:
+        return ()
+    return (FakeQuantLinear, W8A8Linear)

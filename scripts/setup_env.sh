@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create the virtual environment and install vidquant editable.
+# torch: keep an already-installed torch (GPU users); otherwise pin the CPU build 2.13.0.
+set -euo pipefail
+PY="${1:-python3}"
+VENV="${2:-.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+    # --system-site-packages lets a conda / system torch (e.g. a CUDA build) be seen and kept.
+    "$PY" -m venv --system-site-packages "$VENV"
+fi
+VPY="$VENV/bin/python"
+"$VPY" -m pip install -q --upgrade pip
+if "$VPY" -c "import torch" 2>/dev/null; then
+    echo "setup: keeping installed torch $("$VPY" -c 'import torch; print(torch.__version__)')"
+else
+    echo "setup: installing torch==2.13.0 (CPU build)"
+    "$VPY" -m pip install -q torch==2.13.0
+fi
+"$VPY" -m pip install -q -e ".[dev]"
+# Register the venv as the notebooks' kernel so papermill runs them with this interpreter.
+"$VPY" -m ipykernel install --user --name python3 --display-name "Python 3 (vidquant)" >/dev/null
+echo "setup: done ($("$VPY" -c 'import torch, diffusers; print("torch", torch.__version__, "diffusers", diffusers.__version__)'))"
