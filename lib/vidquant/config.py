@@ -78,6 +78,7 @@ class CalibSection(_Section):
     seq_len: int | None = None
     # ours
     num_inference_steps: int = Field(50, gt=0)
+    max_sequence_length: int = Field(512, gt=0)
     step_selection: Literal["uniform", "first"] = "uniform"
 
     @field_validator("download")
@@ -109,6 +110,7 @@ class EvalSection(_Section):
     inference_per_block: bool | None = None
     # ours
     num_inference_steps: int = Field(50, gt=0)
+    max_sequence_length: int = Field(512, gt=0)
 
 
 class QuantSpec(_Section):

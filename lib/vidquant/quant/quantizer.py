@@ -18,8 +18,8 @@ Granularities (LLMC semantics):
 * ``per_group``: ``group_size`` consecutive elements of the last dim share a scale; the public scale shape is
   ``(*lead, last_dim // group_size)``.
 
-Precision: LLMC does every step in the input dtype (bf16 for Wan), so its scales are bf16 and ``x / scale`` is a
-bf16 quotient. Here the default compute dtype is fp32 (scales are kept fp32); pass
+Precision: LLMC does every step in the input dtype (bf16 for Wan), so its scales are bf16 and ``x / scale``
+is a bf16 quotient. Here the default compute dtype is fp32 (scales are kept fp32); pass
 ``compute_dtype=torch.bfloat16`` to reproduce LLMC's arithmetic for parity checks.
 """
 
@@ -75,8 +75,8 @@ def int_qparams(
     Symmetric: ``scale = clamp_min(max(|min|, |max|), 1e-5) / qmax`` and no zero point. Note the divisor is
     ``qmax`` (127 for int8) although codes clamp down to ``qmin`` (-128).
     Asymmetric: ``scale = clamp_min(max - min, 1e-5) / (qmax - qmin)`` and
-    ``zero = clamp(qmin - round(min / scale), qmin, qmax)`` (rounded). Like LLMC, the range is *not* widened to
-    include 0, so a slice with ``min > 0`` gets ``zero = qmin`` after the clamp.
+    ``zero = clamp(qmin - round(min / scale), qmin, qmax)`` (rounded). Like LLMC, the range is *not* widened
+    to include 0, so a slice with ``min > 0`` gets ``zero = qmin`` after the clamp.
     """
     if symmetric:
         absmax = torch.maximum(xmax.abs(), xmin.abs()).clamp_min(SCALE_EPS)
@@ -150,10 +150,15 @@ class QTensor:
         return self.codes.shape
 
     def dequantize(self) -> Tensor:
-        """``(codes - zero) * scale`` in the scale's dtype, cast back to :attr:`dtype`."""
+        """``(codes - zero) * scale`` in the scale's dtype, cast back to :attr:`dtype`.
+
+        Per-group params in the public shape are matched to their groups; any other params (e.g. one column's
+        ``(out, 1)`` slice from :meth:`_BaseQuantizer.quantize_with`) simply broadcast against the codes.
+        """
         codes, scale, zero = self.codes, self.scale, self.zero
-        if self.granularity == "per_group":
-            codes = codes.reshape(-1, self.group_size)
+        g = self.group_size
+        if self.granularity == "per_group" and scale.dim() >= 1 and scale.shape[-1] * g == codes.shape[-1]:
+            codes = codes.reshape(-1, g)
             scale = scale.reshape(-1, 1)
             zero = None if zero is None else zero.reshape(-1, 1)
         return decode(codes, scale, zero).reshape(self.shape).to(self.dtype)
@@ -199,7 +204,8 @@ class _BaseQuantizer:
         if x.dim() == 0 or x.shape[-1] % self.group_size != 0:
             last = x.shape[-1] if x.dim() else 0
             raise ValueError(
-                f"per_group: last dim (in_features) = {last} is not divisible by group_size = {self.group_size}"
+                f"per_group: last dim (in_features) = {last} is not divisible by "
+                f"group_size = {self.group_size}"
             )
         return x.reshape(-1, self.group_size)
 
@@ -214,6 +220,9 @@ class _BaseQuantizer:
         if p is None or self.granularity != "per_group":
             return p
         return p.reshape(*shape[:-1], shape[-1] // self.group_size)
+
+    def _cast(self, p: Tensor | None) -> Tensor | None:
+        return None if p is None else p.to(self.compute_dtype)
 
     def _broadcastable(self, p: Tensor | None, x: Tensor) -> Tensor | None:
         """Make a supplied parameter broadcast against ``x``, expanding public per-group shapes."""
@@ -255,17 +264,24 @@ class _BaseQuantizer:
         """Quantize-dequantize with dynamic parameters; returns ``x``'s dtype and shape."""
         return self.quantize(x).dequantize()
 
-    def fake_with(self, x: Tensor, scale: Tensor, zero: Tensor | None = None) -> Tensor:
-        """Quantize-dequantize ``x`` with *given* (static) parameters; returns ``x``'s dtype.
+    def quantize_with(self, x: Tensor, scale: Tensor, zero: Tensor | None = None) -> QTensor:
+        """Real quantization with *given* (static) parameters, e.g. a grid chosen by calibration or GPTQ.
 
         ``scale``/``zero`` must broadcast against ``x``, or (per_group) have the public per-group shape of
-        ``x``. GPTQ's column step is ``fake_with(w[:, i:i+1], scale[:, j:j+1], zero...)`` where ``scale`` came
-        from :meth:`qparams` of the full weight (``j = 0`` per_channel, ``j = i // group_size`` per_group).
+        ``x`` (what :meth:`qparams` returns). They are stored in the compute dtype.
         """
         xc = x.to(self.compute_dtype)
-        s, z = self._broadcastable(scale, xc), self._broadcastable(zero, xc)
-        codes = self._encode(xc, s, z).to(self.code_dtype)
-        return decode(codes, s, z).to(x.dtype)
+        s, z = self._cast(scale), self._cast(zero)
+        codes = self._encode(xc, self._broadcastable(s, xc), self._broadcastable(z, xc)).to(self.code_dtype)
+        return QTensor(codes, s, z, self.granularity, self.group_size, x.dtype)
+
+    def fake_with(self, x: Tensor, scale: Tensor, zero: Tensor | None = None) -> Tensor:
+        """Quantize-dequantize ``x`` with given parameters (see :meth:`quantize_with`); returns ``x``'s dtype.
+
+        GPTQ's column step is ``fake_with(w[:, i:i+1], scale[:, j:j+1], zero[:, j:j+1])`` with ``scale, zero``
+        from :meth:`qparams` of the full weight (``j = 0`` per_channel, ``j = i // group_size`` per_group).
+        """
+        return self.quantize_with(x, scale, zero).dequantize()
 
     def __repr__(self) -> str:
         extra = f", group_size={self.group_size}" if self.granularity == "per_group" else ""
@@ -320,7 +336,7 @@ class IntQuantizer(_BaseQuantizer):
 
 
 class FloatQuantizer(_BaseQuantizer):
-    """Symmetric FP8 quantizer: ``scale = clamp_min(absmax, 1e-5) / fmax``, codes = fp8(clamp(x/scale, ±fmax)).
+    """Symmetric FP8 quantizer: ``scale = clamp_min(absmax, 1e-5) / fmax``, ``q = fp8(clamp(x/s, ±fmax))``.
 
     Args:
         fmt: ``"e4m3"`` (float8_e4m3fn, max 448) or ``"e5m2"`` (float8_e5m2, max 57344).
@@ -394,11 +410,14 @@ def _import_qtorch_float_quantize() -> Callable[..., Tensor]:
 def build_quantizer(spec: Any, compute_dtype: torch.dtype | None = None) -> Quantizer:
     """Build a quantizer from an object with LLMC-style attributes.
 
-    ``spec`` needs ``quant_type`` (``"int-quant"`` | ``"float-quant"``), ``bit`` (int, or ``"e4m3"``/``"e5m2"``
-    for float-quant), ``symmetric``, ``granularity``, ``group_size`` and ``use_qtorch`` (the attribute names of
-    the project's ``QuantSpec`` config model).
+    ``spec`` needs ``quant_type`` (``"int-quant"`` | ``"float-quant"``), ``bit`` (int, or
+    ``"e4m3"``/``"e5m2"`` for float-quant), ``symmetric``, ``granularity``, ``group_size`` and ``use_qtorch``
+    (the attribute names of the project's ``QuantSpec`` config model).
     """
     quant_type = spec.quant_type
+    if not getattr(spec, "round_zp", True):
+        # LLMC's round_zp=False keeps a fractional zero point; only the rounded (default) variant is modelled.
+        raise NotImplementedError("round_zp=False is not supported; use the default round_zp=True")
     if quant_type == "int-quant":
         return IntQuantizer(
             bit=int(spec.bit),

@@ -1,0 +1,81 @@
+"""Turning a calibrated model into a quantized one: fake-quant linears for evaluation, codes + scales for
+export, and the per-layer error of each quantized linear against its float original."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidquant.models.layout import block_linears
+from vidquant.quant import FakeQuantLinear, QTensor
+from vidquant.quant.quantizer import decode
+
+__all__ = ["quantize_weight", "fake_weight", "fake_quant_linear", "deploy_fake_quant", "linear_error_stats"]
+
+
+def quantize_weight(w: torch.Tensor, wq, qparams: tuple | None = None) -> QTensor:
+    """Real-quantize a weight on its min-max grid, or on a fixed grid (scale, zero) chosen by calibration."""
+    if qparams is None:
+        return wq.quantize(w)
+    scale, zero = qparams
+    return wq.quantize_with(w, scale.to(w.device), None if zero is None else zero.to(w.device))
+
+
+def fake_weight(w: torch.Tensor, wq, qparams: tuple | None = None) -> torch.Tensor:
+    """Quantize-dequantize a weight (dynamic grid, or the fixed one)."""
+    if qparams is None:
+        return wq.fake(w)
+    return wq.fake_with(w, qparams[0].to(w.device), None if qparams[1] is None else qparams[1].to(w.device))
+
+
+def fake_quant_linear(linear: nn.Linear, wq, aq, qparams: tuple | None = None) -> FakeQuantLinear:
+    """A FakeQuantLinear computing aq(x) · fq(W)ᵀ + b."""
+    bias = None if linear.bias is None else linear.bias.detach()
+    return FakeQuantLinear(fake_weight(linear.weight.detach(), wq, qparams), bias, aq)
+
+
+def deploy_fake_quant(transformer: nn.Module, wq, aq, weight_qparams: dict | None = None) -> nn.Module:
+    """Replace every block linear by its fake-quant version, in place (LLMC's `fake_quant` deploy)."""
+    weight_qparams = weight_qparams or {}
+    for i, block in enumerate(transformer.blocks):
+        for name, lin in block_linears(block).items():
+            if isinstance(lin, nn.Linear):
+                block.set_submodule(name, fake_quant_linear(lin, wq, aq, weight_qparams.get(f"blocks.{i}.{name}")))
+    return transformer
+
+
+@torch.no_grad()
+def linear_error_stats(w0, linear, inputs, smooth, wq, aq, qparams, device) -> dict:
+    """Error of one quantized linear against its float original on the calibration inputs.
+
+    y_float = x·W0ᵀ + b (original weight, original input); y_quant = aq(x/s)·fq(W)ᵀ + b, where W is the
+    transformed (smoothed / compensated) weight and s the smoothing its input absorbed. Returns SQNR (dB),
+    relative L2 error and cosine similarity, accumulated over all samples.
+    """
+    w0 = w0.to(device).float()
+    bias = None if linear.bias is None else linear.bias.to(device).float()
+    wfq = fake_weight(linear.weight.detach().to(device), wq, qparams).float()
+    s = None if smooth is None else smooth.to(device).float()
+    signal = noise = dot = qq = 0.0
+    for x in inputs:
+        x = x.to(device).float()
+        y = F.linear(x, w0, bias)
+        xs = x if s is None else x / s
+        xq = xs if aq is None else aq.fake(xs)
+        yq = F.linear(xq, wfq, bias)
+        signal += float((y * y).sum())
+        noise += float(((y - yq) ** 2).sum())
+        dot += float((y * yq).sum())
+        qq += float((yq * yq).sum())
+    eps = 1e-30
+    return {
+        "sqnr_db": 10.0 * torch.log10(torch.tensor((signal + eps) / (noise + eps))).item(),
+        "rel_err": (noise / (signal + eps)) ** 0.5,
+        "cosine": dot / ((signal * qq) ** 0.5 + eps),
+    }
+
+
+def dequantize_codes(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None = None) -> torch.Tensor:
+    """codes · scale in fp32 (per-channel scale (out, 1))."""
+    return decode(codes, scale, zero)

@@ -1,0 +1,168 @@
+"""The blockwise PTQ loop (llmc_reference §2.4): one block on the compute device at a time.
+
+For each block: run the captured inputs through it with hooks that collect each linear's input (one
+copy for layers sharing an input), hand the block to each algorithm in the chain, measure each linear's
+quantization error, and pass the block's float outputs on (or its fake-quantized outputs with
+`quant_out`). The model is modified in place and never held twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from vidquant.algos.base import ALGORITHMS, Algorithm, BlockContext
+from vidquant.algos.deploy import fake_quant_linear, linear_error_stats
+from vidquant.calib.capture import CalibData
+from vidquant.models.block import make_transformer_smoothable
+from vidquant.models.layout import SUBSETS, block_linears
+
+__all__ = ["run_blockwise", "build_algorithms", "collect_linear_inputs", "BlockwiseResult"]
+
+log = logging.getLogger("vidquant")
+
+
+class BlockwiseResult:
+    """What calibration decided: fixed weight grids per layer (`blocks.N.<linear>`), smoothing factors, and
+    the per-layer error table."""
+
+    def __init__(self):
+        self.weight_qparams: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.smooth: dict[str, torch.Tensor] = {}
+        self.layer_rows: list[dict] = []
+        self.logs: dict[int, dict] = {}
+
+    @property
+    def layer_metrics(self) -> pd.DataFrame:
+        return pd.DataFrame(self.layer_rows)
+
+
+def build_algorithms(methods: list[str], special_for) -> list[Algorithm]:
+    """Instantiate the chain, e.g. ['SmoothQuant', 'GPTQ'] (importing the algorithm modules registers them)."""
+    from vidquant.algos import awq, gptq, rtn, smoothquant  # noqa: F401 - registration
+
+    return [ALGORITHMS[m](special_for(m)) for m in methods]
+
+
+def _to(obj, device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    if isinstance(obj, tuple | list):
+        return type(obj)(_to(v, device) for v in obj)
+    return obj
+
+
+@torch.no_grad()
+def collect_linear_inputs(block, hidden_states, kwargs, device) -> tuple[dict, list[torch.Tensor]]:
+    """Run every sample through `block`; return ({linear: [input per sample]}, [output per sample]).
+
+    Layers fed the very same tensor (q, k, v; the two image projections) share one list, so each input
+    is stored once. NaN/Inf in an input stops calibration naming the block's layer.
+    """
+    linears = block_linears(block)
+    inputs: dict[str, list] = {n: [] for n in linears}
+    # Inputs seen during the current sample, kept alive so that `is` identity is meaningful.
+    seen: list[tuple[torch.Tensor, str]] = []
+    alias: dict[str, str] = {}
+
+    def hook(name):
+        def fn(module, args):
+            x = args[0]
+            if not torch.isfinite(x).all():
+                raise FloatingPointError(f"non-finite values (NaN/Inf) in the input of {name}")
+            owner = next((n for t, n in seen if t is x), None)
+            if owner is not None:
+                alias[name] = owner  # the very same tensor as an earlier layer's input
+                inputs[name].append(None)
+            else:
+                seen.append((x, name))
+                inputs[name].append(x.detach().to("cpu", copy=True))
+        return fn
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in linears.items()]
+    outputs = []
+    try:
+        for hs, kw in zip(hidden_states, kwargs):
+            seen.clear()
+            out = block(hs.to(device), **_to(kw, device))
+            outputs.append(out.detach().to("cpu"))
+    finally:
+        for h in handles:
+            h.remove()
+    for name, owner in alias.items():
+        inputs[name] = inputs[owner]
+    return inputs, outputs
+
+
+@contextmanager
+def fake_quantized(block, wq, aq, weight_qparams: dict):
+    """Temporarily swap the block's linears for fake-quant versions (for `quant_out` and metrics)."""
+    original = block_linears(block)
+    try:
+        for name, lin in original.items():
+            block.set_submodule(name, fake_quant_linear(lin, wq, aq, weight_qparams.get(name)))
+        yield block
+    finally:
+        for name, lin in original.items():
+            block.set_submodule(name, lin)
+
+
+def run_blockwise(
+    transformer,
+    calib: CalibData,
+    algorithms: list[Algorithm],
+    wq,
+    aq,
+    device: torch.device | str = "cpu",
+    quant_out: bool = False,
+    progress: bool = True,
+) -> BlockwiseResult:
+    """Calibrate every block of `transformer` in place. Returns fixed grids, smoothing and layer errors."""
+    device = torch.device(device)
+    make_transformer_smoothable(transformer)
+    result = BlockwiseResult()
+    hidden = list(calib.hidden_states)
+    blocks = transformer.blocks
+    for index in tqdm(range(len(blocks)), desc="blockwise PTQ", disable=not progress):
+        block = blocks[index]
+        home = next(block.parameters()).device
+        block.to(device)
+        try:
+            inputs, float_out = collect_linear_inputs(block, hidden, calib.block_kwargs, device)
+        except FloatingPointError as err:
+            raise FloatingPointError(f"block {index}: {err}; stopping calibration") from None
+        linears = block_linears(block)
+        original = {n: (lin.weight.detach().clone(), list(inputs[n])) for n, lin in linears.items()}
+        ctx = BlockContext(index, block, linears, inputs, hidden, calib.block_kwargs, wq, aq, device)
+        for algo in algorithms:
+            algo.transform_block(ctx)
+        prefix = f"blocks.{index}."
+        for name, lin in linears.items():
+            w0, x0 = original[name]
+            stats = linear_error_stats(w0, lin, x0, ctx.smooth.get(name), wq, aq, ctx.weight_qparams.get(name),
+                                       device)
+            result.layer_rows.append({"block": index, "layer": name, "subset": _subset_of(name), **stats})
+        result.weight_qparams.update({prefix + k: v for k, v in ctx.weight_qparams.items()})
+        result.smooth.update({prefix + k: v for k, v in ctx.smooth.items()})
+        result.logs[index] = ctx.log
+        if quant_out:
+            with fake_quantized(block, wq, aq, ctx.weight_qparams):
+                _, hidden = collect_linear_inputs(block, hidden, calib.block_kwargs, device)
+        else:
+            hidden = float_out
+        block.to(home)
+        del inputs, original, ctx
+    return result
+
+
+def _subset_of(name: str) -> str:
+    for s in SUBSETS:
+        if name in s.layers:
+            return s.name
+    return "-"

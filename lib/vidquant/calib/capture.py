@@ -1,0 +1,179 @@
+"""Capture what enters transformer block 0 during real denoising (llmc_reference §2.3).
+
+Each transformer call (one per CFG branch per denoising step) that is selected gives one calibration
+sample: block 0's hidden states plus its kwargs (`encoder_hidden_states`, `temb`, `rotary_emb`), and the
+transformer's own inputs (for teacher-forced whole-denoiser metrics). Calls are counted as LLMC counts
+them (`sample_steps` = number of block-0 calls per prompt), with two selection rules:
+
+- `first`: LLMC's rule, the first `sample_steps` calls: with CFG and 50 steps, 40 calls cover only the
+  first 20 (high-noise) steps.
+- `uniform` (default): `sample_steps / calls_per_step` denoising steps spread over the whole trajectory,
+  both CFG branches at each, so late low-noise steps are calibrated too.
+
+Nothing is swallowed: the pipeline is stopped after the last selected call with a private exception, and
+any other error propagates. Captured tensors live on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from vidquant.calib.samples import Sample
+from vidquant.generate import GenParams, pipeline_kwargs
+
+__all__ = ["CalibData", "select_calls", "capture_block_inputs"]
+
+log = logging.getLogger("vidquant")
+
+
+@dataclass
+class CalibData:
+    """Block-0 inputs per captured call, in capture order (sample, step, branch)."""
+
+    hidden_states: list[torch.Tensor] = field(default_factory=list)
+    block_kwargs: list[dict] = field(default_factory=list)
+    denoiser_inputs: list[dict] = field(default_factory=list)
+    meta: list[dict] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.hidden_states)
+
+    @property
+    def nbytes(self) -> int:
+        seen, total = set(), 0
+        for item in [*self.hidden_states, *self.block_kwargs, *self.denoiser_inputs]:
+            for t in _tensors(item):
+                if id(t) not in seen:
+                    seen.add(id(t))
+                    total += t.numel() * t.element_size()
+        return total
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            yield from _tensors(v)
+
+
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def select_calls(num_steps: int, calls_per_step: int, sample_steps: int, selection: str = "uniform") -> list[int]:
+    """Indices of the transformer calls to capture for one prompt (call = step · calls_per_step + branch)."""
+    total = num_steps * calls_per_step
+    if selection == "first":
+        return list(range(min(sample_steps, total)))
+    if selection != "uniform":
+        raise ValueError(f"calib.step_selection: got {selection!r}; allowed: uniform, first")
+    n_steps = max(1, min(num_steps, sample_steps // calls_per_step))
+    steps = np.unique(np.round(np.linspace(0, num_steps - 1, n_steps)).astype(int))
+    return [int(s) * calls_per_step + b for s in steps for b in range(calls_per_step)]
+
+
+class _StopCapture(Exception):
+    """Raised by our own hook after the last selected call; the only exception we catch."""
+
+
+class _Recorder:
+    def __init__(self, selected: list[int], calls_per_step: int, data: CalibData, sample_index: int):
+        self.selected, self.cps, self.data, self.sample = set(selected), calls_per_step, data, sample_index
+        self.last = max(selected)
+        self.call = -1
+        self.pending_inputs: dict | None = None
+
+    def transformer_hook(self, module, args, kwargs):
+        self.call += 1
+        self.pending_inputs = _to_cpu(kwargs) if self.call in self.selected else None
+
+    def block_hook(self, module, args, kwargs):
+        if self.call not in self.selected:
+            return
+        names = ("hidden_states", "encoder_hidden_states", "temb", "rotary_emb")
+        bound = dict(zip(names, args))
+        bound.update(kwargs)
+        hidden = bound.pop("hidden_states")
+        denoiser = dict(self.pending_inputs)
+        denoiser.pop("attention_kwargs", None)
+        denoiser.pop("return_dict", None)
+        self.data.hidden_states.append(_to_cpu(hidden))
+        self.data.block_kwargs.append(_to_cpu(bound))
+        self.data.denoiser_inputs.append(denoiser)
+        timestep = denoiser.get("timestep")
+        self.data.meta.append({
+            "sample": self.sample,
+            "call": self.call,
+            "step": self.call // self.cps,
+            "branch": "cond" if self.call % self.cps == 0 else "uncond",
+            "timestep": float(timestep.flatten()[0]) if isinstance(timestep, torch.Tensor) else None,
+        })
+        if self.call == self.last:
+            raise _StopCapture
+
+
+@torch.no_grad()
+def capture_block_inputs(
+    pipe,
+    samples: list[Sample],
+    params: GenParams,
+    sample_steps: int,
+    selection: str = "uniform",
+    progress: bool = True,
+) -> CalibData:
+    """Run the pipeline on every sample and record block 0's inputs at the selected calls."""
+    transformer = pipe.transformer
+    selected = select_calls(params.num_inference_steps, params.calls_per_step, sample_steps, selection)
+    data = CalibData()
+    for i, sample in enumerate(tqdm(samples, desc="calibration capture", disable=not progress)):
+        rec = _Recorder(selected, params.calls_per_step, data, i)
+        handles = [
+            transformer.register_forward_pre_hook(rec.transformer_hook, with_kwargs=True),
+            transformer.blocks[0].register_forward_pre_hook(rec.block_hook, with_kwargs=True),
+        ]
+        try:
+            pipe(**pipeline_kwargs(pipe, sample, params), output_type="latent")
+        except _StopCapture:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        if rec.call < rec.last:
+            raise RuntimeError(
+                f"calibration sample {i}: the pipeline made {rec.call + 1} transformer calls, fewer than the "
+                f"{rec.last + 1} needed for the selected calls"
+            )
+    _dedupe_rotary(data)
+    log.info("captured %d block-0 inputs from %d samples (%.1f MiB on the CPU)",
+             len(data), len(samples), data.nbytes / 2**20)
+    return data
+
+
+def _dedupe_rotary(data: CalibData) -> None:
+    """The rotary embedding depends only on the video size: keep one copy per size."""
+    cache: dict = {}
+    for kw in data.block_kwargs:
+        rot = kw.get("rotary_emb")
+        if rot is None:
+            continue
+        parts = rot if isinstance(rot, tuple) else (rot,)
+        key = tuple(tuple(p.shape) for p in parts)
+        if key in cache and all(torch.equal(a, b) for a, b in zip(cache[key], parts)):
+            kw["rotary_emb"] = cache[key] if isinstance(rot, tuple) else cache[key][0]
+        else:
+            cache[key] = parts

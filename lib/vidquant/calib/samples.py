@@ -1,0 +1,93 @@
+"""Sample sets in LLMC's `samples.json` format (llmc_reference §2.1, §2.2).
+
+A folder holds `samples.json`: a JSON list of objects with `prompt`, `negative_prompt` and, for I2V,
+`image` (a path relative to the folder). Everything is checked when loaded, before any model work.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+__all__ = ["Sample", "SampleSetError", "load_samples", "i2v_size", "load_conditioning_image"]
+
+
+class SampleSetError(ValueError):
+    """A sample set that cannot be used; the message names the file, the entry and the field."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    prompt: str
+    negative_prompt: str = ""
+    image: Path | None = None
+
+
+def load_samples(folder: str | os.PathLike, task: str) -> list[Sample]:
+    """Read and validate `<folder>/samples.json` for task 't2v' or 'i2v'."""
+    folder = Path(folder)
+    path = folder / "samples.json"
+    if not path.is_file():
+        raise SampleSetError(f"{path}: not found (calib.path / eval.path must be a folder with samples.json)")
+    try:
+        entries = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise SampleSetError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(entries, list) or not entries:
+        raise SampleSetError(f"{path}: expected a non-empty JSON list of samples")
+    return [_parse(entry, i, folder, path, task) for i, entry in enumerate(entries)]
+
+
+def _parse(entry, i: int, folder: Path, path: Path, task: str) -> Sample:
+    where = f"{path}: sample {i}"
+    if not isinstance(entry, dict):
+        raise SampleSetError(f"{where}: expected an object with 'prompt', got {type(entry).__name__}")
+    prompt = entry.get("prompt", "")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise SampleSetError(f"{where}: 'prompt' must be a non-empty string")
+    negative = entry.get("negative_prompt", "") or ""
+    image = entry.get("image")
+    if isinstance(image, list):  # LLMC allows a list; Wan I2V uses the first image
+        image = image[0] if image else None
+    if task == "i2v":
+        if not image:
+            raise SampleSetError(f"{where}: 'image' is required for i2v")
+        image = folder / image
+        _check_image(image, where)
+    else:
+        image = None
+    return Sample(prompt=prompt, negative_prompt=str(negative), image=image)
+
+
+def _check_image(path: Path, where: str) -> None:
+    if not path.is_file():
+        raise SampleSetError(f"{where}: image {path} does not exist")
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError) as err:
+        raise SampleSetError(f"{where}: {path} is not a readable image ({err})") from None
+
+
+def i2v_size(image_hw: tuple[int, int], target_height: int, target_width: int, mod: int = 16) -> tuple[int, int]:
+    """LLMC's I2V resolution: the target area at the image's aspect ratio, rounded down to multiples of
+    `mod` (vae spatial factor × patch size = 16 for Wan). Returns (height, width)."""
+    h, w = image_hw
+    max_area = target_height * target_width
+    aspect = h / w
+    height = (round(math.sqrt(max_area * aspect)) // mod) * mod
+    width = (round(math.sqrt(max_area / aspect)) // mod) * mod
+    return max(height, mod), max(width, mod)
+
+
+def load_conditioning_image(sample: Sample, target_height: int, target_width: int, mod: int = 16) -> Image.Image:
+    """The I2V conditioning image, RGB, resized as LLMC does."""
+    with Image.open(sample.image) as im:
+        image = im.convert("RGB")
+    height, width = i2v_size((image.height, image.width), target_height, target_width, mod)
+    return image.resize((width, height))

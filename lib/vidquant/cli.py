@@ -1,0 +1,108 @@
+"""`vidquant` command line: quantize / convert / verify / infer / sweep / train-tiny / demo / notebooks.
+
+Exit codes: 0 success, 2 user error (bad config, missing file, wrong checkpoint: a one-line message, no
+traceback unless --debug), 1 internal failure (traceback printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from vidquant.calib.samples import SampleSetError
+    from vidquant.config import ConfigError
+    from vidquant.export.io import CheckpointError
+    from vidquant.export.lightx2v_export import ExportError
+    from vidquant.models.loading import ModelLoadError
+
+    errors: list[type[BaseException]] = [ConfigError, ModelLoadError, SampleSetError, ExportError, CheckpointError,
+                                         FileExistsError, FileNotFoundError, PermissionError]
+    try:
+        from vidquant.export.converter import ConverterError
+
+        errors.append(ConverterError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from vidquant.config import load_config
+    from vidquant.run import quantize
+
+    cfg = load_config(args.config, args.set)
+    result = quantize(cfg, progress=not args.quiet)
+    print(f"results: {result.out_dir}")
+    if result.export_dir:
+        print(f"lightx2v export: {result.export_dir}")
+    for key in ("mean_sqnr_db", "mean_timestep_rel_err", "video_psnr", "video_ssim"):
+        if key in result.summary:
+            print(f"  {key}: {result.summary[key]:.4g}")
+    return 0
+
+
+def _delegate(module: str, func: str):
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return int(getattr(importlib.import_module(module), func)(args.rest) or 0)
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vidquant", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="print tracebacks for user errors too")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    q = sub.add_parser("quantize", help="run an LLMC video_gen config end to end")
+    q.add_argument("--config", required=True, help="LLMC-style YAML config")
+    q.add_argument("--set", action="append", default=[], metavar="a.b.c=value", help="override a config field")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.set_defaults(func=cmd_quantize)
+
+    delegated = {
+        "convert": ("vidquant.export.converter", "main", "lightx2v weight-structure converter (same flags)"),
+        "verify": ("vidquant.export.verify", "main", "check an export or a converted checkpoint"),
+        "infer": ("vidquant.runtime.infer", "main", "quantized inference (lightx2v's flags)"),
+        "sweep": ("vidquant.sweep", "main", "papermill grid over a notebook's parameters"),
+        "train-tiny": ("vidquant.train.tiny", "train_tiny_main", "train the embedded tiny Wan models"),
+        "demo": ("vidquant.demo", "main", "the seed workflow on the tiny I2V model"),
+        "notebooks": ("vidquant.sweep", "notebooks_main", "execute and render every notebook"),
+    }
+    for name, (module, func, help_text) in delegated.items():
+        d = sub.add_parser(name, help=help_text, add_help=False)
+        d.add_argument("rest", nargs=argparse.REMAINDER)
+        d.set_defaults(func=_delegate(module, func))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the CLI boundary decides how errors look
+        if isinstance(err, _user_errors()):
+            if args.debug:
+                traceback.print_exc()
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        traceback.print_exc()
+        print(f"internal error: {type(err).__name__}: {err}", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

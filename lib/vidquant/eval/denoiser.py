@@ -1,0 +1,46 @@
+"""Whole-denoiser error per timestep, teacher-forced: the float and the quantized transformer get the
+very same inputs (latent, timestep, text and image context captured from the float trajectory), so the
+error at each step is the quantized model's own, not accumulated drift."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from vidquant.calib.capture import CalibData
+
+__all__ = ["denoiser_outputs", "timestep_errors"]
+
+
+def _to(obj, device, dtype=None):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device=device, dtype=dtype if (dtype and obj.is_floating_point()) else None)
+    if isinstance(obj, dict):
+        return {k: _to(v, device, dtype) for k, v in obj.items()}
+    return obj
+
+
+@torch.no_grad()
+def denoiser_outputs(transformer, calib: CalibData, device="cpu") -> list[torch.Tensor]:
+    """The transformer's prediction for every captured call (CPU, fp32)."""
+    dtype = next(transformer.parameters()).dtype
+    outs = []
+    for inputs in calib.denoiser_inputs:
+        kw = _to(inputs, device)
+        kw["hidden_states"] = kw["hidden_states"].to(dtype)
+        out = transformer(**kw, return_dict=False)[0]
+        outs.append(out.float().cpu())
+    return outs
+
+
+def timestep_errors(reference: list[torch.Tensor], quantized: list[torch.Tensor], calib: CalibData) -> pd.DataFrame:
+    """Relative L2 error and cosine similarity of the prediction per captured call."""
+    rows = []
+    for ref, q, meta in zip(reference, quantized, calib.meta):
+        diff = (q - ref).norm().item()
+        rows.append({
+            **meta,
+            "rel_err": diff / max(ref.norm().item(), 1e-30),
+            "cosine": torch.nn.functional.cosine_similarity(q.flatten(), ref.flatten(), dim=0).item(),
+        })
+    return pd.DataFrame(rows)

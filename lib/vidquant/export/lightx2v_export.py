@@ -1,0 +1,104 @@
+"""LLMC's `save_lightx2v` export (llmc_reference §8): the calibrated transformer's state dict in diffusers key
+names, every block linear as int8 / float8_e4m3fn codes (out, in) plus `weight_scale` (out, 1), biases,
+`affine_norm1/3` smoothing vectors, `norm2` with its folded scale, every other tensor as loaded, and
+`config.json` with `"quant_method": "advanced_ptq"`.
+
+Differences from LLMC, on purpose: `weight_scale` is fp32 by default (LLMC: bf16; `weight_scale_dtype`
+gives LLMC's), codes come from the calibrated float weights rather than re-quantized fake-quant weights,
+and configs lightx2v cannot run are refused before any work (LLMC exports int32 W6 checkpoints).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vidquant.algos.deploy import quantize_weight
+from vidquant.export.io import atomic_dir, save_sharded
+from vidquant.models.block import make_transformer_smoothable
+from vidquant.models.layout import block_linears
+
+__all__ = ["ExportError", "check_lightx2v_exportable", "lightx2v_state_dict", "export_lightx2v", "EXPORT_DIRNAME"]
+
+EXPORT_DIRNAME = "lightx2v_quant_model"
+
+
+class ExportError(ValueError):
+    """A config or model that lightx2v cannot load; names the field."""
+
+
+def check_lightx2v_exportable(vg) -> str:
+    """Refuse what lightx2v cannot run (8-bit symmetric per-channel int weights with per-token int8
+    activations, or e4m3 weights with e4m3 per-token activations). Returns the scheme 'int8' or 'fp8'."""
+    w, a = vg.weight, vg.act
+    where = "quant.video_gen"
+    if w.granularity != "per_channel":
+        raise ExportError(f"{where}.weight.granularity: got {w.granularity!r}; lightx2v needs per_channel")
+    if w.quant_type == "int-quant":
+        if w.bit != 8:
+            raise ExportError(f"{where}.weight.bit: got {w.bit}; lightx2v needs 8 (LLMC would write int32)")
+        if not w.symmetric:
+            raise ExportError(f"{where}.weight.symmetric: got False; lightx2v needs symmetric weights")
+        scheme = "int8"
+    elif w.bit == "e4m3":
+        scheme = "fp8"
+    else:
+        raise ExportError(f"{where}.weight.bit: got {w.bit!r}; lightx2v's float format is e4m3")
+    if a is None:
+        raise ExportError(f"{where}.act: missing; lightx2v runs W8A8 (weights and per-token activations)")
+    if a.granularity != "per_token":
+        raise ExportError(f"{where}.act.granularity: got {a.granularity!r}; lightx2v quantizes per_token")
+    if (a.quant_type, a.bit, a.symmetric) != (w.quant_type, w.bit, True):
+        raise ExportError(f"{where}.act: got {a.quant_type} {a.bit} symmetric={a.symmetric}; lightx2v needs the "
+                          f"same format as the weights ({w.quant_type} {w.bit}, symmetric)")
+    return scheme
+
+
+@torch.no_grad()
+def lightx2v_state_dict(transformer: nn.Module, wq, weight_qparams: dict | None = None,
+                        scale_dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """The export tensors, in diffusers key names."""
+    weight_qparams = weight_qparams or {}
+    make_transformer_smoothable(transformer)  # RTN: all-ones affine_norm vectors, as LLMC exports them
+    state = {k: v.detach() for k, v in transformer.state_dict().items()}
+    for i, block in enumerate(transformer.blocks):
+        for name, lin in block_linears(block).items():
+            key = f"blocks.{i}.{name}"
+            q = quantize_weight(lin.weight.detach(), wq, weight_qparams.get(key))
+            state[f"{key}.weight"] = q.codes.contiguous().cpu()
+            state[f"{key}.weight_scale"] = q.scale.reshape(-1, 1).to(scale_dtype).contiguous().cpu()
+    return {k: v.contiguous().cpu() for k, v in state.items()}
+
+
+def _parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?B)\s*", str(text).upper())
+    if not m:
+        raise ExportError(f"save.max_shard_size: got {text!r}; expected e.g. '10GB' or '500MB'")
+    return int(float(m.group(1)) * {"B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30}[m.group(2)])
+
+
+def export_lightx2v(transformer: nn.Module, wq, save_path: str | os.PathLike, *, weight_qparams: dict | None = None,
+                    scale_dtype: torch.dtype = torch.float32, max_shard_size: str = "10GB",
+                    overwrite: bool = False) -> Path:
+    """Write `<save_path>/lightx2v_quant_model/` atomically (a temporary folder renamed at the end)."""
+    final = Path(save_path) / EXPORT_DIRNAME
+    state = lightx2v_state_dict(transformer, wq, weight_qparams, scale_dtype)
+    config = dict(transformer.config)
+    config.update({"_class_name": type(transformer).__name__, "quant_method": "advanced_ptq"})
+    with atomic_dir(final, overwrite=overwrite) as tmp:
+        save_sharded(state, tmp, max_shard_bytes=_parse_size(max_shard_size))
+        (tmp / "config.json").write_text(json.dumps(_jsonable(config), indent=4, sort_keys=True) + "\n")
+    return final
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items() if not k.startswith("_") or k == "_class_name"}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    return obj

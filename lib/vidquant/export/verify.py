@@ -1,0 +1,311 @@
+"""Check a quantized Wan2.1 DiT checkpoint before handing it to lightx2v (or our runtime).
+
+Works on an LLMC ``save_lightx2v`` export (diffusers keys, ``config.json`` next to the weights) and
+on a converted checkpoint (Wan keys; chunked, by-block or single file). It reads one tensor at a
+time, so a 14B checkpoint does not need to fit in memory, and reports every problem it finds rather
+than stopping at the first.
+
+Checks: the index json matches the files; every block (counted from the keys) has all its
+quantized linears (10 T2V, 12 I2V) with int8/fp8 ``weight`` (out, in), a float ``weight_scale``
+(out, 1) that is positive and finite, and a ``bias`` (out,); with advanced PTQ each block has
+``affine_norm1`` / ``affine_norm3`` weight and bias of shape (dim,); no tensor holds NaN or Inf.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from vidquant.export import keymap
+from vidquant.export.io import TORCH_SUFFIXES, CheckpointError, find_index, read_index
+
+__all__ = ["Problem", "main", "verify"]
+
+QUANT_DTYPES = (torch.int8, torch.float8_e4m3fn)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a checkpoint: where (file, key) and what was expected."""
+
+    file: str
+    key: str | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.key}: {self.message}" if self.key else f"{self.file}: {self.message}"
+
+
+@dataclass(frozen=True)
+class _Info:
+    file: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+
+@dataclass
+class _Scan:
+    """What one pass over the files found."""
+
+    root: Path
+    tensors: dict[str, _Info] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, file: str, key: str | None, message: str) -> None:
+        self.problems.append(Problem(file, key, message))
+
+
+# ----------------------------------------------------------------------------------------------- files
+
+
+def _files_to_scan(scan: _Scan) -> list[Path]:
+    """The weight files of the checkpoint; index problems are recorded on the way."""
+    root = scan.root
+    if root.is_file():
+        return [root]
+    try:
+        index_path = find_index(root)
+    except CheckpointError as exc:
+        scan.add(str(root), None, str(exc))
+        return []
+    if index_path is None:
+        files = sorted(root.glob("*.safetensors"))
+        if not files:
+            scan.add(str(root), None, "no *.safetensors files and no index json")
+        return files
+    try:
+        weight_map = read_index(index_path)["weight_map"]
+    except CheckpointError as exc:
+        scan.add(str(index_path), None, str(exc))
+        return []
+    named = sorted(set(weight_map.values()))
+    for name in named:
+        if not (root / name).is_file():
+            n = sum(v == name for v in weight_map.values())
+            scan.add(str(root / name), None, f"missing: {index_path.name} names it for {n} keys")
+    for stray in sorted(set(p.name for p in root.glob("*.safetensors")) - set(named)):
+        scan.add(str(root / stray), None, f"not in {index_path.name} (a glob-based loader would merge it)")
+    return [root / name for name in named if (root / name).is_file()]
+
+
+def _iter_tensors(path: Path):
+    """(key, tensor) pairs, one tensor in memory at a time for safetensors."""
+    if path.suffix in TORCH_SUFFIXES:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        yield from state.items()
+        return
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():
+            yield key, f.get_tensor(key)
+
+
+def _check_values(scan: _Scan, file: str, key: str, t: torch.Tensor) -> None:
+    if not t.is_floating_point():
+        return
+    values = t.float()
+    bad = (~torch.isfinite(values)).sum().item()
+    if bad:
+        scan.add(file, key, f"{bad} NaN/Inf values; expected all finite")
+    if key.endswith("_scale") and t.numel() and not bool((values > 0).all()):
+        scan.add(file, key, f"{int((values <= 0).sum())} scales <= 0; expected positive per-channel scales")
+
+
+def _scan_file(scan: _Scan, path: Path) -> None:
+    file = str(path)
+    try:
+        for key, t in _iter_tensors(path):
+            if key in scan.tensors:
+                scan.add(file, key, f"duplicate key, also in {scan.tensors[key].file}")
+                continue
+            if not isinstance(t, torch.Tensor):
+                scan.add(file, key, f"is a {type(t).__name__}; expected a tensor")
+                continue
+            scan.tensors[key] = _Info(file, t.dtype, tuple(t.shape))
+            _check_values(scan, file, key, t)
+    except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as exc:
+        scan.add(file, None, f"corrupt or truncated weight file: {exc}")
+
+
+def _check_index_keys(scan: _Scan) -> None:
+    """Every key the index lists is in the file it names, and every key in those files is listed."""
+    root = scan.root
+    index_path = find_index(root) if root.is_dir() else None
+    if index_path is None:
+        return
+    index = read_index(index_path)
+    weight_map = index["weight_map"]
+    for key, name in weight_map.items():
+        info = scan.tensors.get(key)
+        if (root / name).is_file() and (info is None or Path(info.file).name != name):
+            scan.add(str(root / name), key, f"listed in {index_path.name} but not in this file")
+    for key, info in scan.tensors.items():
+        if key not in weight_map:
+            scan.add(info.file, key, f"in this file but not listed in {index_path.name}")
+    _check_total_size(scan, index_path, index, weight_map)
+
+
+def _check_total_size(scan: _Scan, index_path: Path, index: dict, weight_map: dict) -> None:
+    """total_size is the sum of tensor bytes (diffusers) or of file sizes (lightx2v's converter)."""
+    total = index.get("metadata", {}).get("total_size")
+    if total is None:
+        return
+    root = scan.root
+    files = {root / n for n in set(weight_map.values()) if (root / n).is_file()}
+    file_bytes = sum(f.stat().st_size for f in files)
+    tensor_bytes = sum(torch.Size(i.shape).numel() * i.dtype.itemsize for i in scan.tensors.values())
+    if total not in (file_bytes, tensor_bytes):
+        scan.add(str(index_path), "metadata.total_size",
+                 f"is {total}; expected {tensor_bytes} (tensor bytes) or {file_bytes} (file bytes)")
+
+
+# ----------------------------------------------------------------------------------------------- model
+
+
+def _block_file(scan: _Scan, block: int) -> str:
+    """The file holding (most of) a block, to name in problems about keys that are absent."""
+    prefix = f"blocks.{block}."
+    for key, info in scan.tensors.items():
+        if key.startswith(prefix):
+            return info.file
+    return str(scan.root)
+
+
+def _check_linear(scan: _Scan, file: str, name: str) -> int | None:
+    """Check one quantized linear; return its in_features when the weight is usable."""
+    w = scan.tensors.get(name + ".weight")
+    s = scan.tensors.get(name + ".weight_scale")
+    b = scan.tensors.get(name + ".bias")
+    if w is None:
+        scan.add(file, name + ".weight", "missing; expected int8 or float8_e4m3fn weight of shape (out, in)")
+        return None
+    if w.dtype not in QUANT_DTYPES:
+        scan.add(w.file, name + ".weight", f"dtype {w.dtype}; expected torch.int8 or torch.float8_e4m3fn")
+    if len(w.shape) != 2:
+        scan.add(w.file, name + ".weight", f"shape {w.shape}; expected 2-D (out, in)")
+        return None
+    out = w.shape[0]
+    if s is None:
+        scan.add(file, name + ".weight_scale", f"missing; expected float tensor of shape ({out}, 1)")
+    elif s.shape != (out, 1) or not s.dtype.is_floating_point:
+        found = f"{s.dtype} {s.shape}"
+        scan.add(s.file, name + ".weight_scale", f"{found}; expected a float tensor of shape ({out}, 1)")
+    if b is None:
+        scan.add(file, name + ".bias", f"missing; expected shape ({out},)")
+    elif b.shape != (out,):
+        scan.add(b.file, name + ".bias", f"shape {b.shape}; expected ({out},)")
+    return w.shape[1]
+
+
+def _check_affine(scan: _Scan, file: str, block: int, dim: int | None) -> None:
+    for norm in ("affine_norm1", "affine_norm3"):
+        for param in ("weight", "bias"):
+            key = f"blocks.{block}.{norm}.{param}"
+            info = scan.tensors.get(key)
+            expected = f"({dim},)" if dim else "(dim,)"
+            if info is None:
+                scan.add(file, key, f"missing; advanced_ptq needs the smoothing vector, shape {expected}")
+            elif not info.dtype.is_floating_point or len(info.shape) != 1 or (dim and info.shape != (dim,)):
+                found = f"{info.dtype} {info.shape}"
+                scan.add(info.file, key, f"{found}; expected a float tensor of shape {expected}")
+
+
+def _advanced_ptq(scan: _Scan, flag: bool | None) -> bool:
+    """The flag if given, else whether ``config.json`` in the checkpoint dir says advanced_ptq."""
+    if flag is not None:
+        return flag
+    config = scan.root / "config.json"
+    if not (scan.root.is_dir() and config.is_file()):
+        return False
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        scan.add(str(config), None, f"cannot read config.json: {exc}")
+        return False
+    return isinstance(data, dict) and data.get("quant_method") == "advanced_ptq"
+
+
+def _check_model(scan: _Scan, advanced_ptq: bool) -> dict:
+    """Per-block checks; returns a summary (layout, blocks, i2v)."""
+    keys = list(scan.tensors)
+    layout = keymap.detect_layout(keys)
+    root = str(scan.root)
+    if layout not in ("wan", "diffusers"):
+        scan.add(root, None, f"key layout is {layout}; expected Wan or diffusers names")
+        return {"layout": layout}
+    blocks = sorted({i for i in map(keymap.block_index, keys) if i is not None})
+    if not blocks:
+        scan.add(root, None, "no transformer blocks (blocks.N.*) found")
+        return {"layout": layout, "blocks": 0}
+    for missing in sorted(set(range(blocks[-1] + 1)) - set(blocks)):
+        scan.add(root, f"blocks.{missing}", f"block missing; blocks 0..{blocks[-1]} expected")
+    i2v = keymap.is_i2v(keys)
+    for block in blocks:
+        file = _block_file(scan, block)
+        linears = keymap.block_linears(layout, i2v)
+        dims = [_check_linear(scan, file, f"blocks.{block}.{lin}") for lin in linears]
+        if advanced_ptq:
+            _check_affine(scan, file, block, dims[0])
+    return {"layout": layout, "blocks": len(blocks), "i2v": i2v, "advanced_ptq": advanced_ptq}
+
+
+# ----------------------------------------------------------------------------------------------- API
+
+
+def inspect_checkpoint(
+    path: str | os.PathLike, *, advanced_ptq: bool | None = None
+) -> tuple[list[Problem], dict]:
+    """:func:`verify` plus a summary dict (layout, blocks, i2v, advanced_ptq, tensors)."""
+    scan = _Scan(Path(path))
+    if not scan.root.exists():
+        return [Problem(str(scan.root), None, "no such file or directory")], {}
+    for f in _files_to_scan(scan):
+        _scan_file(scan, f)
+    try:
+        _check_index_keys(scan)
+    except CheckpointError as exc:
+        scan.add(str(scan.root), None, str(exc))
+    summary = {"tensors": len(scan.tensors)}
+    if scan.tensors:
+        summary |= _check_model(scan, _advanced_ptq(scan, advanced_ptq))
+    return scan.problems, summary
+
+
+def verify(path: str | os.PathLike, *, advanced_ptq: bool | None = None) -> list[Problem]:
+    """Every problem found in the checkpoint at ``path`` (empty list: clean).
+
+    Args:
+        path: a checkpoint directory (with or without an index json) or a single weight file.
+        advanced_ptq: require ``affine_norm1/3``; None reads ``quant_method`` from ``config.json``.
+    """
+    return inspect_checkpoint(path, advanced_ptq=advanced_ptq)[0]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: print every problem; exit 0 if clean, 1 otherwise."""
+    p = argparse.ArgumentParser(prog="vidquant-verify", description=__doc__.splitlines()[0])
+    p.add_argument("path", help="checkpoint directory or weight file")
+    p.add_argument("--advanced-ptq", action=argparse.BooleanOptionalAction, default=None,
+                   help="require affine_norm1/3 smoothing vectors (default: from config.json quant_method)")
+    args = p.parse_args(argv)
+    problems, summary = inspect_checkpoint(args.path, advanced_ptq=args.advanced_ptq)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"FAILED: {len(problems)} problem(s) in {args.path}", file=sys.stderr)
+        return 1
+    kind = "I2V" if summary.get("i2v") else "T2V"
+    print(f"OK: {args.path}: {summary['layout']} layout, {summary['blocks']} blocks, {kind}, "
+          f"{summary['tensors']} tensors, advanced_ptq={summary['advanced_ptq']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

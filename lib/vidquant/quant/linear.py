@@ -1,0 +1,221 @@
+"""Deploy-time linear modules: fake-quant (LLMC eval) and real W8A8 (what lightx2v computes).
+
+* :class:`FakeQuantLinear` -- LLMC's ``EffcientFakeQuantLinear``: the weight is fake-quantized once,
+  activations are fake-quantized dynamically per token on every call.
+* :class:`W8A8Linear` -- per-output-channel symmetric int8 / fp8-e4m3 weight codes and per-token dynamic
+  activation quantization, with the epilogue
+  ``out[m, n] = s_a[m] * s_w[n] * sum_k q_a[m, k] q_w[n, k] + b[n]`` (lightx2v_reference §3.1), computed with
+  ``torch._int_mm`` (int32 accumulation) or ``torch._scaled_mm`` (fp32 accumulation). Its buffers are named
+  ``weight``, ``weight_scale``, ``bias`` like lightx2v's checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .quantizer import FloatQuantizer, IntQuantizer, Quantizer
+
+__all__ = [
+    "FakeQuantLinear",
+    "W8A8Linear",
+    "W8A8_FORMATS",
+    "quantize_act_per_token",
+    "quantize_weight_per_channel",
+]
+
+#: fmt -> weight/activation code dtype.
+W8A8_FORMATS: dict[str, torch.dtype] = {"int8": torch.int8, "fp8": torch.float8_e4m3fn}
+
+_INT8_QMAX = 127.0
+_FP8_MAX = torch.finfo(torch.float8_e4m3fn).max  # 448
+# vllm's per-token fp8 quant floors the scale at 1/(448*512) (lightx2v_reference §3.1, §9 item 11).
+_FP8_MIN_SCALE = 1.0 / (_FP8_MAX * 512.0)
+# All-zero (padding) tokens give absmax 0; flooring the int8 scale at the smallest normal fp32 keeps
+# x / s finite (0 / tiny = 0) without changing any non-degenerate token.
+_INT8_MIN_SCALE = torch.finfo(torch.float32).tiny
+# CUDA's _int_mm needs more than 16 rows (CPU accepts any M); padding is cheap and keeps one code path.
+_INT_MM_MIN_ROWS = 17
+
+
+def _check_fmt(fmt: str) -> None:
+    if fmt not in W8A8_FORMATS:
+        raise ValueError(f"fmt must be one of {sorted(W8A8_FORMATS)}, got {fmt!r}")
+
+
+def quantize_act_per_token(x: Tensor, fmt: str) -> tuple[Tensor, Tensor]:
+    """Dynamic symmetric per-token activation quant, as vllm's ``scaled_int8_quant`` / ``scaled_fp8_quant``.
+
+    Args:
+        x: ``[..., K]`` activations, any float dtype (computed in fp32).
+        fmt: ``"int8"``: ``s = absmax / 127``, ``q = saturate_int8(round_half_even(x / s))``;
+            ``"fp8"``: ``s = max(absmax / 448, 1 / (448 * 512))``, ``q = fp8_e4m3fn(clamp(x / s, ±448))``.
+
+    Returns:
+        ``(codes, scale)``: codes ``[..., K]`` int8 / float8_e4m3fn and scale ``[..., 1]`` fp32, with
+        ``x ≈ codes * scale``.
+        No data-dependent Python control flow, so the function can be ``torch.compile``-d.
+    """
+    _check_fmt(fmt)
+    xf = x.float()
+    absmax = xf.abs().amax(dim=-1, keepdim=True)
+    if fmt == "int8":
+        scale = (absmax / _INT8_QMAX).clamp_min(_INT8_MIN_SCALE)
+        codes = torch.clamp(torch.round(xf / scale), -128, 127).to(torch.int8)
+    else:
+        scale = (absmax / _FP8_MAX).clamp_min(_FP8_MIN_SCALE)
+        codes = torch.clamp(xf / scale, -_FP8_MAX, _FP8_MAX).to(torch.float8_e4m3fn)
+    return codes, scale
+
+
+def quantize_weight_per_channel(weight: Tensor, fmt: str, use_qtorch: bool = False) -> tuple[Tensor, Tensor]:
+    """Symmetric per-output-channel weight quantization (the lightx2v converter's maths).
+
+    Returns ``(codes (out, in) int8 | float8_e4m3fn, scale (out, 1) fp32)``; scale = clamp_min(absmax, 1e-5) /
+    127 or / 448. ``use_qtorch`` (fp8 only) rounds ties away from zero as the converter does.
+    """
+    _check_fmt(fmt)
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be 2-D (out, in), got shape {tuple(weight.shape)}")
+    quantizer: Quantizer
+    if fmt == "int8":
+        quantizer = IntQuantizer(8, symmetric=True, granularity="per_channel")
+    else:
+        quantizer = FloatQuantizer("e4m3", granularity="per_channel", use_qtorch=use_qtorch)
+    q = quantizer.quantize(weight)
+    return q.codes, q.scale.float()
+
+
+class FakeQuantLinear(nn.Module):
+    """``F.linear(aq.fake(x), w_fq, bias)`` with ``w_fq = wq.fake(weight)`` computed once at construction.
+
+    ``weight`` (fake-quantized, the source dtype) and ``bias`` are buffers: this module is for evaluation,
+    not training. ``aq=None`` gives weight-only quantization.
+    """
+
+    def __init__(self, weight_fq: Tensor, bias: Tensor | None, aq: Quantizer | None = None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight_fq.shape
+        self.register_buffer("weight", weight_fq)
+        self.register_buffer("bias", bias)
+        self.aq = aq
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, wq: Quantizer, aq: Quantizer | None = None) -> FakeQuantLinear:
+        """Fake-quantize ``linear.weight`` with ``wq``; ``aq`` fake-quantizes activations on every call."""
+        weight = linear.weight.detach()
+        bias = None if linear.bias is None else linear.bias.detach().clone()
+        return cls(wq.fake(weight), bias, aq)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.aq is not None:
+            x = self.aq.fake(x)
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, aq={self.aq!r}"
+
+
+class W8A8Linear(nn.Module):
+    """Real W8A8 linear: int8 or fp8-e4m3 weight codes with per-channel scales, per-token dynamic activations.
+
+    Buffers (lightx2v key names): ``weight`` (out, in) int8 | float8_e4m3fn codes, ``weight_scale`` (out, 1)
+    fp32, ``bias`` (out,) in the source dtype or None (a None buffer is not written to the state_dict).
+    No dequantized copy of the weight is kept. The output has the input's dtype and leading dims.
+    """
+
+    def __init__(self, weight: Tensor, weight_scale: Tensor, bias: Tensor | None, fmt: str) -> None:
+        super().__init__()
+        _check_fmt(fmt)
+        if weight.dim() != 2 or weight.dtype != W8A8_FORMATS[fmt]:
+            got = f"{weight.dtype} {tuple(weight.shape)}"
+            raise ValueError(f"fmt={fmt!r} needs a 2-D {W8A8_FORMATS[fmt]} weight, got {got}")
+        out_features, in_features = weight.shape
+        if weight_scale.numel() != out_features:
+            got = tuple(weight_scale.shape)
+            raise ValueError(f"weight_scale must have {out_features} entries, got shape {got}")
+        if bias is not None and bias.shape != (out_features,):
+            raise ValueError(f"bias must have shape ({out_features},), got {tuple(bias.shape)}")
+        self.fmt = fmt
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("weight", weight)
+        # lightx2v upcasts any stored scale dtype to fp32 (out, 1); so do we.
+        self.register_buffer("weight_scale", weight_scale.reshape(out_features, 1).float())
+        self.register_buffer("bias", bias)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, fmt: str = "int8", use_qtorch: bool = False) -> W8A8Linear:
+        """Quantize ``linear.weight`` per output channel (fp32 maths) and keep the bias as is."""
+        codes, scale = quantize_weight_per_channel(linear.weight.detach(), fmt, use_qtorch=use_qtorch)
+        bias = None if linear.bias is None else linear.bias.detach().clone()
+        return cls(codes, scale, bias, fmt)
+
+    @classmethod
+    def from_quantized(
+        cls, weight: Tensor, weight_scale: Tensor, bias: Tensor | None = None, fmt: str | None = None
+    ) -> W8A8Linear:
+        """Wrap checkpoint tensors; ``fmt`` is inferred from the weight dtype when omitted."""
+        if fmt is None:
+            fmt = next((k for k, v in W8A8_FORMATS.items() if v == weight.dtype), None)
+            if fmt is None:
+                raise ValueError(f"cannot infer fmt from weight dtype {weight.dtype} (int8 or e4m3fn)")
+        return cls(weight, weight_scale, bias, fmt)
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> W8A8Linear:
+        # Module.to(dtype) / .half() cast every floating buffer, fp8 included: a model-wide
+        # model.to(torch.bfloat16) would turn the fp8 codes into bf16 and break _scaled_mm (LLMC hit the same,
+        # llmc_reference §11 item 16). Restore the kernel dtypes afterwards; fp8 -> bf16/fp16 -> fp8 is exact.
+        # A scale cast to bf16 on the way stays bf16-rounded, which is what lightx2v's loader does anyway.
+        super()._apply(fn, recurse)
+        code_dtype = W8A8_FORMATS[self.fmt]
+        if self.weight.dtype != code_dtype:
+            self.weight = self.weight.to(code_dtype)
+        if self.weight_scale.dtype != torch.float32:
+            self.weight_scale = self.weight_scale.float()
+        return self
+
+    def dequantized_weight(self) -> Tensor:
+        """``weight * weight_scale`` in fp32 (a temporary, for references and debugging)."""
+        return self.weight.float() * self.weight_scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-1]
+        q_a, s_a = quantize_act_per_token(x.reshape(-1, self.in_features), self.fmt)
+        if self.fmt == "int8":
+            out = _int8_mm(q_a, self.weight) * s_a * self.weight_scale.t()
+        else:
+            out = _fp8_mm(q_a, self.weight, s_a, self.weight_scale)
+        if self.bias is not None:
+            out = out + self.bias.float()
+        return out.to(x.dtype).reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, fmt={self.fmt!r}, "
+            f"bias={self.bias is not None}"
+        )
+
+
+def _int8_mm(q_a: Tensor, q_w: Tensor) -> Tensor:
+    """``q_a (M, K) @ q_w (N, K).T`` accumulated exactly in int32, then converted to fp32 (relative rounding
+    error at most 2^-24, only for sums beyond 2^24)."""
+    m = q_a.shape[0]
+    if m < _INT_MM_MIN_ROWS:
+        q_a = F.pad(q_a, (0, 0, 0, _INT_MM_MIN_ROWS - m))  # zero rows; sliced off below
+    return torch._int_mm(q_a, q_w.t())[:m].float()
+
+
+def _fp8_mm(q_a: Tensor, q_w: Tensor, s_a: Tensor, s_w: Tensor) -> Tensor:
+    """Row-wise scaled fp8 GEMM ``s_a * (q_a @ q_w.T) * s_w.T`` (fp32 accumulation).
+
+    ``scale_b`` must be a contiguous (1, N) tensor; the stored (N, 1) is rejected. CUDA's row-wise kernel only
+    writes bf16 (fp32 output needs cuBLAS on sm90), so the output dtype is the one kernel-driven branch.
+    """
+    out_dtype = torch.float32 if q_a.device.type == "cpu" else torch.bfloat16
+    out = torch._scaled_mm(
+        q_a, q_w.t(), scale_a=s_a, scale_b=s_w.t().contiguous(), bias=None, out_dtype=out_dtype
+    )
+    return out.float()

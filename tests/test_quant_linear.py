@@ -1,0 +1,209 @@
+"""Deploy modules: FakeQuantLinear and the real-quant W8A8Linear (int8 via _int_mm, fp8 via _scaled_mm)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from vidquant.quant import (
+    FakeQuantLinear,
+    FloatQuantizer,
+    IntQuantizer,
+    W8A8Linear,
+    quantize_act_per_token,
+)
+
+FMTS = ["int8", "fp8"]
+
+
+def _linear(in_features: int = 96, out_features: int = 40, seed: int = 0) -> nn.Linear:
+    torch.manual_seed(seed)
+    return nn.Linear(in_features, out_features)
+
+
+def _randn(*shape: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Per-token activation quantization
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_act_int8_hand_case() -> None:
+    # Token 0: absmax 254 -> s = 2 (exact); x/s = 127, 0.5, -1.5, 0 -> 127, 0, -2, 0 (ties to even).
+    # Token 1: all zero -> scale floored at the smallest normal fp32, codes 0, nothing NaN.
+    x = torch.tensor([[254.0, 1.0, -3.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    codes, scale = quantize_act_per_token(x, "int8")
+    assert codes.dtype == torch.int8 and scale.dtype == torch.float32 and scale.shape == (2, 1)
+    assert torch.equal(codes, torch.tensor([[127, 0, -2, 0], [0, 0, 0, 0]], dtype=torch.int8))
+    assert scale[0].item() == 2.0
+    assert scale[1].item() > 0 and torch.isfinite(scale).all()
+
+
+def test_act_fp8_hand_case() -> None:
+    # Token 0: absmax 224 -> s = 0.5 (exact); x/s = 448, 17 (tie -> 16, even), -3 -> codes 448, 16, -3.
+    # Token 1: all zero; token 2: tiny -> both use vllm's minimum scale 1/(448*512).
+    x = torch.tensor([[224.0, 8.5, -1.5], [0.0, 0.0, 0.0], [1e-7, 0.0, 0.0]])
+    codes, scale = quantize_act_per_token(x, "fp8")
+    assert codes.dtype == torch.float8_e4m3fn
+    assert torch.equal(codes[0].float(), torch.tensor([448.0, 16.0, -3.0]))
+    assert scale[0].item() == 0.5
+    min_scale = torch.tensor(1.0 / (448 * 512))
+    assert torch.equal(scale[1:], min_scale.expand(2, 1))
+    assert torch.equal(codes[1].float(), torch.zeros(3))
+
+
+def test_act_quant_keeps_leading_dims() -> None:
+    for fmt in FMTS:
+        codes, scale = quantize_act_per_token(_randn(2, 3, 8).bfloat16(), fmt)
+        assert codes.shape == (2, 3, 8) and scale.shape == (2, 3, 1) and scale.dtype == torch.float32
+
+
+def test_act_int8_matches_int_quantizer_per_token() -> None:
+    # Same formula as IntQuantizer(8, per_token) for tokens whose absmax is above the 1e-5 floor.
+    x = _randn(5, 16)
+    codes, scale = quantize_act_per_token(x, "int8")
+    q = IntQuantizer(8, granularity="per_token").quantize(x)
+    assert torch.equal(codes, q.codes)
+    assert torch.equal(scale, q.scale)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# W8A8Linear
+# ------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", FMTS)
+def test_w8a8_matches_fake_quant_reference(fmt: str) -> None:
+    lin = _linear()
+    layer = W8A8Linear.from_linear(lin, fmt)
+    x = _randn(3, 7, 96)
+    q_a, s_a = quantize_act_per_token(x, fmt)
+    ref = F.linear(q_a.float() * s_a, layer.dequantized_weight(), lin.bias.detach())
+    # Same codes and scales on both sides; only the order of fp32 operations differs (the real path scales
+    # one exact int32 / fp32-accumulated sum, the reference sums K=96 pre-scaled products), so agreement is
+    # to a few fp32 ulps of the largest |output| (~2): 1e-5 absolute is ~100 ulps of slack.
+    torch.testing.assert_close(layer(x), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("fmt", "bound"), [("int8", 0.02), ("fp8", 0.06)])
+def test_w8a8_close_to_float_linear(fmt: str, bound: float) -> None:
+    # Relative L2 error vs fp32 on Gaussian data; spec measured ~1% (int8) and ~3.6% (fp8, 3 mantissa bits).
+    lin = _linear(128, 64)
+    x = _randn(32, 128)
+    with torch.no_grad():
+        err = _rel_err(W8A8Linear.from_linear(lin, fmt)(x), lin(x))
+    assert err < bound
+
+
+@pytest.mark.parametrize("fmt", FMTS)
+def test_w8a8_3d_input_and_small_m(fmt: str) -> None:
+    lin = _linear()
+    layer = W8A8Linear.from_linear(lin, fmt)
+    x = _randn(2, 5, 96).bfloat16()
+    out = layer(x)
+    assert out.shape == (2, 5, 40) and out.dtype == torch.bfloat16
+    # Tokens are quantized independently, so a single token (M=1, the padded _int_mm path) must give the
+    # same row as the batch. int8 accumulates exactly in int32 -> bit-identical. fp8 accumulates in fp32 and
+    # the kernel may sum in an M-dependent order: allow one bf16 ulp (2^-8 relative) after the final cast.
+    single = layer(x[1, 3])
+    assert single.shape == (40,)
+    tol = 0.0 if fmt == "int8" else 2.0**-8
+    torch.testing.assert_close(single, out[1, 3], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("fmt", FMTS)
+def test_w8a8_all_zero_token_gives_bias(fmt: str) -> None:
+    lin = _linear()
+    x = torch.zeros(2, 96)
+    x[1] = _randn(96)
+    out = W8A8Linear.from_linear(lin, fmt)(x)
+    assert torch.isfinite(out).all()
+    assert torch.equal(out[0], lin.bias.detach())  # 0 * scales + bias, exactly
+
+
+@pytest.mark.parametrize("fmt", FMTS)
+def test_w8a8_state_dict_uses_lightx2v_names(fmt: str) -> None:
+    lin = _linear()
+    layer = W8A8Linear.from_linear(lin, fmt)
+    sd = layer.state_dict()
+    assert list(sd) == ["weight", "weight_scale", "bias"]
+    assert sd["weight"].dtype == (torch.int8 if fmt == "int8" else torch.float8_e4m3fn)
+    assert sd["weight"].shape == (40, 96)
+    assert sd["weight_scale"].dtype == torch.float32 and sd["weight_scale"].shape == (40, 1)
+    # Only the codes are held: no floating (out, in) tensor anywhere in the module.
+    assert not any(b.is_floating_point() and b.dtype.itemsize > 1 and b.dim() == 2 and b.shape[1] == 96
+                   for b in layer.buffers())
+    # Checkpoint round-trip: from_quantized (fmt inferred from the dtype) reproduces the output.
+    reloaded = W8A8Linear.from_quantized(sd["weight"], sd["weight_scale"], sd["bias"])
+    x = _randn(4, 96)
+    assert reloaded.fmt == fmt
+    assert torch.equal(reloaded(x), layer(x))
+
+
+def test_w8a8_weight_codes_are_per_channel_quantizer_codes() -> None:
+    lin = _linear()
+    w = lin.weight.detach()
+    int8 = W8A8Linear.from_linear(lin, "int8")
+    q = IntQuantizer(8).quantize(w)
+    assert torch.equal(int8.weight, q.codes) and torch.equal(int8.weight_scale, q.scale)
+    fp8 = W8A8Linear.from_linear(lin, "fp8", use_qtorch=True)
+    qf = FloatQuantizer("e4m3", use_qtorch=True).quantize(w)
+    assert torch.equal(fp8.weight.float(), qf.codes.float()) and torch.equal(fp8.weight_scale, qf.scale)
+
+
+def test_w8a8_from_quantized_normalises_scale_and_checks_dtype() -> None:
+    codes = torch.randint(-127, 128, (8, 16), dtype=torch.int8)
+    layer = W8A8Linear.from_quantized(codes, torch.rand(8).bfloat16(), None)
+    assert layer.weight_scale.shape == (8, 1) and layer.weight_scale.dtype == torch.float32
+    assert "bias" not in layer.state_dict()  # a None buffer is not saved, like LLMC's input_scale
+    assert layer(_randn(3, 16)).shape == (3, 8)
+    with pytest.raises(ValueError, match="fp8"):
+        W8A8Linear.from_quantized(codes, torch.rand(8, 1), fmt="fp8")
+    with pytest.raises(ValueError, match="infer"):
+        W8A8Linear.from_quantized(codes.float(), torch.rand(8, 1))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# FakeQuantLinear
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_fake_quant_linear_matches_definition() -> None:
+    lin = _linear().bfloat16()
+    wq, aq = IntQuantizer(4, symmetric=False), IntQuantizer(8, granularity="per_token")
+    layer = FakeQuantLinear.from_linear(lin, wq, aq)
+    w_fq = wq.fake(lin.weight.detach())
+    assert layer.weight.dtype == torch.bfloat16 and torch.equal(layer.weight, w_fq)
+    assert dict(layer.named_parameters()) == {}  # buffers only: an eval module
+    x = _randn(2, 3, 96).bfloat16()
+    # Same ops in the same order on both sides: bit-identical.
+    assert torch.equal(layer(x), F.linear(aq.fake(x), w_fq, lin.bias.detach()))
+
+
+def test_fake_quant_linear_weight_only() -> None:
+    lin = _linear()
+    wq = FloatQuantizer("e4m3")
+    layer = FakeQuantLinear.from_linear(lin, wq)
+    x = _randn(4, 96)
+    assert torch.equal(layer(x), F.linear(x, wq.fake(lin.weight.detach()), lin.bias.detach()))
+
+
+@pytest.mark.parametrize("fmt", FMTS)
+def test_w8a8_survives_module_dtype_cast(fmt: str) -> None:
+    # model.to(torch.bfloat16) must not turn fp8 codes into bf16 or leave a bf16 weight_scale behind.
+    lin = _linear()
+    layer = W8A8Linear.from_linear(lin, fmt)
+    codes = layer.weight.clone()
+    x = _randn(4, 96)
+    layer.to(torch.bfloat16)
+    assert torch.equal(layer.weight.float(), codes.float()) and layer.weight.dtype == codes.dtype
+    assert layer.weight_scale.dtype == torch.float32 and layer.bias.dtype == torch.bfloat16
+    out = layer(x.bfloat16())
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
