@@ -135,7 +135,9 @@ EXPECTED = {
     "blocks.0.cross_attn.norm_k.weight": "blocks.0.attn2.norm_k.weight",
     "blocks.3.affine_norm1.weight": "blocks.3.affine_norm1.weight",
     "blocks.3.affine_norm3.bias": "blocks.3.affine_norm3.bias",
-    "model.diffusion_model.blocks.2.self_attn.q.weight_scale": "model.diffusion_model.blocks.2.attn1.to_q.weight_scale",
+    "model.diffusion_model.blocks.2.self_attn.q.weight_scale": (
+        "model.diffusion_model.blocks.2.attn1.to_q.weight_scale"
+    ),
 }
 
 

@@ -1,0 +1,351 @@
+"""The lightx2v-compatible converter (lightx2v_reference §1) and the safetensors I/O helpers under it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from safetensors.torch import load_file, save_file
+from test_keymap import quantize_linears, same_bytes, wan_layout_state_dicts, wan_state_dict
+
+from vidquant.export import converter, io, keymap
+from vidquant.export.converter import ConverterError, UnsupportedModelError, convert, main
+from vidquant.export.io import CheckpointError, atomic_dir, load_state_dict, save_sharded
+
+REPO = Path(__file__).resolve().parents[1]
+INDEX = "diffusion_pytorch_model.safetensors.index.json"
+
+
+def diffusers_state_dict(**kw) -> dict[str, torch.Tensor]:
+    return keymap.rename_state_dict(wan_state_dict(**kw), "forward")
+
+
+@pytest.fixture
+def diffusers_ckpt(tmp_path) -> Path:
+    """A small diffusers-layout checkpoint directory: 2 blocks, dim 32, one shard + config.json."""
+    src = tmp_path / "src"
+    src.mkdir()
+    save_file(diffusers_state_dict(), src / "diffusion_pytorch_model.safetensors")
+    (src / "config.json").write_text(json.dumps({"_class_name": "WanTransformer3DModel", "num_layers": 2}))
+    return src
+
+
+def read_index(out: Path) -> dict:
+    return json.loads((out / INDEX).read_text())
+
+
+def check_index(out: Path) -> dict[str, torch.Tensor]:
+    """The index names exactly the files and keys on disk and its total_size is the sum of file sizes."""
+    index = read_index(out)
+    files = sorted(set(index["weight_map"].values()))
+    assert sorted(p.name for p in out.glob("*.safetensors")) == files
+    assert index["metadata"]["total_size"] == sum((out / f).stat().st_size for f in files)
+    loaded = {}
+    for f in files:
+        part = load_file(out / f)
+        assert sorted(part) == sorted(k for k, v in index["weight_map"].items() if v == f)
+        loaded |= part
+    return loaded
+
+
+# ----------------------------------------------------------------------------------------------- CLI layouts
+
+
+def test_chunked_backward(diffusers_ckpt, tmp_path):
+    out = tmp_path / "out"
+    assert main(["-s", str(diffusers_ckpt), "-o", str(out), "-d", "backward", "-c", "7"]) == 0
+    loaded = check_index(out)
+    expected = wan_state_dict()
+    assert sorted(loaded) == sorted(expected)
+    assert all(same_bytes(loaded[k], expected[k]) for k in expected)
+    n_files = -(-len(expected) // 7)
+    assert sorted(p.name for p in out.glob("*.safetensors")) == sorted(
+        f"converted_part{i}.safetensors" for i in range(n_files)
+    )
+    assert not (out / "config.json").exists()  # only with --copy_no_weight_files
+
+
+def test_chunk_size_zero_writes_one_file(diffusers_ckpt, tmp_path):
+    out = tmp_path / "out"
+    assert main(["-s", str(diffusers_ckpt), "-o", str(out), "-d", "backward", "-c", "0", "-o_n", "wan"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [INDEX, "wan_part0.safetensors"]
+    assert len(check_index(out)) == len(wan_state_dict())
+
+
+def test_save_by_block(diffusers_ckpt, tmp_path):
+    out = tmp_path / "out"
+    assert main(["-s", str(diffusers_ckpt), "-o", str(out), "-d", "backward", "-b"]) == 0
+    check_index(out)
+    names = sorted(p.name for p in out.glob("*.safetensors"))
+    assert names == ["block_0.safetensors", "block_1.safetensors", "non_block.safetensors"]
+    assert all(k.startswith("blocks.1.") for k in load_file(out / "block_1.safetensors"))
+    assert not any(k.startswith("blocks.") for k in load_file(out / "non_block.safetensors"))
+
+
+def test_pth_output(diffusers_ckpt, tmp_path):
+    out = tmp_path / "out"
+    assert main(["-s", str(diffusers_ckpt), "-o", str(out), "-d", "backward", "-o_e", ".pth"]) == 0
+    assert [p.name for p in out.iterdir()] == ["converted.pth"]  # upstream writes no index for .pth
+    loaded = torch.load(out / "converted.pth", weights_only=True)
+    expected = wan_state_dict()
+    assert all(same_bytes(loaded[k], expected[k]) for k in expected) and len(loaded) == len(expected)
+
+
+def test_forward_then_backward_on_disk(tmp_path):
+    src = tmp_path / "wan.safetensors"
+    save_file(wan_state_dict(i2v=True), src)
+    convert(src, tmp_path / "d", direction="forward", progress=False)
+    convert(tmp_path / "d", tmp_path / "w", direction="backward", progress=False)
+    back, orig = load_state_dict(tmp_path / "w"), wan_state_dict(i2v=True)
+    assert sorted(back) == sorted(orig) and all(same_bytes(back[k], orig[k]) for k in orig)
+
+
+def test_seed_command_from_repo_root(diffusers_ckpt, tmp_path):
+    """`python scripts/converter.py -s EXPORT -o OUT -d backward`, as the seed writes it."""
+    out = tmp_path / "OUT"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)  # the script must find the package on its own
+    proc = subprocess.run(
+        [sys.executable, "scripts/converter.py", "-s", str(diffusers_ckpt), "-o", str(out), "-d", "backward"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(check_index(out)) == sorted(wan_state_dict())
+
+
+def test_copy_no_weight_files(diffusers_ckpt, tmp_path):
+    (diffusers_ckpt / "sub").mkdir()
+    (diffusers_ckpt / "sub" / "notes.txt").write_text("x")
+    out = tmp_path / "out"
+    assert main(["-s", str(diffusers_ckpt), "-o", str(out), "-d", "backward", "--copy_no_weight_files"]) == 0
+    assert json.loads((out / "config.json").read_text())["num_layers"] == 2
+    assert (out / "sub" / "notes.txt").read_text() == "x"
+    assert not (out / "diffusion_pytorch_model.safetensors").exists()
+
+
+def test_output_is_deterministic(diffusers_ckpt, tmp_path):
+    for name in ("a", "b"):
+        convert(diffusers_ckpt, tmp_path / name, direction="backward", chunk_size=9, progress=False)
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sd=wan_layout_state_dicts())
+def test_property_convert_forward_backward_restores_every_byte(tmp_path_factory, sd):
+    tmp = tmp_path_factory.mktemp("prop")
+    save_file(sd, tmp / "src.safetensors")
+    convert(tmp / "src.safetensors", tmp / "fwd", direction="forward", chunk_size=4, progress=False)
+    convert(tmp / "fwd", tmp / "back", direction="backward", save_by_block=True, progress=False)
+    back = load_state_dict(tmp / "back")
+    assert sorted(back) == sorted(sd) and all(same_bytes(back[k], sd[k]) for k in sd)
+
+
+# ----------------------------------------------------------------------------------------------- quantization
+
+
+@pytest.mark.parametrize(
+    ("flag", "dtype", "tol"),
+    [("torch.int8", torch.int8, 0.01), ("torch.float8_e4m3fn", torch.float8_e4m3fn, 0.05)],
+)
+def test_quantized_output(diffusers_ckpt, tmp_path, flag, dtype, tol):
+    pytest.importorskip("vidquant.quant")
+    out = tmp_path / "out"
+    argv = ["-s", str(diffusers_ckpt), "-o", str(out), "-d", "backward", "--quantized"]
+    argv += ["--linear_dtype", flag, "--non_linear_dtype", "torch.bfloat16"]
+    assert main(argv) == 0
+    loaded, ref = check_index(out), wan_state_dict()
+    targets = [f"blocks.{n}.{lin}.weight" for n in range(2) for lin in keymap.block_linears("wan", False)]
+    assert len(targets) == 20
+    assert sorted(loaded) == sorted(list(ref) + [t + "_scale" for t in targets])
+    for key in targets:
+        w, s = loaded[key], loaded[key + "_scale"]
+        assert w.dtype == dtype and w.shape == ref[key].shape
+        assert s.dtype == torch.float32 and s.shape == (w.shape[0], 1)
+        err = (w.float() * s - ref[key]).norm() / ref[key].norm()
+        assert err < tol, (key, err)
+    others = [k for k in ref if k not in targets]
+    assert all(loaded[k].dtype == torch.bfloat16 for k in others)  # --non_linear_dtype
+
+
+def test_quantized_passes_through_already_quantized_tensors(tmp_path):
+    pytest.importorskip("vidquant.quant")
+    export = quantize_linears(diffusers_state_dict(), scale_dtype=torch.bfloat16)
+    save_file(export, tmp_path / "export.safetensors")
+    convert(tmp_path / "export.safetensors", tmp_path / "out", direction="backward", quantized=True,
+            linear_dtype=torch.int8, progress=False)
+    loaded = load_state_dict(tmp_path / "out")
+    for key, tensor in export.items():
+        new = loaded[keymap.to_wan(key)]
+        if tensor.dtype == torch.int8 or key.endswith("_scale"):
+            assert same_bytes(new, tensor), key  # int8 codes and bf16 scales untouched
+        else:
+            assert new.dtype == torch.float32
+    assert not any(k.endswith("_scale_scale") for k in loaded)
+
+
+def test_quantized_refuses_diffusers_layout(diffusers_ckpt, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["-s", str(diffusers_ckpt), "-o", str(out), "--quantized", "--linear_dtype", "torch.int8"]
+    assert main(argv) == 2
+    assert "-d backward" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_option_errors(diffusers_ckpt, tmp_path, capsys):
+    with pytest.raises(UnsupportedModelError):
+        convert(diffusers_ckpt, tmp_path / "o", model_type="wan_t5")
+    with pytest.raises(ConverterError, match="linear_dtype"):
+        convert(diffusers_ckpt, tmp_path / "o", quantized=True)
+    assert main(["-s", str(diffusers_ckpt), "-o", str(tmp_path / "o"), "-t", "hunyuan_dit"]) == 2
+    assert "not implemented" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["-s", str(diffusers_ckpt), "-o", str(tmp_path / "o"), "--bits", "4"])
+    assert not (tmp_path / "o").exists()
+
+
+# ----------------------------------------------------------------------------------------------- LoRA
+
+
+def _lora(sd_key_module: str, out: int, inp: int, rank: int, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        f"{sd_key_module}.lora_A.weight": torch.randn(rank, inp, generator=g),
+        f"{sd_key_module}.lora_B.weight": torch.randn(out, rank, generator=g),
+    }
+
+
+def test_lora_merge_numerics(diffusers_ckpt, tmp_path):
+    # One LoRA in Wan naming with lightx2v's prefix and a stored alpha, one in diffusers naming.
+    wan_lora = _lora("diffusion_model.blocks.0.self_attn.q", 32, 32, rank=4, seed=1)
+    wan_lora["diffusion_model.blocks.0.self_attn.q.alpha"] = torch.tensor(2.0)
+    dif_lora = _lora("transformer.blocks.1.ffn.net.0.proj", 64, 32, rank=2, seed=2)
+    save_file(wan_lora, tmp_path / "a.safetensors")
+    save_file(dif_lora, tmp_path / "b.safetensors")
+    out = tmp_path / "out"
+    argv = ["-s", str(diffusers_ckpt), "-o", str(out), "-d", "backward", "--lora_alpha", "0.5"]
+    argv += ["--lora_path", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")]
+    assert main(argv) == 0
+    loaded, ref = load_state_dict(out), wan_state_dict()
+    q, ffn = "blocks.0.self_attn.q", "blocks.1.ffn.0"
+    a, b = wan_lora[f"diffusion_model.{q}.lora_A.weight"], wan_lora[f"diffusion_model.{q}.lora_B.weight"]
+    # W += cli_alpha * (stored_alpha / rank) * B @ A
+    torch.testing.assert_close(loaded[q + ".weight"], ref[q + ".weight"] + 0.5 * (2.0 / 4) * b @ a)
+    a, b = dif_lora["transformer.blocks.1.ffn.net.0.proj.lora_A.weight"], dif_lora[
+        "transformer.blocks.1.ffn.net.0.proj.lora_B.weight"
+    ]
+    torch.testing.assert_close(loaded[ffn + ".weight"], ref[ffn + ".weight"] + 0.5 * b @ a)
+    untouched = [k for k in ref if k not in (q + ".weight", ffn + ".weight")]
+    assert all(same_bytes(loaded[k], ref[k]) for k in untouched)
+
+
+def test_lora_key_matching_nothing_is_an_error(diffusers_ckpt, tmp_path, capsys):
+    bad = tmp_path / "bad.safetensors"
+    save_file(_lora("diffusion_model.blocks.7.self_attn.q", 32, 32, 2, 0), bad)
+    out = tmp_path / "out"
+    assert main(["-s", str(diffusers_ckpt), "-o", str(out), "--lora_path", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "blocks.7.self_attn.q.lora_A.weight" in err and "matches no weight" in err
+    assert not out.exists()
+
+
+def test_lora_alpha_count_must_match(diffusers_ckpt, tmp_path):
+    with pytest.raises(ConverterError, match="lora_alpha"):
+        convert(diffusers_ckpt, tmp_path / "o", lora_paths=["a", "b", "c"], lora_alphas=[1.0, 2.0])
+
+
+# ----------------------------------------------------------------------------------------------- atomicity
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("disk full"), KeyboardInterrupt()])
+def test_interrupted_conversion_leaves_no_output(diffusers_ckpt, tmp_path, monkeypatch, exc):
+    real = converter.save_file_deterministic
+    calls = []
+
+    def failing(tensors, path, metadata=None):
+        calls.append(path)
+        if len(calls) == 2:
+            raise exc
+        return real(tensors, path, metadata)
+
+    monkeypatch.setattr(converter, "save_file_deterministic", failing)
+    out = tmp_path / "parent" / "out"
+    with pytest.raises(type(exc)):
+        convert(diffusers_ckpt, out, direction="backward", chunk_size=5, progress=False)
+    assert len(calls) == 2 and not out.exists()
+    assert list(out.parent.iterdir()) == []  # the temporary sibling is gone too
+
+
+def test_existing_output_refused_unless_overwrite(diffusers_ckpt, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    assert main(["-s", str(diffusers_ckpt), "-o", str(out)]) == 2
+    assert str(out) in capsys.readouterr().err and (out / "old.txt").exists()
+    assert main(["-s", str(diffusers_ckpt), "-o", str(out), "--overwrite"]) == 0
+    assert not (out / "old.txt").exists() and (out / INDEX).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]
+
+
+def test_atomic_dir_refuses_file_and_unwritable_parent(tmp_path):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(FileExistsError, match="not a directory"), atomic_dir(tmp_path / "f", overwrite=True):
+        pass
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.access(locked, os.W_OK):  # running as root: permissions are not enforced
+        pytest.skip("permissions not enforced for this user")
+    with pytest.raises(PermissionError, match="not writable"), atomic_dir(locked / "out"):
+        pass
+
+
+# ----------------------------------------------------------------------------------------------- io helpers
+
+
+def test_save_sharded_index_and_determinism(tmp_path):
+    sd = wan_state_dict()
+    files = save_sharded(sd, tmp_path / "a", max_shard_bytes=20_000)
+    save_sharded(sd, tmp_path / "b", max_shard_bytes=20_000)
+    index = json.loads((tmp_path / "a" / "diffusion_pytorch_model.safetensors.index.json").read_text())
+    assert files[-1].name.endswith(".index.json") and len(files) > 2
+    assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in sd.values())
+    assert list(index["weight_map"]) == sorted(sd)
+    assert all(f.name.startswith("diffusion_pytorch_model-0000") for f in files[:-1])
+    assert all(f.read_bytes() == (tmp_path / "b" / f.name).read_bytes() for f in files)
+    loaded = load_state_dict(tmp_path / "a")
+    assert all(same_bytes(loaded[k], sd[k]) for k in sd)
+    single = save_sharded(sd, tmp_path / "c", max_shard_bytes=10**9)
+    assert [f.name for f in single] == ["diffusion_pytorch_model.safetensors"]
+    assert sorted(load_file(single[0])) == sorted(sd)
+
+
+def test_load_state_dict_errors_name_the_file(tmp_path):
+    save_sharded(wan_state_dict(), tmp_path / "ck", max_shard_bytes=20_000)
+    shard = sorted((tmp_path / "ck").glob("*-00002-*.safetensors"))[0]
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=shard.name):
+        load_state_dict(tmp_path / "ck")
+    shard.unlink()
+    with pytest.raises(CheckpointError, match=f"{shard.name}.*missing"):
+        load_state_dict(tmp_path / "ck")
+    dup = tmp_path / "dup"
+    dup.mkdir()
+    save_file({"x": torch.zeros(1)}, dup / "a.safetensors")
+    save_file({"x": torch.ones(1)}, dup / "b.safetensors")
+    with pytest.raises(CheckpointError, match="duplicate key 'x' in .*b.safetensors"):
+        load_state_dict(dup)
+
+
+def test_load_state_dict_reads_only_indexed_files(tmp_path):
+    save_sharded(wan_state_dict(), tmp_path, max_shard_bytes=20_000)
+    save_file({"stray": torch.zeros(1)}, tmp_path / "stray.safetensors")
+    assert "stray" not in load_state_dict(tmp_path)
+    assert io.source_files(tmp_path)[0].name.startswith("diffusion_pytorch_model-00001")
