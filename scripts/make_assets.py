@@ -51,8 +51,8 @@ def main() -> None:
         write_set(ROOT / "calib" / f"tiny_{task}", calib, task == "i2v")
         write_set(ROOT / "eval" / f"tiny_{task}", evals, task == "i2v")
 
-    from skimage import data
     from PIL import Image
+    from skimage import data
 
     for kind in ("calib", "eval"):
         t2v = ROOT / kind / "wan_t2v"

@@ -20,8 +20,8 @@ def llmc_export(path: Path, *, i2v: bool = False, advanced_ptq: bool = True, fp8
     """An LLMC ``save_lightx2v``-like directory: diffusers keys, sharded, config.json with quant_method."""
     sd = quantize_linears(keymap.rename_state_dict(wan_state_dict(i2v=i2v), "forward"), affine=advanced_ptq)
     if fp8:
-        sd = {k: (v.float().clamp(-448, 448).to(torch.float8_e4m3fn) if v.dtype == torch.int8 else v)
-              for k, v in sd.items()}
+        to_fp8 = {k: v.float().to(torch.float8_e4m3fn) for k, v in sd.items() if v.dtype == torch.int8}
+        sd |= to_fp8
     save_sharded(sd, path, max_shard_bytes=30_000)
     config = {"_class_name": "WanTransformer3DModel", "num_layers": 2}
     if advanced_ptq:
@@ -30,9 +30,12 @@ def llmc_export(path: Path, *, i2v: bool = False, advanced_ptq: bool = True, fp8
     return path
 
 
-def edit(path: Path, key: str, fn) -> None:
-    """Apply ``fn`` to the file holding ``key`` in a sharded checkpoint (None from fn deletes the key)."""
-    index = json.loads(next(path.glob("*.index.json")).read_text())
+def edit(path: Path, key: str, fn, *, update_index: bool = True) -> None:
+    """Apply ``fn`` to the file holding ``key`` in a sharded checkpoint (None from fn deletes the key).
+
+    With ``update_index`` the index json is kept consistent, so only the intended problem remains."""
+    index_path = next(path.glob("*.index.json"))
+    index = json.loads(index_path.read_text())
     shard = path / index["weight_map"][key]
     tensors = load_file(shard)
     new = fn(tensors[key])
@@ -41,6 +44,12 @@ def edit(path: Path, key: str, fn) -> None:
     else:
         tensors[key] = new
     save_file(tensors, shard, metadata={"format": "pt"})
+    if update_index:
+        if new is None:
+            del index["weight_map"][key]
+        all_tensors = [t for f in set(index["weight_map"].values()) for t in load_file(path / f).values()]
+        index["metadata"]["total_size"] = sum(t.numel() * t.element_size() for t in all_tensors)
+        index_path.write_text(json.dumps(index, indent=2, sort_keys=True))
 
 
 def messages(problems) -> str:
@@ -51,8 +60,8 @@ def messages(problems) -> str:
 def test_clean_export_and_converted_pass(tmp_path, i2v, fp8):
     export = llmc_export(tmp_path / "export", i2v=i2v, fp8=fp8)
     assert verify(export) == []
-    convert(export, tmp_path / "wan", direction="backward", save_by_block=True, copy_no_weight_files=True,
-            progress=False)
+    opts = {"direction": "backward", "copy_no_weight_files": True, "progress": False}
+    convert(export, tmp_path / "wan", save_by_block=True, **opts)
     assert verify(tmp_path / "wan") == []  # config.json travelled along: affine norms are checked too
     convert(export, tmp_path / "one", direction="backward", chunk_size=0, progress=False)
     assert verify(tmp_path / "one", advanced_ptq=True) == []
@@ -116,9 +125,10 @@ def test_index_naming_a_missing_shard(tmp_path):
 
 def test_index_and_file_disagree(tmp_path):
     export = llmc_export(tmp_path / "e")
-    edit(export, "proj_out.bias", lambda t: None)
+    edit(export, "proj_out.bias", lambda t: None, update_index=False)
     text = messages(verify(export))
-    assert "proj_out.bias: listed in diffusion_pytorch_model.safetensors.index.json but not in this file" in text
+    assert "metadata.total_size" in text
+    assert "proj_out.bias: listed in diffusion_pytorch_model.safetensors.index.json but not in this" in text
 
 
 def test_missing_affine_norm_when_config_says_advanced_ptq(tmp_path):
@@ -134,15 +144,15 @@ def test_missing_affine_norm_when_config_says_advanced_ptq(tmp_path):
 def test_no_affine_norms_needed_without_advanced_ptq(tmp_path):
     export = llmc_export(tmp_path / "e", advanced_ptq=False)
     assert verify(export) == []
-    assert {p.key for p in verify(export, advanced_ptq=True)} == {
-        f"blocks.{n}.{norm}.{param}" for n in (0, 1) for norm in ("affine_norm1", "affine_norm3")
-        for param in ("weight", "bias")
-    }
+    expected = {f"blocks.{n}.{norm}.{p}" for n in (0, 1) for norm in ("affine_norm1", "affine_norm3")
+                for p in ("weight", "bias")}
+    assert {p.key for p in verify(export, advanced_ptq=True)} == expected
 
 
 def test_missing_block_and_i2v_linear(tmp_path):
     sd = quantize_linears(wan_state_dict(blocks=3, i2v=True))
-    sd = {k: v for k, v in sd.items() if not k.startswith("blocks.1.") and k != "blocks.2.cross_attn.v_img.weight"}
+    dropped = "blocks.2.cross_attn.v_img.weight"
+    sd = {k: v for k, v in sd.items() if not k.startswith("blocks.1.") and k != dropped}
     save_file(sd, tmp_path / "ck.safetensors")
     text = messages(verify(tmp_path / "ck.safetensors", advanced_ptq=True))
     assert "blocks.1: block missing" in text

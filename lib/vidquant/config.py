@@ -135,7 +135,8 @@ class QuantSpec(_Section):
     def _check(self) -> QuantSpec:
         if self.quant_type == "int-quant":
             if not isinstance(self.bit, int) or not 2 <= self.bit <= 8:
-                raise ValueError(f"bit: got {self.bit!r}; allowed for int-quant: integers 2..8")
+                raise ValueError(f"bit: got {self.bit!r}; allowed for int-quant: integers 2..8 "
+                                 "(float formats 'e4m3' / 'e5m2' need quant_type: float-quant)")
         else:
             if self.bit not in ("e4m3", "e5m2"):
                 raise ValueError(f"bit: got {self.bit!r}; allowed for float-quant: 'e4m3', 'e5m2'")

@@ -30,7 +30,7 @@ from vidquant.eval.denoiser import denoiser_outputs, timestep_errors
 from vidquant.eval.video import save_video, side_by_side
 from vidquant.export.lightx2v_export import check_lightx2v_exportable, export_lightx2v
 from vidquant.generate import GenParams, generate_video
-from vidquant.models.loading import inspect_checkpoint, check_task, load_pipeline, resolve_device
+from vidquant.models.loading import check_task, inspect_checkpoint, load_pipeline, resolve_device
 from vidquant.quant import build_quantizer
 
 __all__ = ["RunResult", "quantize", "seed_all", "build_quantizers", "prepare", "load_eval_samples",

@@ -182,11 +182,14 @@ def eval_prompt_set(seed: int = 2024) -> list[ClipSpec]:
 class ProceduralVideoDataset:
     """An indexable, deterministic stream of clips: item ``i`` depends only on ``(seed, i)``.
 
-    Items are dicts with ``video`` (T×H×W×3 float32 in [0, 1]), ``prompt``, ``spec`` and ``first_frame`` (PIL).
+    Items are dicts with ``video`` (T×H×W×3 float32 in [0, 1]), ``prompt``, ``spec`` and ``first_frame``
+    (PIL).
     With ``balanced=True`` item ``i`` uses combination ``i % 32`` so every batch of 32 covers all prompts.
     """
 
-    def __init__(self, seed: int = 0, length: int = 1024, balanced: bool = True, speeds: tuple[str, ...] = ("normal",)):
+    def __init__(
+        self, seed: int = 0, length: int = 1024, balanced: bool = True, speeds: tuple[str, ...] = ("normal",)
+    ):
         self.seed = seed
         self.length = length
         self.balanced = balanced
@@ -208,7 +211,8 @@ class ProceduralVideoDataset:
 
     def __getitem__(self, index: int) -> dict:
         spec = self.spec(index)
-        return {"video": spec.render(), "prompt": spec.prompt, "spec": spec, "first_frame": spec.first_frame()}
+        return {"video": spec.render(), "prompt": spec.prompt, "spec": spec,
+                "first_frame": spec.first_frame()}
 
     def __iter__(self) -> Iterator[dict]:
         for i in range(self.length):

@@ -6,11 +6,11 @@ Definitions:
 
 - **PSNR** (dB) over the whole clip, data range 1 (scikit-image); ``inf`` for identical clips.
 - **SSIM**: scikit-image's ``structural_similarity`` per frame (colour, data range 1), averaged over frames.
-- **Temporal flicker** of one clip: mean absolute frame-to-frame difference, ``mean |x[t+1] - x[t]|``, i.e. how
-  much the clip changes per frame (motion plus flicker). Useful as a sanity number for a single clip.
-- **Flicker error** of a clip against a reference: ``mean |(x[t+1] - x[t]) - (r[t+1] - r[t])|``, the error in the
-  frame-to-frame differences. A constant per-frame offset costs PSNR but no flicker error; noise or jitter that
-  changes from frame to frame costs both. 0 for identical clips.
+- **Temporal flicker** of one clip: mean absolute frame-to-frame difference, ``mean |x[t+1] - x[t]|``,
+  i.e. how much the clip changes per frame (motion plus flicker). A sanity number for a single clip.
+- **Flicker error** of a clip against a reference: ``mean |(x[t+1] - x[t]) - (r[t+1] - r[t])|``, the error
+  in the frame-to-frame differences. A constant offset in every frame costs PSNR but no flicker error;
+  noise or jitter that changes from frame to frame costs both. 0 for identical clips.
 """
 
 from __future__ import annotations

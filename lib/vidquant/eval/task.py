@@ -112,8 +112,8 @@ def score_clips(clips: Sequence[Any], specs: Sequence[ClipSpec]) -> tuple[pd.Dat
     """Score clips against the attributes of their specs.
 
     Returns one row per clip (prompt, expected and detected attributes, hits) and a summary with
-    ``colour_acc``, ``direction_acc``, ``shape_acc``, ``colour_consistency`` (detected colour equals the colour
-    of the clip's own first frame; the I2V check) and ``n``.
+    ``colour_acc``, ``direction_acc``, ``shape_acc``, ``colour_consistency`` (detected colour equals the
+    colour of the clip's own first frame) and ``n``.
     """
     if len(clips) != len(specs):
         raise ValueError(f"{len(clips)} clips for {len(specs)} specs")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
+
 from vidquant.export import keymap
 from vidquant.export.io import (
     INDEX_SUFFIX,
@@ -292,10 +293,12 @@ def save_converted(
     groups = _file_groups(list(state_dict), output_name=output_name, chunk_size=chunk_size,
                           save_by_block=save_by_block)
     written, weight_map = [], {}
-    for filename, keys in tqdm(groups.items(), desc="save", unit="file", disable=not progress):
-        tensors = {k: state_dict[k] for k in keys}
-        written.append(save_file_deterministic(tensors, out_dir / filename, FILE_METADATA))
-        weight_map.update(dict.fromkeys(keys, filename))
+    with tqdm(total=len(state_dict), desc="save", unit="tensor", disable=not progress) as bar:
+        for filename, keys in groups.items():
+            tensors = {k: state_dict[k] for k in keys}
+            written.append(save_file_deterministic(tensors, out_dir / filename, FILE_METADATA))
+            weight_map.update(dict.fromkeys(keys, filename))
+            bar.update(len(keys))
     total_size = sum(p.stat().st_size for p in written)
     written.append(write_index(out_dir, weight_map, total_size, INDEX_NAME))
     return written
@@ -306,6 +309,8 @@ def copy_non_weight_files(source_dir: Path, out_dir: Path) -> list[Path]:
     copied = []
     for src in sorted(p for p in source_dir.rglob("*") if p.is_file()):
         if src.name.endswith(WEIGHT_SUFFIXES) or src.name.endswith(".index.json"):
+            continue
+        if out_dir.resolve() in src.resolve().parents:  # the output is being written inside the source
             continue
         dst = out_dir / src.relative_to(source_dir)
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -397,6 +402,10 @@ def convert(
     _check_options(model_type, output_ext, chunk_size, save_by_block, quantized, bits, linear_dtype)
     if direction not in (None, "forward", "backward"):
         raise ConverterError(f"--direction must be forward or backward, got {direction!r}")
+    if isinstance(lora_paths, (str, os.PathLike)):
+        lora_paths = [lora_paths]
+    if isinstance(lora_alphas, (int, float)):
+        lora_alphas = [lora_alphas]
     alphas = _lora_alphas(lora_paths, lora_alphas)
     source, output = Path(source), Path(output)
     if not source.exists():

@@ -108,6 +108,9 @@ def _load_one(path: Path, device: str) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location=device, weights_only=True)
             if not isinstance(state, Mapping):
                 raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
+            for key, value in state.items():
+                if not isinstance(value, torch.Tensor):
+                    raise CheckpointError(f"{path}: {key!r} is a {type(value).__name__}, not a tensor")
             return dict(state)
         if path.suffix != ".safetensors":
             raise CheckpointError(f"{path}: unsupported weight file type (want .safetensors, .pth or .pt)")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
+
 from vidquant.export import keymap
 from vidquant.export.io import TORCH_SUFFIXES, CheckpointError, find_index, read_index
 

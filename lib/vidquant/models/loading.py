@@ -60,7 +60,8 @@ def inspect_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
     task = _PIPELINE_TASK[cls]
     for comp in _COMPONENTS[task]:
         if not (path / comp).is_dir():
-            raise ModelLoadError(f"{path / comp}: component folder missing ({cls} needs {', '.join(_COMPONENTS[task])})")
+            needs = ", ".join(_COMPONENTS[task])
+            raise ModelLoadError(f"{path / comp}: component folder missing ({cls} needs {needs})")
     tdir = path / "transformer"
     if not (tdir / "config.json").is_file():
         raise ModelLoadError(f"{tdir / 'config.json'}: missing")

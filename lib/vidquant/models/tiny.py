@@ -118,7 +118,9 @@ def _sizes(base: TinySizes, overrides: dict[str, Any]) -> TinySizes:
     return replace(base, **overrides)
 
 
-def build_tokenizer(words: tuple[str, ...] = VOCABULARY, max_length: int = TEXT_LEN) -> PreTrainedTokenizerFast:
+def build_tokenizer(
+    words: tuple[str, ...] = VOCABULARY, max_length: int = TEXT_LEN
+) -> PreTrainedTokenizerFast:
     """Word-level tokenizer: lower-cased whitespace words, unknown words -> ``<unk>``, ``</s>`` appended."""
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for word in words:
@@ -126,9 +128,11 @@ def build_tokenizer(words: tuple[str, ...] = VOCABULARY, max_length: int = TEXT_
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", vocab["</s>"])])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                   model_max_length=max_length)
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", vocab["</s>"])]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
+                                   unk_token="<unk>", model_max_length=max_length)
 
 
 def _frozen(module: torch.nn.Module) -> torch.nn.Module:
@@ -139,8 +143,9 @@ def _frozen(module: torch.nn.Module) -> torch.nn.Module:
 def _text_encoder(s: TinySizes, vocab_size: int) -> UMT5EncoderModel:
     if vocab_size > s.text_vocab:
         raise ValueError(f"tokenizer has {vocab_size} tokens but text_vocab is {s.text_vocab}")
-    cfg = UMT5Config(vocab_size=s.text_vocab, d_model=s.text_dim, d_kv=s.text_dim // s.text_heads, d_ff=s.text_ff,
-                     num_layers=s.text_layers, num_heads=s.text_heads, relative_attention_num_buckets=8,
+    cfg = UMT5Config(vocab_size=s.text_vocab, d_model=s.text_dim, d_kv=s.text_dim // s.text_heads,
+                     d_ff=s.text_ff, num_layers=s.text_layers, num_heads=s.text_heads,
+                     relative_attention_num_buckets=8,
                      relative_attention_max_distance=32, dropout_rate=0.0, feed_forward_proj="gated-gelu",
                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, tie_word_embeddings=False)
     return _frozen(UMT5EncoderModel(cfg))
@@ -159,7 +164,8 @@ def _transformer(s: TinySizes, task: str) -> WanTransformer3DModel:
     return WanTransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=s.heads, attention_head_dim=s.head_dim,
         in_channels=2 * s.z_dim + 4 if i2v else s.z_dim,  # I2V: noisy latent + (4 mask + z_dim) condition
-        out_channels=s.z_dim, text_dim=s.text_dim, freq_dim=s.freq_dim, ffn_dim=s.ffn_dim, num_layers=s.layers,
+        out_channels=s.z_dim, text_dim=s.text_dim, freq_dim=s.freq_dim, ffn_dim=s.ffn_dim,
+        num_layers=s.layers,
         cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
         image_dim=s.clip_dim if i2v else None,
         added_kv_proj_dim=s.hidden if i2v else None,  # image tokens are projected to the hidden size first
@@ -168,19 +174,20 @@ def _transformer(s: TinySizes, task: str) -> WanTransformer3DModel:
 
 
 def _image_encoder(s: TinySizes) -> tuple[CLIPVisionModel, CLIPImageProcessor]:
-    cfg = CLIPVisionConfig(hidden_size=s.clip_dim, intermediate_size=s.clip_ff, num_hidden_layers=s.clip_layers,
-                           num_attention_heads=s.clip_heads, image_size=s.clip_image_size, patch_size=s.clip_patch,
-                           projection_dim=s.clip_dim)
+    cfg = CLIPVisionConfig(hidden_size=s.clip_dim, intermediate_size=s.clip_ff,
+                           num_hidden_layers=s.clip_layers, num_attention_heads=s.clip_heads,
+                           image_size=s.clip_image_size, patch_size=s.clip_patch, projection_dim=s.clip_dim)
     side = s.clip_image_size
     processor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side},
-                                   do_resize=True, do_center_crop=True, do_normalize=True, do_convert_rgb=True)
+                                   do_resize=True, do_center_crop=True, do_normalize=True,
+                                   do_convert_rgb=True)
     return _frozen(CLIPVisionModel(cfg)), processor
 
 
 def _scheduler(s: TinySizes) -> UniPCMultistepScheduler:
-    # Flow matching as Wan2.1: the model predicts velocity (noise - x0), sigmas follow the shifted flow schedule.
-    return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000,
-                                   flow_shift=s.flow_shift)
+    # Flow matching as Wan2.1: the model predicts velocity (noise - x0) on the shifted flow sigma schedule.
+    return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                   num_train_timesteps=1000, flow_shift=s.flow_shift)
 
 
 def build_tiny_components(task: str, seed: int = 0, **sizes: Any) -> dict[str, Any]:
@@ -209,7 +216,7 @@ def build_tiny_components(task: str, seed: int = 0, **sizes: Any) -> dict[str, A
 
 
 def build_tiny_pipeline(task: str, seed: int = 0, **sizes: Any) -> WanPipeline | WanImageToVideoPipeline:
-    """A tiny Wan pipeline (``"t2v"`` -> ``WanPipeline``, ``"i2v"`` -> ``WanImageToVideoPipeline``), untrained."""
+    """An untrained tiny pipeline: ``"t2v"`` -> ``WanPipeline``, ``"i2v"`` -> ``WanImageToVideoPipeline``."""
     parts = build_tiny_components(task, seed, **sizes)
     cls = WanPipeline if task == "t2v" else WanImageToVideoPipeline
     return cls(**parts)
@@ -220,7 +227,7 @@ def save_tiny_pipeline(
     directory: str | os.PathLike,
     transformer_dtype: torch.dtype | None = None,
 ) -> Path:
-    """``save_pretrained`` into ``directory`` (safetensors); optionally store the transformer in another dtype.
+    """``save_pretrained`` into ``directory`` (safetensors), optionally with the transformer in another dtype.
 
     The in-memory pipeline is left untouched (the transformer is cast on a copy). The directory loads offline
     with ``WanPipeline.from_pretrained`` / ``WanImageToVideoPipeline.from_pretrained``.
@@ -239,7 +246,7 @@ def make_random_tiny_pipeline_dir(
     seed: int = 0,
     sizes: TinySizes = TEST_SIZES,
 ) -> Path:
-    """Save an untrained tiny pipeline (small :data:`TEST_SIZES` by default) for fast tests; returns the dir."""
+    """Save an untrained tiny pipeline (:data:`TEST_SIZES` by default) for fast tests; returns the dir."""
     return save_tiny_pipeline(build_tiny_pipeline(task, seed, **asdict(sizes)), directory)
 
 

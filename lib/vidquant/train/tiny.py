@@ -12,13 +12,14 @@ Stages (each timed and logged; seeded, deterministic on the CPU):
    embeddings (``pipe.encode_image``) and prompt embeddings (``pipe.encode_prompt``), so training sees what
    generation will see.
 3. **T2V transformer**, rectified flow: ``x_t = (1 - t)·x0 + t·noise``, target ``noise - x0`` (UniPC
-   ``flow_prediction``), ``t`` logit-normal, timestep ``1000·t``; 10% of prompts dropped to ``""`` (the
+   ``flow_prediction``), ``t`` logit-normal then shifted like the sampler's sigmas (``--train-shift``,
+   the scheduler's ``flow_shift``), timestep ``1000·t``; 10% of prompts dropped to ``""`` (the
    pipeline's negative prompt) for classifier-free guidance; AdamW with warm-up and cosine decay.
 4. **I2V transformer**, initialised from the trained T2V one (condition channels and the image branch's value
    projection start at zero, so it starts as the T2V model), same objective with the I2V condition.
 
-Then both pipelines are saved with ``save_pretrained`` (transformer in bf16 to keep the two directories small),
-loaded back with ``from_pretrained`` and evaluated with the task metrics; a model card is written to each.
+Then both pipelines are saved with ``save_pretrained`` (transformer in bf16 to keep the two directories
+small), loaded back with ``from_pretrained`` and evaluated with the task metrics; a model card goes in each.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int = 2
-    vae_steps: int = 2400
+    vae_steps: int = 3000
     vae_batch: int = 4
     vae_lr: float = 1e-3
     fg_weight: float = 5.0  # loss weight of object pixels relative to background pixels
@@ -79,10 +80,13 @@ class TrainConfig:
     lr: float = 1e-3
     warmup: int = 100
     drop_prompt: float = 0.1
-    long_text_frac: float = 0.1  # fraction of batches padded to 512 tokens, so both lengths work at generation
+    long_text_frac: float = 0.1  # share of batches padded to 512 tokens, so both lengths work at generation
+    train_shift: float = 3.0  # t -> s·t / (1 + (s - 1)·t), the same shift as the sampler's flow_shift
     eval_steps: int = 20
     guidance: float = 5.0
     transformer_dtype: str = "bfloat16"  # storage dtype of the shipped transformers
+    vae_from: str | None = None  # skip stage 1: load a trained AutoencoderKLWan from this folder (still gated)
+    save_vae: str | None = None  # also save the stage-1 VAE here (to reuse it with --vae-from)
     sizes: dict = field(default_factory=dict)
 
 
@@ -121,7 +125,8 @@ def _progress(total: int, desc: str) -> tqdm:
 @torch.no_grad()
 def encode_video(vae: Any, videos: torch.Tensor, batch: int = 32) -> torch.Tensor:
     """Posterior mode of the VAE for B×3×T×H×W videos in [-1, 1], un-normalised."""
-    chunks = [vae.encode(videos[i:i + batch].to(vae.device)).latent_dist.mode() for i in range(0, len(videos), batch)]
+    chunks = [vae.encode(videos[i:i + batch].to(vae.device)).latent_dist.mode()
+              for i in range(0, len(videos), batch)]
     return torch.cat(chunks)
 
 
@@ -232,6 +237,14 @@ def vae_gate(vae: Any, device: torch.device) -> dict[str, Any]:
     return summary
 
 
+def _load_vae(vae: Any, folder: str) -> None:
+    from diffusers import AutoencoderKLWan
+
+    trained = AutoencoderKLWan.from_pretrained(folder)
+    vae.load_state_dict(trained.state_dict())
+    vae.requires_grad_(False).eval()
+
+
 # ----------------------------------------------------------------------------------------------- cache
 
 
@@ -290,7 +303,8 @@ def _flow_batch(pool: Pool, idx: torch.Tensor, gen: torch.Generator, cfg: TrainC
     """One rectified-flow batch: (noisy latents, timesteps, target velocity, text embeds)."""
     x0 = pool.latents[idx]
     noise = torch.randn(x0.shape, generator=gen)
-    t = torch.sigmoid(torch.randn(len(idx), generator=gen))  # logit-normal
+    u = torch.sigmoid(torch.randn(len(idx), generator=gen))  # logit-normal
+    t = cfg.train_shift * u / (1 + (cfg.train_shift - 1) * u)  # more weight on high noise, as the sampler
     tt = t.view(-1, 1, 1, 1, 1)
     xt = (1 - tt) * x0 + tt * noise
     embeds = pool.prompt_embeds[text_len]
@@ -311,13 +325,15 @@ def train_transformer(model: Any, pool: Pool, cfg: TrainConfig, steps: int, task
     for step in range(steps):
         idx = torch.randint(len(pool.latents), (cfg.batch,), generator=gen)
         long_text = torch.rand(1, generator=gen).item() < cfg.long_text_frac
-        xt, timestep, target, text = _flow_batch(pool, idx, gen, cfg, LONG_TEXT_LEN if long_text else TEXT_LEN)
+        text_len = LONG_TEXT_LEN if long_text else TEXT_LEN
+        xt, timestep, target, text = _flow_batch(pool, idx, gen, cfg, text_len)
         image = None
         if task == "i2v":
             xt = torch.cat([xt, pool.condition[idx]], dim=1)
             image = pool.image_embeds[idx].to(device)
-        pred = model(hidden_states=xt.to(device), timestep=timestep.to(device), encoder_hidden_states=text.to(device),
-                     encoder_hidden_states_image=image, return_dict=False)[0]
+        pred = model(hidden_states=xt.to(device), timestep=timestep.to(device),
+                     encoder_hidden_states=text.to(device), encoder_hidden_states_image=image,
+                     return_dict=False)[0]
         loss = F.mse_loss(pred.float(), target.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -328,7 +344,8 @@ def train_transformer(model: Any, pool: Pool, cfg: TrainConfig, steps: int, task
         _log_step(bar, step, steps, losses, task)
     bar.close()
     model.eval().requires_grad_(False)
-    return {"steps": steps, "batch": cfg.batch, "loss_first": _mean(losses[:50]), "loss_final": _mean(losses[-200:])}
+    return {"steps": steps, "batch": cfg.batch, "loss_first": _mean(losses[:50]),
+            "loss_final": _mean(losses[-200:])}
 
 
 @torch.no_grad()
@@ -389,16 +406,25 @@ def train_tiny(cfg: TrainConfig, argv: list[str] | None = None) -> dict[str, Any
     t_start = time.perf_counter()
     parts = build_tiny_components("i2v", cfg.seed, **cfg.sizes)
     t2v_model = build_tiny_components("t2v", cfg.seed, **cfg.sizes)["transformer"]
-    for module in (parts["vae"], parts["text_encoder"], parts["image_encoder"], parts["transformer"], t2v_model):
-        module.to(device)
+    for name in ("vae", "text_encoder", "image_encoder", "transformer"):
+        parts[name].to(device)
+    t2v_model.to(device)
     pipe_i2v = WanImageToVideoPipeline(**parts)
     pipe_t2v = WanPipeline(tokenizer=parts["tokenizer"], text_encoder=parts["text_encoder"], vae=parts["vae"],
                            scheduler=parts["scheduler"], transformer=t2v_model)
 
-    summary: dict[str, Any] = {"config": asdict(cfg), "params": {}, "stages": {}, "device": _device_name(device)}
+    summary: dict[str, Any] = {"config": asdict(cfg), "params": {}, "stages": {},
+                               "device": _device_name(device)}
     with _stage("vae", timings):
-        summary["stages"]["vae"] = train_vae(parts["vae"], cfg, device)
+        if cfg.vae_from:
+            _load_vae(parts["vae"], cfg.vae_from)
+            summary["stages"]["vae"] = {"loaded_from": cfg.vae_from, "loss_first": float("nan"),
+                                        "loss_final": float("nan")}
+        else:
+            summary["stages"]["vae"] = train_vae(parts["vae"], cfg, device)
         gate = vae_gate(parts["vae"], device)
+    if cfg.save_vae:
+        parts["vae"].save_pretrained(cfg.save_vae)
     summary["stages"]["vae"]["gate"] = gate
     log.info("VAE gate on eval-clip reconstructions: %s", gate)
     if gate["colour_acc"] < cfg.gate_colour or gate["direction_acc"] < cfg.gate_direction:
@@ -414,7 +440,8 @@ def train_tiny(cfg: TrainConfig, argv: list[str] | None = None) -> dict[str, Any
         summary["stages"]["t2v"] = train_transformer(t2v_model, pool, cfg, cfg.t2v_steps, "t2v", device)
     with _stage("i2v", timings):
         init_i2v_from_t2v(parts["transformer"], t2v_model)
-        summary["stages"]["i2v"] = train_transformer(parts["transformer"], pool, cfg, cfg.i2v_steps, "i2v", device)
+        summary["stages"]["i2v"] = train_transformer(parts["transformer"], pool, cfg, cfg.i2v_steps, "i2v",
+                                                     device)
     train_seconds = time.perf_counter() - t_start
 
     out = Path(cfg.out)
@@ -439,7 +466,7 @@ def train_tiny(cfg: TrainConfig, argv: list[str] | None = None) -> dict[str, Any
 
 
 def evaluate_saved(directory: Path, task: str, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
-    """Load a saved pipeline with ``from_pretrained`` (as shipped) and run the task eval at both text lengths."""
+    """Load a saved pipeline with ``from_pretrained`` (as shipped); task eval at both text lengths."""
     from diffusers import WanImageToVideoPipeline, WanPipeline
 
     cls = WanPipeline if task == "t2v" else WanImageToVideoPipeline
@@ -460,86 +487,98 @@ def _pct(x: float) -> str:
 
 
 def model_card(task: str, s: dict[str, Any]) -> str:
-    """The README.md of one shipped model directory."""
-    cfg = s["config"]
-    sizes = asdict(TinySizes(**cfg["sizes"])) if cfg["sizes"] else asdict(TinySizes())
-    params = s["params"][task]
-    ev = s["eval"][task]
-    short, long = ev[f"text_len_{TEXT_LEN}"], ev[f"text_len_{LONG_TEXT_LEN}"]
+    """The README.md of one shipped model directory, filled from the run summary."""
+    cfg, stages, t = s["config"], s["stages"], s["timings_s"]
+    z = asdict(TinySizes(**cfg["sizes"]))
+    params, ev, gate = s["params"][task], s["eval"][task], stages["vae"]["gate"]
     cls = "WanPipeline" if task == "t2v" else "WanImageToVideoPipeline"
-    stages = s["stages"]
-    t = s["timings_s"]
-    gate = stages["vae"]["gate"]
-    lines = [
+    image_arg = " image=first_frame," if task == "i2v" else ""
+    i2v_cfg = f", in_channels {2 * z['z_dim'] + 4}, image_dim {z['clip_dim']}" if task == "i2v" else ""
+    rows = [
+        f"| transformer | WanTransformer3DModel | {params['transformer']:,} | hidden "
+        f"{z['heads'] * z['head_dim']} ({z['heads']} heads × {z['head_dim']}), {z['layers']} blocks, ffn "
+        f"{z['ffn_dim']}, patch (1, 2, 2), freq_dim {z['freq_dim']}{i2v_cfg}; stored in "
+        f"{cfg['transformer_dtype']} |",
+        f"| vae | AutoencoderKLWan | {params['vae']:,} | base_dim {z['vae_base_dim']}, z_dim {z['z_dim']}, "
+        f"dim_mult {list(z['vae_dim_mult'])}, {z['vae_num_res_blocks']} res block; 9×64×64 → "
+        f"{z['z_dim']}×3×8×8; latents_mean/std measured on the training pool |",
+        f"| text_encoder | UMT5EncoderModel | {params['text_encoder']:,} | d_model {z['text_dim']}, "
+        f"{z['text_layers']} layers, frozen at seeded random init; word-level tokenizer (dataset words) |",
+    ]
+    if task == "i2v":
+        rows.append(f"| image_encoder | CLIPVisionModel | {params['image_encoder']:,} | hidden "
+                    f"{z['clip_dim']}, {z['clip_layers']} layers, {z['clip_image_size']} px, "
+                    f"patch {z['clip_patch']}, frozen random init |")
+    rows.append(f"| scheduler | UniPCMultistepScheduler | – | flow_prediction, use_flow_sigmas, flow_shift "
+                f"{z['flow_shift']} |")
+
+    def loss(stage: str) -> str:
+        return f"{stages[stage]['loss_first']:.4f} → {stages[stage]['loss_final']:.4f}"
+
+    training = [
+        f"| VAE (object-weighted MSE, ×{cfg['fg_weight']}) | {cfg['vae_steps']} × {cfg['vae_batch']} | "
+        f"{loss('vae')} | {t['vae']:.0f} s |",
+        f"| latent cache ({cfg['pool']} clips) | – | – | {t['cache']:.0f} s |",
+        f"| T2V transformer | {cfg['t2v_steps']} × {cfg['batch']} | {loss('t2v')} | {t['t2v']:.0f} s |",
+        f"| I2V transformer (from T2V) | {cfg['i2v_steps']} × {cfg['batch']} | {loss('i2v')} | "
+        f"{t['i2v']:.0f} s |",
+        f"| eval of both saved pipelines | – | – | {t['eval']:.0f} s |",
+    ]
+    metrics = [
+        f"| {n} | {_pct(m['colour_acc'])} | {_pct(m['direction_acc'])} | {_pct(m['shape_acc'])} | "
+        f"{_pct(m['colour_consistency'])} |"
+        for n, m in ((TEXT_LEN, ev[f"text_len_{TEXT_LEN}"]), (LONG_TEXT_LEN, ev[f"text_len_{LONG_TEXT_LEN}"]))
+    ]
+    i2v_note = (" For I2V the first frame fixes the colour, so the colour column is consistency with the "
+                "conditioning image." if task == "i2v" else "")
+    return "\n".join([
         f"# tiny-wan-{task}: a small Wan2.1 {task.upper()} pipeline trained on procedural clips",
         "",
-        "Real Wan2.1 architecture (diffusers classes), tiny sizes, trained from scratch by `vidquant train-tiny` "
-        "so that quantization experiments have a model whose outputs mean something. Not a general video model: "
-        "it draws one coloured square or circle moving across a dark background.",
+        "The real Wan2.1 architecture (diffusers classes) at tiny sizes, trained from scratch by "
+        "`vidquant train-tiny` so that quantization experiments have a model whose outputs can be scored. "
+        "Not a general video model: it draws one coloured square or circle moving across a dark background.",
         "",
         "## Use",
         "",
         "```python",
         f"from diffusers import {cls}",
         f"pipe = {cls}.from_pretrained('assets/models/tiny-wan-{task}')",
-        "out = pipe(prompt='a red square moving left on a dark background',"
-        + (" image=first_frame," if task == "i2v" else ""),
-        f"           height=64, width=64, num_frames=9, num_inference_steps={cfg['eval_steps']}, "
+        f"out = pipe(prompt='a red square moving left on a dark background',{image_arg} height=64, width=64,",
+        f"           num_frames=9, num_inference_steps={cfg['eval_steps']}, "
         f"guidance_scale={cfg['guidance']}, max_sequence_length={TEXT_LEN}, output_type='np')",
         "```",
         "",
-        f"Trained with prompts padded to {TEXT_LEN} tokens ({_pct(1 - cfg['long_text_frac'])} of batches) and to "
-        f"{LONG_TEXT_LEN} (the pipelines' default, the rest); both work (table below).",
+        f"Trained with prompts padded to {TEXT_LEN} tokens ({_pct(1 - cfg['long_text_frac'])} of batches) "
+        f"and to {LONG_TEXT_LEN} (the pipelines' default; the other batches): both lengths are scored below.",
         "",
         "## Architecture",
         "",
         "| component | class | parameters | config |",
         "| --- | --- | --- | --- |",
-        f"| transformer | WanTransformer3DModel | {params['transformer']:,} | hidden {sizes['heads'] * sizes['head_dim']} "
-        f"({sizes['heads']} heads × {sizes['head_dim']}), {sizes['layers']} blocks, ffn {sizes['ffn_dim']}, patch "
-        f"(1, 2, 2), freq_dim {sizes['freq_dim']}"
-        + (f", in_channels {2 * sizes['z_dim'] + 4}, image_dim {sizes['clip_dim']}" if task == "i2v" else "")
-        + f"; stored in {cfg['transformer_dtype']} |",
-        f"| vae | AutoencoderKLWan | {params['vae']:,} | base_dim {sizes['vae_base_dim']}, z_dim {sizes['z_dim']}, "
-        f"dim_mult {list(sizes['vae_dim_mult'])}, {sizes['vae_num_res_blocks']} res block; 9×64×64 → "
-        f"{sizes['z_dim']}×3×8×8; latents_mean/std measured |",
-        f"| text_encoder | UMT5EncoderModel | {params['text_encoder']:,} | d_model {sizes['text_dim']}, "
-        f"{sizes['text_layers']} layers, frozen at seeded random init; word-level tokenizer over the dataset's words |",
-    ]
-    if task == "i2v":
-        lines.append(f"| image_encoder | CLIPVisionModel | {params['image_encoder']:,} | hidden {sizes['clip_dim']}, "
-                     f"{sizes['clip_layers']} layers, {sizes['clip_image_size']}px / patch {sizes['clip_patch']}, "
-                     "frozen random init |")
-    lines += [
-        f"| scheduler | UniPCMultistepScheduler | – | flow_prediction, use_flow_sigmas, flow_shift "
-        f"{sizes['flow_shift']} |",
+        *rows,
         "",
         "## Data",
         "",
         "Procedural clips (`vidquant.data.procedural`), rendered on the fly: 64×64, 9 frames, grey 0.08 "
-        "background, a 16-px square or circle in red / green / blue / yellow moving 28 px left / right / up / down "
-        "from a random start; prompt e.g. \"a red square moving left on a dark background\" (32 combinations). "
-        f"VAE: a fresh stream of clips; transformers: a pool of {cfg['pool']} clips encoded once. The eval set "
-        "(`eval_prompt_set()`, all 32 combinations at fixed positions) is disjoint from both.",
+        "background, a 16-px square or circle in red / green / blue / yellow moving 28 px left / right / "
+        "up / down from a random start; prompts like \"a red square moving left on a dark background\" "
+        "(32 combinations). VAE: a fresh stream of clips; transformers: a pool of "
+        f"{cfg['pool']} clips encoded once. "
+        "The eval set (`eval_prompt_set()`: the 32 combinations at fixed positions) is in neither.",
         "",
         "## Training",
         "",
-        "| stage | steps × batch | loss (first 50 → last) | time |",
+        "| stage | steps × batch | loss (first 50 → last steps) | time |",
         "| --- | --- | --- | --- |",
-        f"| VAE (object-weighted MSE, ×{cfg['fg_weight']}) | {cfg['vae_steps']} × {cfg['vae_batch']} | "
-        f"{stages['vae']['loss_first']:.4f} → {stages['vae']['loss_final']:.4f} | {t['vae']:.0f} s |",
-        f"| latent cache ({cfg['pool']} clips) | – | – | {t['cache']:.0f} s |",
-        f"| T2V transformer (rectified flow) | {cfg['t2v_steps']} × {cfg['batch']} | "
-        f"{stages['t2v']['loss_first']:.4f} → {stages['t2v']['loss_final']:.4f} | {t['t2v']:.0f} s |",
-        f"| I2V transformer (from T2V) | {cfg['i2v_steps']} × {cfg['batch']} | "
-        f"{stages['i2v']['loss_first']:.4f} → {stages['i2v']['loss_final']:.4f} | {t['i2v']:.0f} s |",
-        f"| eval of both saved pipelines | – | – | {t['eval']:.0f} s |",
+        *training,
         "",
-        f"Training: {s['train_seconds']:.0f} s; whole command: {s['total_seconds']:.0f} s, on {s['device']}.",
-        f"AdamW lr {cfg['lr']} (VAE {cfg['vae_lr']}), {cfg['warmup']} warm-up steps, cosine to 0.1×, grad clip 1; "
-        f"{_pct(cfg['drop_prompt'])} of prompts dropped to \"\" for classifier-free guidance; t logit-normal.",
+        f"Training {s['train_seconds']:.0f} s, whole command {s['total_seconds']:.0f} s "
+        f"({s['total_seconds'] / 60:.1f} min) on {s['device']}. AdamW, lr {cfg['lr']} (VAE {cfg['vae_lr']}), "
+        f"{cfg['warmup']} warm-up steps then cosine to 0.1×, grad clip 1; rectified flow with t logit-normal "
+        f"shifted by {cfg['train_shift']}; {_pct(cfg['drop_prompt'])} of prompts dropped to \"\" for "
+        "classifier-free guidance. Deterministic on the CPU for a given seed.",
         "",
-        "Command:",
+        "Command (from the repository root):",
         "",
         "```",
         s["command"],
@@ -548,27 +587,23 @@ def model_card(task: str, s: dict[str, Any]) -> str:
         "## Metrics",
         "",
         f"VAE gate (detector on reconstructions of the 32 eval clips): colour {_pct(gate['colour_acc'])}, "
-        f"direction {_pct(gate['direction_acc'])}, shape {_pct(gate['shape_acc'])}, PSNR {gate['psnr']:.1f} dB.",
+        f"direction {_pct(gate['direction_acc'])}, shape {_pct(gate['shape_acc'])}, "
+        f"PSNR {gate['psnr']:.1f} dB.",
         "",
-        f"Task accuracy of this directory loaded with `{cls}.from_pretrained` (transformer {ev['transformer_dtype']}), "
-        f"32 eval prompts, {cfg['eval_steps']} steps, guidance {cfg['guidance']}, seed {cfg['seed']} + i "
+        f"Task accuracy of this directory loaded with `{cls}.from_pretrained` (transformer "
+        f"{ev['transformer_dtype']}), 32 eval prompts, {cfg['eval_steps']} steps, "
+        f"guidance {cfg['guidance']}, generator seed {cfg['seed']} + i "
         "(`vidquant.eval.task.evaluate_pipeline`):",
         "",
         "| max_sequence_length | colour | direction | shape | colour consistency |",
         "| --- | --- | --- | --- | --- |",
-    ]
-    for length, m in ((TEXT_LEN, short), (LONG_TEXT_LEN, long)):
-        lines.append(f"| {length} | {_pct(m['colour_acc'])} | {_pct(m['direction_acc'])} | {_pct(m['shape_acc'])} "
-                     f"| {_pct(m['colour_consistency'])} |")
-    lines += [
+        *metrics,
         "",
-        "Colour and direction are read by `vidquant.eval.task.detect` (foreground centroid shift, nearest palette "
-        "colour); shape (bounding-box fill) is reported but unreliable on blurred generations."
-        + (" For I2V the colour is fixed by the first frame: the colour column is colour consistency with the "
-           "conditioning image." if task == "i2v" else ""),
+        "Colour and direction are read by `vidquant.eval.task.detect` (nearest palette colour of the "
+        "foreground, foreground-centroid shift); shape (bounding-box fill) is reported but unreliable on "
+        f"blurred generations.{i2v_note}",
         "",
-    ]
-    return "\n".join(lines)
+    ])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -580,16 +615,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=d.threads, help="CPU threads (never more than cores)")
     for name in ("vae_steps", "vae_batch", "pool", "t2v_steps", "i2v_steps", "batch", "warmup", "eval_steps"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    for name in ("vae_lr", "fg_weight", "gate_colour", "gate_direction", "lr", "drop_prompt", "long_text_frac",
-                 "guidance"):
+    for name in ("vae_lr", "fg_weight", "gate_colour", "gate_direction", "lr", "drop_prompt",
+                 "long_text_frac", "train_shift", "guidance"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
+    p.add_argument("--vae-from", default=None, help="load the stage-1 VAE from this folder instead")
+    p.add_argument("--save-vae", default=None, help="also save the stage-1 VAE to this folder")
     p.add_argument("--transformer-dtype", default=d.transformer_dtype, choices=["float32", "bfloat16"])
-    p.add_argument("--sizes", type=json.loads, default={}, help='JSON overrides of TinySizes, e.g. \'{"layers": 8}\'')
+    p.add_argument("--sizes", type=json.loads, default={},
+                   help='JSON overrides of TinySizes, e.g. \'{"layers": 8}\'')
     return p
 
 
 def train_tiny_main(argv: list[str] | None = None) -> int:
-    """CLI entry: ``vidquant train-tiny --out assets/models --seed 0 [--device cpu|cuda] [--vae-steps N ...]``."""
+    """CLI: ``vidquant train-tiny --out assets/models --seed 0 [--device cpu|cuda] [--vae-steps N ...]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
