@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: setup demo test test-slow lint notebooks sweep bench clean
+.PHONY: setup demo test test-slow lint notebooks sweep tables bench clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,10 @@ notebooks: $(STAMP)
 
 sweep: $(STAMP)
 	$(VPY) -m vidquant.cli sweep notebooks/03_smoothquant.ipynb -p alpha 0.5 0.6 0.7 0.75 0.8 0.9
+
+tables: $(STAMP)
+	$(VPY) -m vidquant.cli tables --task t2v
+	$(VPY) -m vidquant.cli tables --task i2v
 
 bench: $(STAMP)
 	$(VPY) benchmarks/run_all.py

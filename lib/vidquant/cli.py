@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train-tiny": ("vidquant.train.tiny", "train_tiny_main", "train the embedded tiny Wan models"),
         "demo": ("vidquant.demo", "main", "the seed workflow on the tiny I2V model"),
         "notebooks": ("vidquant.sweep", "notebooks_main", "execute and render every notebook"),
+        "tables": ("vidquant.tables", "main", "methods × formats results table on the tiny models"),
     }
     for name, (module, func, help_text) in delegated.items():
         d = sub.add_parser(name, help=help_text, add_help=False)
