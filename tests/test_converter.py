@@ -17,6 +17,7 @@ from test_keymap import quantize_linears, same_bytes, wan_layout_state_dicts, wa
 from vidquant.export import converter, io, keymap
 from vidquant.export.converter import ConverterError, UnsupportedModelError, convert, main
 from vidquant.export.io import CheckpointError, atomic_dir, load_state_dict, save_sharded
+from vidquant.export.verify import verify
 
 REPO = Path(__file__).resolve().parents[1]
 INDEX = "diffusion_pytorch_model.safetensors.index.json"
@@ -173,6 +174,18 @@ def test_quantized_output(diffusers_ckpt, tmp_path, flag, dtype, tol):
         assert err < tol, (key, err)
     others = [k for k in ref if k not in targets]
     assert all(loaded[k].dtype == torch.bfloat16 for k in others)  # --non_linear_dtype
+
+
+def test_quantized_i2v_wan_source_passes_verify(tmp_path):
+    pytest.importorskip("vidquant.quant")
+    save_file(wan_state_dict(i2v=True, dtype=torch.bfloat16), tmp_path / "wan.safetensors")
+    out = convert(tmp_path / "wan.safetensors", tmp_path / "o", quantized=True, linear_dtype="torch.int8",
+                  save_by_block=True, progress=False)
+    loaded = load_state_dict(out)
+    assert sum(k.endswith(".weight_scale") for k in loaded) == 2 * 12
+    assert loaded["blocks.1.cross_attn.v_img.weight"].dtype == torch.int8
+    assert loaded["img_emb.proj.1.weight"].dtype == torch.float32  # non-block linears stay float
+    assert verify(out) == []
 
 
 def test_quantized_passes_through_already_quantized_tensors(tmp_path):

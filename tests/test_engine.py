@@ -6,39 +6,16 @@ import json
 import math
 
 import pytest
-import yaml
+from tests_support import tiny_config, write_config
 
 from vidquant.cli import main as cli_main
 from vidquant.config import load_config
 from vidquant.run import quantize
 
 
-def tiny_config(tmp_path, model_dir, task="t2v", method="RTN", **quant) -> dict:
-    gen = {"target_height": 32, "target_width": 32, "num_frames": 5, "guidance_scale": 5.0,
-           "num_inference_steps": 4, "max_sequence_length": 16 if task == "t2v" else 512}
-    fmt = quant or {"bit": 8, "symmetric": True}
-    return {
-        "base": {"seed": 42},
-        "model": {"type": "WanI2V" if task == "i2v" else "WanT2V", "path": str(model_dir),
-                  "torch_dtype": "torch.float32", "device": "cpu"},
-        "calib": {"name": task, "path": f"assets/calib/tiny_{task}", "sample_steps": 4, **gen},
-        "eval": {"eval_pos": ["pretrain", "fake_quant"], "name": task, "path": f"assets/eval/tiny_{task}",
-                 "output_video_path": str(tmp_path / "videos"), **gen},
-        "quant": {"video_gen": {"method": method, "weight": {**fmt, "granularity": "per_channel"},
-                                "act": {**fmt, "granularity": "per_token"}}},
-        "save": {"save_lightx2v": True, "save_path": str(tmp_path / "save")},
-    }
-
-
-def _write(tmp_path, cfg) -> str:
-    p = tmp_path / "cfg.yaml"
-    p.write_text(yaml.safe_dump(cfg))
-    return str(p)
-
-
 @pytest.mark.parametrize("task", ["t2v", "i2v"])
 def test_rtn_w8a8_end_to_end(tmp_path, tiny_dirs, task):
-    cfg = load_config(_write(tmp_path, tiny_config(tmp_path, tiny_dirs[task], task)))
+    cfg = load_config(write_config(tmp_path, tiny_config(tmp_path, tiny_dirs[task], task)))
     result = quantize(cfg, progress=False)
     lm = result.layer_metrics
     n_linears = 10 if task == "t2v" else 12
@@ -60,11 +37,11 @@ def test_rtn_w8a8_end_to_end(tmp_path, tiny_dirs, task):
 def test_cli_quantize_and_user_error_exit_codes(tmp_path, tiny_dirs, capsys):
     cfg = tiny_config(tmp_path, tiny_dirs["t2v"])
     cfg["eval"]["path"] = cfg["calib"]["path"]
-    rc = cli_main(["quantize", "--config", _write(tmp_path, cfg), "--quiet",
+    rc = cli_main(["quantize", "--config", write_config(tmp_path, cfg), "--quiet",
                    "--set", "quant.video_gen.method=SmoothQuant", "--set", "quant.video_gen.special.alpha=0.5"])
     assert rc == 0
     assert json.loads((tmp_path / "save" / "summary.json").read_text())["method"] == "SmoothQuant"
     # user error: distinct exit code, one line, no traceback
-    rc = cli_main(["quantize", "--config", _write(tmp_path, cfg), "--set", "quant.video_gen.weight.bit=6"])
+    rc = cli_main(["quantize", "--config", write_config(tmp_path, cfg), "--set", "quant.video_gen.weight.bit=6"])
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and "quant.video_gen.weight.bit: got 6" in err

@@ -67,6 +67,13 @@ def test_clean_export_and_converted_pass(tmp_path, i2v, fp8):
     assert verify(tmp_path / "one", advanced_ptq=True) == []
 
 
+def test_pth_checkpoint(tmp_path):
+    export = llmc_export(tmp_path / "export")
+    out = convert(export, tmp_path / "pth", direction="backward", output_ext=".pth", progress=False)
+    assert verify(out, advanced_ptq=True) == []
+    assert verify(out / "converted.pth", advanced_ptq=True) == []
+
+
 def test_main_exit_codes(tmp_path, capsys):
     export = llmc_export(tmp_path / "export")
     assert main([str(export)]) == 0
@@ -111,6 +118,12 @@ def test_nan_anywhere(tmp_path):
     edit(export, "patch_embedding.bias", lambda t: torch.where(torch.arange(t.numel()) == 3, torch.nan, t))
     problems = verify(export)
     assert [(p.key, "NaN" in p.message) for p in problems] == [("patch_embedding.bias", True)]
+
+
+def test_nan_scale_is_reported_once(tmp_path):
+    export = llmc_export(tmp_path / "e")
+    edit(export, "blocks.0.attn1.to_k.weight_scale", lambda t: torch.full_like(t, torch.nan))
+    assert [p.message for p in verify(export)] == ["32 NaN/Inf values; expected all finite"]
 
 
 def test_index_naming_a_missing_shard(tmp_path):

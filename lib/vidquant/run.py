@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import re
 import time
@@ -28,7 +29,7 @@ from vidquant.calib.samples import Sample, load_samples
 from vidquant.config import Config
 from vidquant.eval.denoiser import denoiser_outputs, timestep_errors
 from vidquant.eval.video import save_video, side_by_side
-from vidquant.export.lightx2v_export import check_lightx2v_exportable, export_lightx2v
+from vidquant.export.lightx2v_export import EXPORT_DIRNAME, check_lightx2v_exportable, export_lightx2v
 from vidquant.generate import GenParams, generate_video
 from vidquant.models.loading import check_task, inspect_checkpoint, load_pipeline, resolve_device
 from vidquant.quant import build_quantizer
@@ -71,11 +72,21 @@ def prepare(cfg: Config) -> dict:
     checks = {"checkpoint": info}
     if cfg.save.save_lightx2v:
         checks["scheme"] = check_lightx2v_exportable(cfg.quant.video_gen)
+        _check_output(cfg.resolve_path(cfg.save.save_path) / EXPORT_DIRNAME, cfg.save.overwrite)
     if cfg.calib is not None:
         checks["calib_samples"] = load_samples(cfg.resolve_path(cfg.calib.path), cfg.task)
     checks["eval_samples"] = [load_samples(cfg.resolve_path(ev.path), cfg.task) for ev in cfg.evals]
     build_quantizers(cfg)
     return checks
+
+
+def _check_output(path: Path, overwrite: bool) -> None:
+    """Refuse an existing export (unless overwrite) or an unwritable location before any work is done."""
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: export directory already exists (set save.overwrite: true to replace it)")
+    parent = next((p for p in [path, *path.parents] if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"{parent}: not writable (save.save_path)")
 
 
 def load_eval_samples(cfg: Config) -> list[tuple]:

@@ -1,0 +1,205 @@
+"""GPTQ (Frantar et al. 2023) for Wan blocks, every linear of the block (llmc_reference §6).
+
+For a linear with weight W (out, in) and calibration inputs X (tokens, in), GPTQ quantizes W column by
+column and, after each column, moves the rounding error onto the columns not yet quantized so that the
+layer output X Wᵀ changes as little as possible:
+
+    H = (2/n) Σ_t x_t x_tᵀ                       (n = number of tokens; fp32, sample by sample)
+    H ← H + λ I,  λ = percdamp · mean(diag H)
+    U = chol(H⁻¹)ᵀ  (upper)                     (U[i, i:] is row i of the inverse Hessian's factor)
+    for each column i (in act-order if set):    q_i = Q(w_i)          (fixed grid, see below)
+                                                e_i = (w_i − q_i) / U[i, i]
+                                                w_j ← w_j − e_i U[i, j]   for j > i
+    loss = Σ_i |w_i − q_i|² / (2 U[i, i]²)
+
+The columns are processed in blocks of `blocksize` with the lazy update W[:, i2:] −= E U[i1:i2, i2:].
+
+The grid is fixed before the updates: (scale, zero) = wq.qparams(W) (per_channel / per_tensor; for
+per_group too with static_groups), or, for per_group without static_groups, each group's grid is taken
+from its updated columns when the loop reaches it. Differences from LLMC, on purpose:
+
+* every linear of the block is compensated (10 T2V / 12 I2V), not only the three subsets;
+* the layer keeps the quantized-dequantized Q (LLMC keeps the compensated float W and re-quantizes it at
+  deploy) and its grid is recorded in ctx.weight_qparams, so deployment re-quantizing Q on that grid is
+  exact; the grid is public-shaped, in the original column order;
+* per_group with actorder needs static_groups (the deploy format has contiguous groups in the original
+  column order; LLMC would need a column permutation at deploy, which lightx2v cannot express);
+* a per_group grid is computed from the fully updated columns of its group (blocks are aligned to groups),
+  where IST-DASLab's reference reads columns of the current block before their in-block updates;
+* true_sequential re-runs the block with the already-quantized layers fake-quantized (weights and
+  activations) and rebuilds the Hessians of the next stage from it, in forward order (below).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from vidquant.algos.base import Algorithm, BlockContext, register
+from vidquant.algos.engine import _to, fake_quantized
+
+# Layers in forward order, grouped so that a stage's inputs depend only on earlier stages.
+STAGES: tuple[tuple[str, ...], ...] = (
+    ("attn1.to_q", "attn1.to_k", "attn1.to_v"),
+    ("attn1.to_out.0",),
+    ("attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.add_k_proj", "attn2.add_v_proj"),
+    ("attn2.to_out.0",),
+    ("ffn.net.0.proj",),
+    ("ffn.net.2",),
+)
+
+
+class GPTQSolver:
+    """One Hessian (shared by the linears that read the same input) and the GPTQ column loop."""
+
+    def __init__(self, in_features: int, device: torch.device):
+        self.H = torch.zeros(in_features, in_features, dtype=torch.float32, device=device)
+        self.n = 0
+
+    def add_batch(self, x: Tensor, chunks: int = 1) -> None:
+        """H ← (n·H + 2 Σ x xᵀ) / (n + t), accumulated over the t tokens of x (fp32, in `chunks` pieces)."""
+        x = x.detach().reshape(-1, x.shape[-1])
+        t = x.shape[0]
+        self.H *= self.n / (self.n + t)
+        self.n += t
+        for xc in x.chunk(chunks):
+            xc = math.sqrt(2 / self.n) * xc.to(self.H.device, torch.float32)
+            self.H += xc.T @ xc
+
+    @torch.no_grad()
+    def quantize(self, weight: Tensor, wq, blocksize: int = 128, percdamp: float = 0.01,
+                 actorder: bool = False, static_groups: bool = False) -> tuple[Tensor, Tensor, Tensor | None, dict]:
+        """Returns (Q fp32 (out, in), scale, zero, stats); Q lies on the grid (scale, zero) exactly."""
+        W = weight.detach().float().clone()
+        H = self.H.clone()
+        cols = W.shape[1]
+        dead = torch.diag(H) == 0  # inputs that are always 0: their weights do not matter
+        H[dead, dead] = 1
+        W[:, dead] = 0
+
+        grouped = wq.granularity == "per_group"
+        g = wq.group_size
+        dynamic_groups = grouped and not static_groups
+        if dynamic_groups and actorder:
+            raise ValueError("GPTQ per_group with actorder needs static_groups: True (group grids must be "
+                             "contiguous in the original column order for deployment)")
+        scale, zero = wq.qparams(W)  # the fixed grid (per_group + dynamic: overwritten group by group)
+
+        perm = torch.argsort(torch.diag(H), descending=True) if actorder else torch.arange(cols, device=W.device)
+        W, H = W[:, perm], H[perm][:, perm]
+        damp = percdamp * torch.mean(torch.diag(H))
+        H += damp * torch.eye(cols, device=H.device)
+        U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+
+        def column_grid(j: int) -> tuple[Tensor, Tensor | None]:  # grid of original column j, shape (out, 1)
+            if not grouped:
+                return scale, zero
+            k = j // g
+            return scale[:, k:k + 1], None if zero is None else zero[:, k:k + 1]
+
+        Q, losses = torch.zeros_like(W), torch.zeros_like(W)
+        bs = math.ceil(blocksize / g) * g if dynamic_groups else blocksize  # a group never spans two blocks
+        for i1 in range(0, cols, bs):
+            i2 = min(i1 + bs, cols)
+            W1, E1, U1 = W[:, i1:i2].clone(), torch.zeros_like(W[:, i1:i2]), U[i1:i2, i1:i2]
+            for i in range(i2 - i1):
+                j = int(perm[i1 + i])
+                if dynamic_groups and j % g == 0:  # first column of a group: its grid from the updated W
+                    s_k, z_k = wq.qparams(W1[:, i:i + g])
+                    scale[:, j // g:j // g + 1] = s_k
+                    if zero is not None:
+                        zero[:, j // g:j // g + 1] = z_k
+                w, d = W1[:, i], U1[i, i]
+                q = wq.fake_with(w[:, None], *column_grid(j))[:, 0]
+                Q[:, i1 + i] = q
+                losses[:, i1 + i] = (w - q) ** 2 / (2 * d**2)
+                e = (w - q) / d
+                W1[:, i:] -= e[:, None] * U1[i, i:][None, :]
+                E1[:, i] = e
+            W[:, i2:] -= E1 @ U[i1:i2, i2:]
+
+        Q = Q[:, torch.argsort(perm)]
+        return Q, scale, zero, {"loss": float(losses.sum()), "dead_columns": int(dead.sum()),
+                                "damp": float(damp)}
+
+
+class _StopForward(Exception):
+    """Raised by a hook once every input a stage needs has been seen for the current sample."""
+
+
+@register
+class GPTQ(Algorithm):
+    name = "GPTQ"
+
+    @torch.no_grad()
+    def transform_block(self, ctx: BlockContext) -> None:
+        sp = self.special
+        if sp.get("owq"):
+            raise NotImplementedError("GPTQ special.owq (outlier-aware GPTQ) is not supported")
+        log = ctx.log.setdefault("gptq", {})
+        done: list[str] = []
+        for k, stage in enumerate(self.stages(ctx)):
+            rerun = bool(sp["true_sequential"]) and bool(done)
+            solvers = self.hessians(ctx, stage, from_forward=rerun)
+            for name in stage:
+                lin = ctx.linears[name]
+                Q, scale, zero, stats = solvers[name].quantize(
+                    lin.weight, ctx.wq, int(sp["blocksize"]), float(sp["percdamp"]), bool(sp["actorder"]),
+                    bool(sp["static_groups"]))
+                lin.weight.copy_(Q.to(lin.weight.dtype))
+                ctx.weight_qparams[name] = (scale.cpu(), None if zero is None else zero.cpu())
+                log[name] = {"stage": k, "tokens": solvers[name].n, **stats}
+            done += stage
+
+    @staticmethod
+    def stages(ctx: BlockContext) -> list[tuple[str, ...]]:
+        """STAGES restricted to the block's linears; any other linear goes last, one per stage."""
+        stages = [tuple(n for n in st if n in ctx.linears) for st in STAGES]
+        known = {n for st in STAGES for n in st}
+        return [st for st in stages if st] + [(n,) for n in ctx.linears if n not in known]
+
+    def hessians(self, ctx: BlockContext, stage: tuple[str, ...], from_forward: bool) -> dict[str, GPTQSolver]:
+        """One solver per distinct input of the stage (layers sharing a captured input share H).
+
+        from_forward=False: H from the captured (float) inputs in ctx.inputs. True: from a forward pass of
+        the block in which every linear is fake-quantized (the done ones on their recorded grid); hooks on
+        this stage's layers see the inputs that the already-quantized layers produce.
+        """
+        chunks = int(self.special.get("chunk_num") or 1)
+        owner: dict[int, str] = {}
+        for name in stage:
+            owner.setdefault(id(ctx.inputs[name]), name)
+        reps = {name: GPTQSolver(ctx.linears[name].in_features, ctx.device) for name in owner.values()}
+        solvers = {name: reps[owner[id(ctx.inputs[name])]] for name in stage}
+        if not from_forward:
+            for name, solver in reps.items():
+                for x in ctx.inputs[name]:
+                    solver.add_batch(x.to(ctx.device), chunks)
+            return solvers
+
+        seen: set[str] = set()
+
+        def hook(name: str):
+            def fn(module, args):
+                reps[name].add_batch(args[0], chunks)
+                seen.add(name)
+                if len(seen) == len(reps):
+                    raise _StopForward
+            return fn
+
+        with torch.no_grad(), fake_quantized(ctx.block, ctx.wq, ctx.aq, ctx.weight_qparams) as block:
+            handles = [block.get_submodule(n).register_forward_pre_hook(hook(n)) for n in reps]
+            try:
+                for hs, kw in zip(ctx.hidden_states, ctx.kwargs):
+                    seen.clear()
+                    try:
+                        block(hs.to(ctx.device), **_to(kw, ctx.device))
+                    except _StopForward:
+                        pass
+            finally:
+                for h in handles:
+                    h.remove()
+        return solvers
+

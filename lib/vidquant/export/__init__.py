@@ -1,6 +1,8 @@
 """Checkpoint I/O, Wan <-> diffusers key mapping, the lightx2v-compatible converter, verification
 and lightx2v inference configs."""
 
+# Eager imports on purpose: `verify` is both a submodule and a function, and binding the function
+# here after the submodule import is what makes `from vidquant.export import verify` the function.
 from vidquant.export.converter import ConverterError, UnsupportedModelError, convert
 from vidquant.export.io import CheckpointError, atomic_dir, load_state_dict, save_sharded
 from vidquant.export.keymap import detect_layout, to_diffusers, to_wan

@@ -467,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 ok, 2 user error)."""
+    """CLI entry point; returns the exit status (0 ok, 2 bad options or inputs, 1 I/O failure)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
@@ -493,6 +493,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConverterError, CheckpointError, FileExistsError, PermissionError) as exc:
         print(f"converter: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. disk full: the output was not created, say why without a traceback
+        print(f"converter: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -77,9 +77,9 @@ def _files_to_scan(scan: _Scan) -> list[Path]:
         scan.add(str(root), None, str(exc))
         return []
     if index_path is None:
-        files = sorted(root.glob("*.safetensors"))
+        files = sorted(root.glob("*.safetensors")) or sorted(p for p in root.iterdir() if p.suffix in TORCH_SUFFIXES)
         if not files:
-            scan.add(str(root), None, "no *.safetensors files and no index json")
+            scan.add(str(root), None, "no weight files (*.safetensors, *.pth, *.pt) and no index json")
         return files
     try:
         weight_map = read_index(index_path)["weight_map"]
@@ -111,11 +111,12 @@ def _check_values(scan: _Scan, file: str, key: str, t: torch.Tensor) -> None:
     if not t.is_floating_point():
         return
     values = t.float()
-    bad = (~torch.isfinite(values)).sum().item()
-    if bad:
-        scan.add(file, key, f"{bad} NaN/Inf values; expected all finite")
-    if key.endswith("_scale") and t.numel() and not bool((values > 0).all()):
-        scan.add(file, key, f"{int((values <= 0).sum())} scales <= 0; expected positive per-channel scales")
+    finite = torch.isfinite(values)
+    if not bool(finite.all()):
+        scan.add(file, key, f"{int((~finite).sum())} NaN/Inf values; expected all finite")
+    nonpositive = int((values[finite] <= 0).sum())
+    if key.endswith("_scale") and nonpositive:
+        scan.add(file, key, f"{nonpositive} scales <= 0; expected positive per-channel scales")
 
 
 def _scan_file(scan: _Scan, path: Path) -> None:

@@ -1,0 +1,403 @@
+"""Helpers the numbered notebooks share: where they run, how their parameters become a config, how they show
+clips and tables, and how they record their metrics for the sweep tables.
+
+Everything here is small glue; the algorithms live in `vidquant.algos`, the plots in `vidquant.plots`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+from collections.abc import Mapping
+from numbers import Number
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from vidquant.config import Config, apply_overrides, parse_config
+
+__all__ = [
+    "repo_root",
+    "goto_repo_root",
+    "notebook_config",
+    "variant",
+    "as_rtn",
+    "metrics_file",
+    "flatten_metrics",
+    "record_metrics",
+    "read_metrics",
+    "show_clip",
+    "clip_html",
+    "run_summary",
+    "smoothing_table",
+    "method_layers",
+    "method_timesteps",
+    "block_input_stats",
+    "fp8_tie_points",
+    "fp8_rounding_table",
+    "fp8_code_mismatch",
+    "checkpoint_table",
+    "key_renames",
+]
+
+
+# --------------------------------------------------------------------------------------------- where we run
+def repo_root(start: str | os.PathLike | None = None) -> Path:
+    """The repository root: the first folder at or above `start` (default: the working directory) holding
+    `notebooks/` and `lib/vidquant/`; else the checkout the package was installed from (editable install);
+    else `start` itself."""
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "notebooks").is_dir() and (folder / "lib" / "vidquant").is_dir():
+            return folder
+    installed = Path(__file__).resolve().parents[2]
+    if (installed / "notebooks").is_dir() and (installed / "lib" / "vidquant").is_dir():
+        return installed
+    return here
+
+
+def goto_repo_root() -> Path:
+    """`chdir` to the repository root so the notebooks' relative paths (``assets/...``, ``configs/...``,
+    ``results/...``) mean the same whether the kernel started in the root (papermill, the sweep) or in
+    ``notebooks/`` (JupyterLab). Returns the root."""
+    root = repo_root()
+    os.chdir(root)
+    return root
+
+
+# --------------------------------------------------------------------------------------------- configs
+def notebook_config(
+    config: str | os.PathLike,
+    *,
+    model_path: str | None = None,
+    calib_path: str | None = None,
+    eval_path: str | None = None,
+    output_dir: str | os.PathLike | None = None,
+    seed: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    num_frames: int | None = None,
+    num_inference_steps: int | None = None,
+    sample_steps: int | None = None,
+    save_lightx2v: bool | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Load an LLMC YAML config and put a notebook's parameters into it.
+
+    The common parameters map onto the config as follows (None keeps the file's value):
+    `model_path` → model.path; `calib_path` / `eval_path` → calib.path / every eval section's path;
+    `seed` → base.seed; `height`, `width`, `num_frames`, `num_inference_steps` → the calib and every
+    eval section (target_height, target_width, num_frames, num_inference_steps); `sample_steps` →
+    calib.sample_steps; `output_dir` → save.save_path and every eval section's output_video_path
+    (``<output_dir>/videos``); `save_lightx2v` → save.save_lightx2v. `overrides` are dotted fields applied
+    last, exactly as ``vidquant quantize --set`` (e.g. ``{"quant.video_gen.special.alpha": 0.8}``).
+    """
+    path = Path(config)
+    if not path.is_file():
+        from vidquant.config import ConfigError
+
+        raise ConfigError(f"{path}: config file not found (working directory: {os.getcwd()})")
+    raw = yaml.safe_load(path.read_text()) or {}
+    sections: dict[str, Any] = {}
+    if model_path is not None:
+        raw.setdefault("model", {})["path"] = str(model_path)
+    if seed is not None:
+        raw.setdefault("base", {})["seed"] = int(seed)
+    evals = raw.get("eval")
+    evals = [] if evals is None else (evals if isinstance(evals, list) else [evals])
+    calib = raw.get("calib")
+    shared = {"target_height": height, "target_width": width, "num_frames": num_frames,
+              "num_inference_steps": num_inference_steps}
+    for section in ([calib] if isinstance(calib, dict) else []) + evals:
+        section.update({k: v for k, v in shared.items() if v is not None})
+    if isinstance(calib, dict):
+        if calib_path is not None:
+            calib["path"] = str(calib_path)
+        if sample_steps is not None:
+            calib["sample_steps"] = int(sample_steps)
+    for section in evals:
+        if eval_path is not None:
+            section["path"] = str(eval_path)
+        if output_dir is not None:
+            section["output_video_path"] = str(Path(output_dir) / "videos")
+    if output_dir is not None:
+        sections["save.save_path"] = str(output_dir)
+    if save_lightx2v is not None:
+        sections["save.save_lightx2v"] = bool(save_lightx2v)
+    raw = apply_overrides(raw, {**sections, **dict(overrides or {})})
+    return parse_config(raw, source=str(path))
+
+
+def variant(cfg: Config, overrides: Mapping[str, Any]) -> Config:
+    """A copy of `cfg` with dotted-field overrides (validated again; relative paths keep resolving the same)."""
+    raw = apply_overrides(cfg.model_dump(mode="json", exclude_none=True), dict(overrides))
+    return parse_config(raw, source=cfg.source)
+
+
+def as_rtn(cfg: Config, output_dir: str | os.PathLike) -> Config:
+    """The same quantizers, calibration and evaluation with plain RTN: the baseline every method is compared
+    with. Its videos go to ``<output_dir>/videos``; nothing is exported."""
+    over: dict[str, Any] = {"quant.video_gen.method": "RTN", "quant.video_gen.special": {},
+                            "save.save_path": str(output_dir), "save.save_lightx2v": False}
+    raw = cfg.model_dump(mode="json", exclude_none=True)
+    if isinstance(raw.get("eval"), list):
+        for ev in raw["eval"]:
+            ev["output_video_path"] = str(Path(output_dir) / "videos")
+    elif raw.get("eval") is not None:
+        over["eval.output_video_path"] = str(Path(output_dir) / "videos")
+    return parse_config(apply_overrides(raw, over), source=cfg.source)
+
+
+# --------------------------------------------------------------------------------------------- metrics
+def metrics_file(output_dir: str | os.PathLike, metrics_path: str | os.PathLike | None = None) -> Path:
+    """Where a notebook records its metrics: `metrics_path` if given, else ``<output_dir>/metrics.json``."""
+    return Path(metrics_path) if metrics_path else Path(output_dir) / "metrics.json"
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "inf" / "nan": JSON has no literal for them
+    if value is None or isinstance(value, str | bool | Number):
+        return value
+    raise TypeError(f"metric value {value!r} ({type(value).__name__}) is not a scalar")
+
+
+def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts become dotted keys (``{"rtn": {"psnr": 1}}`` → ``{"rtn.psnr": 1}``); numpy / torch
+    scalars become Python numbers; inf and nan become the strings "inf" / "nan"."""
+    flat: dict[str, Any] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_metrics(value, prefix=f"{name}."))
+        else:
+            flat[name] = _scalar(value)
+    return flat
+
+
+def record_metrics(metrics: Mapping[str, Any], path: str | os.PathLike) -> pd.DataFrame:
+    """Write a notebook's metrics as one flat JSON object (the row the sweep tables aggregate) and return
+    them as a two-column table for display. The file is written under a temporary name and renamed."""
+    flat = flatten_metrics(metrics)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".writing")
+    tmp.write_text(json.dumps(flat, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return pd.DataFrame({"metric": list(flat), "value": list(flat.values())})
+
+
+def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a metrics json written by :func:`record_metrics` ("inf"/"nan" back to floats)."""
+    data = json.loads(Path(path).read_text())
+    return {k: (float(v) if v in ("inf", "-inf", "nan") else v) for k, v in data.items()}
+
+
+# --------------------------------------------------------------------------------------------- clips
+EMBED_LIMIT_BYTES = 2 * 2**20
+
+
+def clip_html(path: str | os.PathLike, *, caption: str = "", embed_limit: int = EMBED_LIMIT_BYTES,
+              width: int | None = None) -> str:
+    """HTML showing a saved clip: an autoplaying, looping ``<video>`` (mp4) or ``<img>`` (gif), embedded as a
+    data URI when the file is at most `embed_limit` bytes (the tiny models' clips are a few kB), otherwise
+    linked by its path (relative to the working directory, i.e. the repository root)."""
+    path = Path(path)
+    mime = {".mp4": "video/mp4", ".gif": "image/gif", ".webm": "video/webm"}.get(path.suffix.lower())
+    if mime is None:
+        raise ValueError(f"{path}: expected an .mp4, .webm or .gif clip")
+    size = path.stat().st_size
+    src = (f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}" if size <= embed_limit
+           else html.escape(str(path)))
+    style = f' width="{width}"' if width else ""
+    if mime == "image/gif":
+        media = f'<img src="{src}"{style}/>'
+    else:
+        media = f'<video src="{src}" autoplay loop muted controls playsinline{style}></video>'
+    cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    return f'<figure style="display:inline-block;margin:4px">{media}{cap}</figure>'
+
+
+def show_clip(clip: np.ndarray | str | os.PathLike, path: str | os.PathLike | None = None, *, fps: int = 8,
+              caption: str = "", embed_limit: int = EMBED_LIMIT_BYTES, width: int | None = None):
+    """Display a clip in the notebook as a playable video.
+
+    `clip` is a ``(frames, H, W, 3)`` array in [0, 1] (written to `path` first, an .mp4 or .gif; tiny frames
+    are upscaled to 128 px) or the path of a saved clip. Returns an ``IPython.display.HTML``.
+    """
+    from IPython.display import HTML
+
+    from vidquant.eval.video import save_video
+
+    if isinstance(clip, str | os.PathLike):
+        file = Path(clip)
+    else:
+        if path is None:
+            raise ValueError("show_clip: pass `path` (where to write the clip) with an array")
+        file = save_video(np.asarray(clip), path, fps=fps)
+    return HTML(clip_html(file, caption=caption, embed_limit=embed_limit, width=width))
+
+
+# --------------------------------------------------------------------------------------------- tables
+_SUMMARY_KEYS = ("method", "weight", "act", "mean_sqnr_db", "min_sqnr_db", "mean_timestep_rel_err", "video_psnr",
+                 "video_ssim", "video_flicker_error", "video_colour_ok", "video_direction_ok", "seconds")
+
+
+def run_summary(results: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per run (`{label: RunResult}`) with the headline numbers of `RunResult.summary`."""
+    rows = []
+    for label, result in results.items():
+        s = result.summary
+        rows.append({"run": label, **{k: s[k] for k in _SUMMARY_KEYS if k in s}})
+    return pd.DataFrame(rows).set_index("run")
+
+
+def smoothing_table(blockwise) -> pd.DataFrame:
+    """SmoothQuant's decisions as a long table: one row per (block, subset, input channel) with the
+    activation's max |x| before smoothing (`x_max`), the scale `s` and the max after (`x_max / s`)."""
+    frames = []
+    for block, log in sorted(blockwise.logs.items()):
+        for subset, entry in log.get("smoothquant", {}).items():
+            x_max, scale = entry["x_max"].float(), entry["scale"].float()
+            frames.append(pd.DataFrame({
+                "block": block, "subset": subset, "channel": np.arange(x_max.numel()),
+                "x_max": x_max.numpy(), "scale": scale.numpy(), "x_max_smoothed": (x_max / scale).numpy(),
+            }))
+    if not frames:
+        return pd.DataFrame(columns=["block", "subset", "channel", "x_max", "scale", "x_max_smoothed"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def method_layers(results: Mapping[str, Any]) -> pd.DataFrame:
+    """Per-layer error of several runs in one long table (`method` column = the label)."""
+    frames = [r.layer_metrics.assign(method=label) for label, r in results.items() if not r.layer_metrics.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def method_timesteps(results: Mapping[str, Any]) -> pd.DataFrame:
+    """Per-timestep denoiser error of several runs in one long table (`method` column = the label)."""
+    frames = [r.timestep_metrics.assign(method=label) for label, r in results.items()
+              if not r.timestep_metrics.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+@torch.no_grad()
+def block_input_stats(transformer, calib, block: int = 0, device: str | torch.device = "cpu"
+                      ) -> tuple[dict[str, torch.Tensor], pd.DataFrame]:
+    """What one block's linears read during calibration.
+
+    Returns ({subset name: max |x| per input channel over every captured call}, a table with one row per
+    (captured call, subset): the call's meta (sample, step, branch, timestep) plus `absmax` (max |x| over
+    the call) and `token_absmax_median` (the median over tokens of the per-token max |x|, what a per-token
+    activation scale follows)).
+    """
+    from vidquant.algos.engine import collect_linear_inputs
+    from vidquant.algos.smoothquant import act_channel_max
+    from vidquant.models.layout import SUBSETS
+
+    blk = transformer.blocks[block]
+    inputs, _ = collect_linear_inputs(blk, calib.hidden_states, calib.block_kwargs, device)
+    channel_max = {s.name: act_channel_max(inputs[s.input]) for s in SUBSETS}
+    rows = []
+    for s in SUBSETS:
+        for meta, x in zip(calib.meta, inputs[s.input]):
+            tok = x.float().abs().reshape(-1, x.shape[-1]).amax(dim=-1)
+            rows.append({**meta, "subset": s.name, "absmax": float(tok.max()),
+                         "token_absmax_median": float(tok.median())})
+    return channel_max, pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------- fp8 rounding
+def fp8_tie_points(fmt: str = "e4m3") -> torch.Tensor:
+    """The exact midpoints between neighbouring finite values of an fp8 format (positive and negative):
+    the only inputs on which two round-to-nearest implementations with different tie rules can differ."""
+    from vidquant.quant.quantizer import FP8_FORMATS
+
+    dtype = FP8_FORMATS[fmt][0]
+    grid = torch.arange(256, dtype=torch.int32).to(torch.uint8).view(dtype).float()
+    grid = torch.unique(grid[torch.isfinite(grid)])
+    pos = grid[grid >= 0]
+    mids = (pos[:-1] + pos[1:]) / 2
+    return torch.cat([-mids.flip(0), mids])
+
+
+def fp8_rounding_table(values: torch.Tensor, fmt: str = "e4m3") -> pd.DataFrame:
+    """Each value rounded onto the fp8 grid (scale 1) by torch's cast (ties to even) and by qtorch's
+    ``float_quantize`` (as LLMC and lightx2v's converter round), with the difference in grid steps."""
+    from vidquant.quant import FloatQuantizer
+
+    x = values.float().flatten()
+    one = torch.tensor(1.0)
+    native = FloatQuantizer(fmt, granularity="per_tensor").quantize_with(x, one).codes.float()
+    qtorch = FloatQuantizer(fmt, granularity="per_tensor", use_qtorch=True).quantize_with(x, one).codes.float()
+    grid = torch.unique(torch.cat([native, qtorch]))
+    step = {float(v): i for i, v in enumerate(grid.tolist())}
+    steps = [step[float(b)] - step[float(a)] for a, b in zip(native.tolist(), qtorch.tolist())]
+    return pd.DataFrame({"x": x.numpy(), "native": native.numpy(), "qtorch": qtorch.numpy(), "steps": steps,
+                         "differ": (native != qtorch).numpy()})
+
+
+@torch.no_grad()
+def fp8_code_mismatch(transformer, fmt: str = "e4m3") -> pd.DataFrame:
+    """For every block linear: how many of its per-channel fp8 weight codes differ between torch's cast and
+    qtorch's rounding (one row per layer: block, layer, n, differ, frac)."""
+    from vidquant.models.layout import block_linears
+    from vidquant.quant import FloatQuantizer
+
+    native, qt = FloatQuantizer(fmt), FloatQuantizer(fmt, use_qtorch=True)
+    rows = []
+    for i, blk in enumerate(transformer.blocks):
+        for name, lin in block_linears(blk).items():
+            w = lin.weight.detach().float()
+            differ = int((native.quantize(w).codes.float() != qt.quantize(w).codes.float()).sum())
+            rows.append({"block": i, "layer": name, "n": w.numel(), "differ": differ, "frac": differ / w.numel()})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+def checkpoint_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Every tensor of a safetensors checkpoint (a file or a folder of shards): file, key, dtype, shape and
+    bytes, read from the headers only."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
+    rows = []
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                sl = f.get_slice(key)
+                shape = tuple(sl.get_shape())
+                dtype = _SAFETENSORS_DTYPES.get(sl.get_dtype(), sl.get_dtype())
+                itemsize = torch.empty((), dtype=dtype).element_size() if isinstance(dtype, torch.dtype) else 0
+                rows.append({"file": file.name, "key": key, "dtype": str(dtype).removeprefix("torch."),
+                             "shape": shape, "bytes": int(np.prod(shape, dtype=np.int64)) * itemsize})
+    return pd.DataFrame(rows, columns=["file", "key", "dtype", "shape", "bytes"])
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+
+
+def key_renames(keys: list[str], direction: str = "backward") -> pd.DataFrame:
+    """How the converter renames keys: one row per key with its name before and after
+    (``backward`` = diffusers → Wan, ``forward`` = Wan → diffusers)."""
+    from vidquant.export.keymap import convert_key
+
+    return pd.DataFrame({"before": keys, "after": [convert_key(k, direction) for k in keys]})

@@ -1,0 +1,401 @@
+"""Load a quantized Wan2.1 DiT for real W8A8 inference: the lightx2v side of the LLMC -> lightx2v workflow.
+
+Input: a converted checkpoint (Wan key layout, ``converter.py -d backward``; lightx2v_reference §1.5, §2.4) or
+an LLMC ``save_lightx2v`` export (diffusers key layout; llmc_reference §8), detected from the keys. Output: a
+diffusers ``WanTransformer3DModel`` whose blocks are :class:`~vidquant.models.block.SmoothableWanBlock` (so
+``affine_norm1/3`` multiply the adaLN modulation exactly as lightx2v does, §8.3 / §9 item 16) and whose block
+linears are :class:`~vidquant.quant.W8A8Linear` holding the stored int8 / float8_e4m3fn codes, so the matmuls
+are real ``torch._int_mm`` / ``torch._scaled_mm`` GEMMs with per-token dynamic activations.
+
+Memory: the model is built on the meta device (accelerate's ``init_empty_weights``) and every tensor is
+assigned straight from the checkpoint, so no float copy of a block linear ever exists.
+
+Dtypes follow diffusers' ``from_pretrained(dtype=...)``: everything in ``dtype`` except the modules diffusers
+keeps in fp32 (time embedder, modulation tables, norms, RoPE) and the fp32 ``affine_norm`` vectors; linear
+codes stay int8/fp8, ``weight_scale`` becomes fp32 (optionally bf16-rounded first, as lightx2v's non-lazy
+loader does, §2.2 / §9 item 7).
+
+Strict: every checkpoint tensor must be consumed and every expected one present; errors name the keys and
+the file they are in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vidquant.export import keymap
+from vidquant.export.io import TORCH_SUFFIXES, CheckpointError, load_state_dict, safetensors_keys, source_files
+from vidquant.models.block import make_transformer_smoothable
+from vidquant.models.layout import block_linear_names
+from vidquant.quant import W8A8_FORMATS, W8A8Linear
+
+__all__ = [
+    "QuantInfo",
+    "QuantizedCheckpointError",
+    "checkpoint_scheme",
+    "load_quantized_pipeline",
+    "load_quantized_transformer",
+    "read_quantized_checkpoint",
+    "resolve_checkpoint_dir",
+]
+
+log = logging.getLogger("vidquant.runtime")
+
+EXPORT_SUBDIR = "lightx2v_quant_model"  # what LLMC (and vidquant quantize) write under save_path
+_AFFINE_KEYS = tuple(f"affine_norm{n}.{p}" for n in (1, 3) for p in ("weight", "bias"))
+# Architecture fields that must agree between the checkpoint's config.json and the base transformer.
+_ARCH_FIELDS = ("num_layers", "num_attention_heads", "attention_head_dim", "ffn_dim", "in_channels",
+                "out_channels", "text_dim", "freq_dim", "image_dim", "added_kv_proj_dim", "patch_size")
+_MAX_LISTED = 8  # keys named per error message before "... and N more"
+
+
+class QuantizedCheckpointError(CheckpointError):
+    """A quantized checkpoint that cannot be loaded into the base model; names the keys and the file."""
+
+
+@dataclass(frozen=True)
+class QuantInfo:
+    """What was loaded: attached to the transformer as ``transformer.quant_info``."""
+
+    path: Path
+    layout: str  # "wan" (converted) or "diffusers" (LLMC export)
+    scheme: str  # "int8" or "fp8"
+    quant_method: str | None
+    i2v: bool
+    num_linears: int
+    smoothing_loaded: bool
+    round_scale_bf16: bool
+
+
+@dataclass
+class QuantizedCheckpoint:
+    """A checkpoint read into memory, keys in diffusers names (what the model expects)."""
+
+    path: Path
+    layout: str
+    state: dict[str, torch.Tensor]
+    config: dict
+    files: dict[str, str]  # diffusers key -> file it came from (for error messages)
+
+    def file_of(self, key: str) -> str:
+        return self.files.get(key, str(self.path))
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+
+def resolve_checkpoint_dir(path: str | os.PathLike) -> Path:
+    """The directory (or file) holding the weights: ``path`` itself, or ``path/lightx2v_quant_model`` when
+    ``path`` is an LLMC ``save_path`` (no weights of its own)."""
+    path = Path(path)
+    if not path.exists():
+        raise QuantizedCheckpointError(f"{path}: quantized checkpoint not found")
+    if path.is_dir() and not any(path.glob("*.safetensors")) and (path / EXPORT_SUBDIR).is_dir():
+        return path / EXPORT_SUBDIR
+    return path
+
+
+def _key_files(path: Path) -> dict[str, str]:
+    """Stored key -> file, read from safetensors headers only (cheap)."""
+    out: dict[str, str] = {}
+    for f in source_files(path):
+        if f.suffix in TORCH_SUFFIXES:
+            continue  # no header to read; errors then name the checkpoint path
+        out.update(dict.fromkeys(safetensors_keys(f), str(f)))
+    return out
+
+
+def _read_config(path: Path) -> dict:
+    config = (path if path.is_dir() else path.parent) / "config.json"
+    if not config.is_file():
+        return {}
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise QuantizedCheckpointError(f"{config}: cannot read: {exc}") from exc
+    if not isinstance(data, dict):
+        raise QuantizedCheckpointError(f"{config}: expected a JSON object")
+    return data
+
+
+def read_quantized_checkpoint(path: str | os.PathLike) -> QuantizedCheckpoint:
+    """Load every tensor of a quantized checkpoint and rename Wan keys to diffusers keys if needed."""
+    root = resolve_checkpoint_dir(path)
+    state = load_state_dict(root)
+    if not state:
+        raise QuantizedCheckpointError(f"{root}: checkpoint has no tensors")
+    layout = keymap.detect_layout(state)
+    if layout not in ("wan", "diffusers"):
+        raise QuantizedCheckpointError(
+            f"{root}: key layout is {layout}; expected Wan names (converter.py -d backward output) or diffusers "
+            "names (an LLMC save_lightx2v export)")
+    files = _key_files(root)
+    if layout == "wan":
+        files = {keymap.to_diffusers(k): f for k, f in files.items()}
+        try:
+            state = keymap.rename_state_dict(state, "forward")
+        except ValueError as exc:
+            raise QuantizedCheckpointError(f"{root}: {exc}") from exc
+    return QuantizedCheckpoint(root, layout, state, _read_config(root), files)
+
+
+def checkpoint_scheme(ckpt: QuantizedCheckpoint) -> str:
+    """'int8' or 'fp8' from the dtype of the block-linear weights; mixed or unquantized is an error."""
+    dtypes = {t.dtype for k, t in ckpt.state.items() if k.endswith(".weight") and k + "_scale" in ckpt.state}
+    schemes = {fmt for fmt, dt in W8A8_FORMATS.items() if dt in dtypes}
+    if len(schemes) != 1 or len(dtypes) != 1:
+        found = ", ".join(sorted(str(d) for d in dtypes)) or "no weight/weight_scale pairs"
+        raise QuantizedCheckpointError(
+            f"{ckpt.path}: block linears must all be int8 or all float8_e4m3fn with a weight_scale; found {found}")
+    return schemes.pop()
+
+
+# ----------------------------------------------------------------------------------------------- base model
+
+
+def _base_transformer_config(base_model_path: str | os.PathLike) -> dict:
+    """The base ``WanTransformer3DModel`` config: ``<pipeline>/transformer/config.json`` or ``<dir>/config.json``."""
+    from diffusers import WanTransformer3DModel
+
+    base = Path(base_model_path)
+    folder = base / "transformer" if (base / "transformer" / "config.json").is_file() else base
+    if not (folder / "config.json").is_file():
+        raise QuantizedCheckpointError(
+            f"{base}: no transformer/config.json (expected a diffusers Wan pipeline directory)")
+    config = WanTransformer3DModel.load_config(folder)
+    if config.get("_class_name") not in (None, "WanTransformer3DModel"):
+        raise QuantizedCheckpointError(f"{folder / 'config.json'}: _class_name is {config['_class_name']!r}; "
+                                       "expected WanTransformer3DModel")
+    return config
+
+
+def _check_architecture(ckpt: QuantizedCheckpoint, base: dict, base_path: str | os.PathLike) -> None:
+    """The checkpoint's own config.json (if any) must describe the same network as the base model."""
+    diffs = [f"{k}: checkpoint {ckpt.config[k]!r} vs base {base[k]!r}" for k in _ARCH_FIELDS
+             if k in ckpt.config and k in base and _norm(ckpt.config[k]) != _norm(base[k])]
+    if diffs:
+        raise QuantizedCheckpointError(f"{ckpt.path}/config.json does not match the base model {base_path}: "
+                                       + "; ".join(diffs))
+
+
+def _norm(value):
+    return list(value) if isinstance(value, list | tuple) else value
+
+
+def _check_task(ckpt: QuantizedCheckpoint, base: dict, base_path: str | os.PathLike) -> bool:
+    i2v_base = base.get("added_kv_proj_dim") is not None
+    i2v_ckpt = keymap.is_i2v(ckpt.state)
+    if i2v_base != i2v_ckpt:
+        kind = {True: "I2V", False: "T2V"}
+        raise QuantizedCheckpointError(
+            f"{ckpt.path} is a {kind[i2v_ckpt]} checkpoint but the base model {base_path} is {kind[i2v_base]}; "
+            "use the base pipeline the checkpoint was quantized from")
+    return i2v_base
+
+
+def _empty_model(config: dict) -> nn.Module:
+    """The diffusers transformer with parameters on the meta device (buffers such as RoPE tables are real)."""
+    from accelerate import init_empty_weights
+    from diffusers import WanTransformer3DModel
+
+    with init_empty_weights(include_buffers=False):
+        model = WanTransformer3DModel.from_config(config)
+    return make_transformer_smoothable(model)
+
+
+def _listed(keys, ckpt: QuantizedCheckpoint | None = None) -> str:
+    keys = sorted(keys, key=_natural_key)
+    shown = [f"{k} ({ckpt.file_of(k)})" if ckpt is not None else k for k in keys[:_MAX_LISTED]]
+    more = f", ... and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else ""
+    return ", ".join(shown) + more
+
+
+def _natural_key(key: str) -> list:
+    """Sort key that puts blocks.2 before blocks.10."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", key)]
+
+
+# ----------------------------------------------------------------------------------------------- linears
+
+
+def _pop_linear(ckpt: QuantizedCheckpoint, key: str, shape: tuple[int, int], scheme: str,
+                round_scale_bf16: bool, bias_dtype: torch.dtype) -> W8A8Linear:
+    """Take ``key.{weight,weight_scale,bias}`` out of the checkpoint and wrap them without dequantizing."""
+    names = {p: f"{key}.{p}" for p in ("weight", "weight_scale", "bias")}
+    missing = [n for n in names.values() if n not in ckpt.state]
+    if missing:
+        raise QuantizedCheckpointError(f"{ckpt.path}: missing {_listed(missing)} (every block linear needs an "
+                                       "int8/fp8 weight, a (out, 1) weight_scale and a bias)")
+    weight, scale, bias = (ckpt.state.pop(n) for n in names.values())
+    where = f"{names['weight']} in {ckpt.file_of(names['weight'])}"
+    if weight.dtype != W8A8_FORMATS[scheme]:
+        raise QuantizedCheckpointError(f"{where}: dtype {weight.dtype}; expected {W8A8_FORMATS[scheme]} "
+                                       f"(the checkpoint's {scheme} scheme)")
+    if tuple(weight.shape) != shape:
+        raise QuantizedCheckpointError(f"{where}: shape {tuple(weight.shape)}; the base model expects {shape}")
+    if scale.numel() != shape[0] or not scale.is_floating_point():
+        raise QuantizedCheckpointError(f"{names['weight_scale']} in {ckpt.file_of(names['weight_scale'])}: "
+                                       f"{scale.dtype} {tuple(scale.shape)}; expected float ({shape[0]}, 1)")
+    if tuple(bias.shape) != (shape[0],):
+        raise QuantizedCheckpointError(f"{names['bias']} in {ckpt.file_of(names['bias'])}: shape "
+                                       f"{tuple(bias.shape)}; expected ({shape[0]},)")
+    if round_scale_bf16:
+        scale = scale.to(torch.bfloat16)  # lightx2v's non-lazy loader: fp32 -> bf16, upcast by the mm class
+    return W8A8Linear.from_quantized(weight, scale.float().reshape(-1, 1), bias.to(bias_dtype), fmt=scheme)
+
+
+def _install_linears(model: nn.Module, ckpt: QuantizedCheckpoint, scheme: str, round_scale_bf16: bool,
+                     dtype: torch.dtype) -> int:
+    """Replace every block linear of ``model`` by a W8A8Linear built from the checkpoint; returns the count."""
+    n = 0
+    for i, block in enumerate(model.blocks):
+        for name in block_linear_names(block):
+            lin = block.get_submodule(name)
+            shape = (lin.out_features, lin.in_features)
+            block.set_submodule(name, _pop_linear(ckpt, f"blocks.{i}.{name}", shape, scheme,
+                                                  round_scale_bf16, dtype))
+            n += 1
+    return n
+
+
+# ----------------------------------------------------------------------------------------------- the rest
+
+
+def _smoothing(ckpt: QuantizedCheckpoint, quant_method: str | None, num_blocks: int) -> bool:
+    """Whether ``affine_norm1/3`` come from the checkpoint. Otherwise they are dropped and stay ones (lightx2v
+    registers them only with quant_method == advanced_ptq), with a warning since a smoothed checkpoint then
+    computes the wrong function."""
+    if quant_method == "advanced_ptq":
+        return True
+    present = [k for k in list(ckpt.state) if k.split(".", 2)[-1] in _AFFINE_KEYS]
+    for k in present:
+        ckpt.state.pop(k)
+    what = (f"ignoring the {len(present)} affine_norm1/3 smoothing tensors in the checkpoint" if present
+            else "the checkpoint has no affine_norm1/3 smoothing tensors")
+    warnings.warn(f"{ckpt.path}: quant_method is {quant_method!r}, not 'advanced_ptq': {what}; affine_norm1/3 "
+                  f"are ones in all {num_blocks} blocks. A SmoothQuant/AWQ checkpoint then gives wrong outputs; "
+                  "set quant_method: advanced_ptq", stacklevel=3)
+    return False
+
+
+def _keeps_fp32(model: nn.Module, key: str) -> bool:
+    """diffusers' ``_keep_in_fp32_modules`` rule (a module name as a dotted component), plus the fp32 fake
+    affine vectors, which the smoothable block multiplies in fp32 as LLMC does."""
+    parts = key.split(".")
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ()) | {"affine_norm1", "affine_norm3"}
+    return any(p in keep for p in parts)
+
+
+def _load_rest(model: nn.Module, ckpt: QuantizedCheckpoint, dtype: torch.dtype, smoothing: bool) -> None:
+    """Assign every remaining tensor (embeddings, norms, modulation, head, affine_norm1/3) strictly."""
+    expected = {k: t for k, t in model.state_dict().items() if t.is_meta}
+    if not smoothing:
+        expected = {k: t for k, t in expected.items() if k.split(".", 2)[-1] not in _AFFINE_KEYS}
+    missing = sorted(set(expected) - set(ckpt.state))
+    unexpected = sorted(set(ckpt.state) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} tensor(s) the base model needs: {_listed(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensor(s) the base model has no place for: "
+                        f"{_listed(unexpected, ckpt)}")
+    bad = [f"{k} ({ckpt.file_of(k)}): {tuple(ckpt.state[k].shape)} vs expected {tuple(expected[k].shape)}"
+           for k in sorted(set(expected) & set(ckpt.state)) if ckpt.state[k].shape != expected[k].shape]
+    if bad:
+        problems.append("shape mismatch: " + "; ".join(bad[:_MAX_LISTED]))
+    if problems:
+        raise QuantizedCheckpointError(f"{ckpt.path}: " + "; ".join(problems))
+    state = {k: t.to(torch.float32 if _keeps_fp32(model, k) else dtype) for k, t in ckpt.state.items()}
+    ckpt.state.clear()
+    if not smoothing:  # the FakeAffine vectors are still on meta: ones, as LLMC initialises them
+        state.update({k: torch.ones(t.shape, dtype=torch.float32) for k, t in expected.items()
+                      if k.split(".", 2)[-1] in _AFFINE_KEYS})
+    model.load_state_dict(state, strict=False, assign=True)
+    still_meta = [n for n, t in model.state_dict().items() if t.is_meta]
+    if still_meta:  # an internal error: the key bookkeeping above missed something
+        raise RuntimeError(f"tensors left on the meta device after loading: {_listed(still_meta)}")
+
+
+# ----------------------------------------------------------------------------------------------- API
+
+
+def load_quantized_transformer(
+    quantized_ckpt: str | os.PathLike,
+    base_model_path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.bfloat16,
+    *,
+    quant_method: str | None = "auto",
+    scheme: str | None = None,
+    round_scale_bf16: bool = False,
+) -> nn.Module:
+    """Build the diffusers Wan transformer of ``base_model_path`` with the quantized weights of ``quantized_ckpt``.
+
+    Args:
+        quantized_ckpt: converted (Wan keys) or LLMC-export (diffusers keys) directory or file; an LLMC
+            ``save_path`` containing ``lightx2v_quant_model/`` is accepted too.
+        base_model_path: the diffusers pipeline directory (its ``transformer/config.json`` gives the network).
+        device: where the model ends up.
+        dtype: working dtype of the non-quantized tensors and activations (fp32-kept modules excepted).
+        quant_method: ``"advanced_ptq"`` loads ``affine_norm1/3``; anything else leaves them at ones (with a
+            warning). ``"auto"`` reads it from the checkpoint's ``config.json``.
+        scheme: ``"int8"`` / ``"fp8"`` to insist on a format (e.g. the inference config's); None = as stored.
+        round_scale_bf16: round ``weight_scale`` to bf16 before using it in fp32, as lightx2v's non-lazy
+            loader does (bit-for-bit parity with lightx2v; slightly less accurate).
+
+    Returns:
+        The transformer in eval mode, without gradients, with ``quant_info`` (:class:`QuantInfo`).
+
+    Raises:
+        QuantizedCheckpointError: missing/unexpected keys, wrong dtypes or shapes, a T2V/I2V mismatch, or a
+            checkpoint config that disagrees with the base model. Messages name the keys and files.
+    """
+    base = _base_transformer_config(base_model_path)
+    ckpt = read_quantized_checkpoint(quantized_ckpt)
+    _check_architecture(ckpt, base, base_model_path)
+    i2v = _check_task(ckpt, base, base_model_path)
+    found = checkpoint_scheme(ckpt)
+    if scheme is not None and scheme != found:
+        raise QuantizedCheckpointError(f"{ckpt.path}: the inference config asks for {scheme} but the checkpoint's "
+                                       f"block linears are {W8A8_FORMATS[found]} ({found})")
+    if quant_method == "auto":
+        quant_method = ckpt.config.get("quant_method")
+    model = _empty_model(base)
+    n = _install_linears(model, ckpt, found, round_scale_bf16, dtype)
+    smoothing = _smoothing(ckpt, quant_method, len(model.blocks))
+    _load_rest(model, ckpt, dtype, smoothing)
+    model.quant_info = QuantInfo(ckpt.path, ckpt.layout, found, quant_method, i2v, n, smoothing, round_scale_bf16)
+    log.info("loaded %s (%s layout): %d %s linears, quant_method=%s", ckpt.path, ckpt.layout, n, found,
+             quant_method)
+    return model.to(device).eval().requires_grad_(False)
+
+
+def load_quantized_pipeline(
+    model_path: str | os.PathLike,
+    quantized_ckpt: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.bfloat16,
+    **kwargs,
+):
+    """The base pipeline of ``model_path`` (VAE, text/image encoders, scheduler) with the quantized transformer.
+
+    ``kwargs`` go to :func:`load_quantized_transformer`. The checkpoint is read first, so checkpoint errors
+    come before the encoders are loaded. The pipeline is assembled on the CPU and moved to ``device`` once
+    the float transformer it was loaded with is gone, so the device never holds both.
+    """
+    from vidquant.models.loading import load_pipeline
+
+    transformer = load_quantized_transformer(quantized_ckpt, model_path, "cpu", dtype, **kwargs)
+    pipe = load_pipeline(model_path, None, dtype, "cpu")
+    # load_pipeline has no way to skip the float transformer; drop it before anything moves to the device.
+    pipe.register_modules(transformer=transformer)
+    return pipe.to(device)

@@ -1,0 +1,29 @@
+"""Helpers shared by tests (not fixtures): small configs for the random tiny models."""
+
+from __future__ import annotations
+
+import yaml
+
+
+def tiny_config(tmp_path, model_dir, task="t2v", method="RTN", **quant) -> dict:
+    gen = {"target_height": 32, "target_width": 32, "num_frames": 5, "guidance_scale": 5.0,
+           "num_inference_steps": 4, "max_sequence_length": 16 if task == "t2v" else 512}
+    fmt = quant or {"bit": 8, "symmetric": True}
+    return {
+        "base": {"seed": 42},
+        "model": {"type": "WanI2V" if task == "i2v" else "WanT2V", "path": str(model_dir),
+                  "torch_dtype": "torch.float32", "device": "cpu"},
+        "calib": {"name": task, "path": f"assets/calib/tiny_{task}", "sample_steps": 4, **gen},
+        "eval": {"eval_pos": ["pretrain", "fake_quant"], "name": task, "path": f"assets/eval/tiny_{task}",
+                 "output_video_path": str(tmp_path / "videos"), **gen},
+        "quant": {"video_gen": {"method": method, "weight": {**fmt, "granularity": "per_channel"},
+                                "act": {**fmt, "granularity": "per_token"}}},
+        "save": {"save_lightx2v": True, "save_path": str(tmp_path / "save")},
+    }
+
+
+def write_config(tmp_path, cfg) -> str:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return str(p)
