@@ -35,7 +35,10 @@ def make_block(i2v: bool = False, seed: int = 0) -> WanTransformerBlock:
     torch.manual_seed(seed)
     block = WanTransformerBlock(dim=DIM, ffn_dim=FFN, num_heads=HEADS, qk_norm="rms_norm_across_heads",
                                 cross_attn_norm=True, eps=1e-6, added_kv_proj_dim=DIM if i2v else None)
-    with torch.no_grad():  # random (not default) norm affines and adaLN table, with outlier channels
+    with torch.no_grad():  # Gaussian weights (real ones are bell-shaped, nn.Linear's init is uniform),
+        for m in block.modules():  # random norm affines and adaLN table, with outlier channels
+            if isinstance(m, nn.Linear):
+                m.weight.normal_(0.0, m.in_features**-0.5)
         block.norm2.weight.normal_(1.0, 0.2)
         block.norm2.bias.normal_(0.0, 0.2)
         block.norm2.weight[list(OUTLIERS)] *= 20

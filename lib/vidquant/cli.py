@@ -85,9 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Delegated commands get every token after the command name: an `argparse.REMAINDER` positional drops
+    leading options (`vidquant infer --model_cls ...` would fail with "unrecognized arguments")."""
+    args, extra = parser.parse_known_args(argv)
+    if hasattr(args, "rest"):
+        args.rest = argv[argv.index(args.command) + 1:]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)

@@ -26,6 +26,7 @@ from vidquant.config import Config, apply_overrides, parse_config
 __all__ = [
     "repo_root",
     "goto_repo_root",
+    "setup",
     "notebook_config",
     "variant",
     "as_rtn",
@@ -69,6 +70,41 @@ def goto_repo_root() -> Path:
     ``notebooks/`` (JupyterLab). Returns the root."""
     root = repo_root()
     os.chdir(root)
+    return root
+
+
+def setup(*, quiet: bool = True) -> Path:
+    """The first cell of every notebook: go to the repository root (:func:`goto_repo_root`), show figures
+    inline even when ``MPLBACKEND`` says otherwise (``make`` exports ``Agg``), compact pandas output, and
+    (`quiet`) silence the library warnings that would clutter a rendered notebook. Returns the root."""
+    import logging
+    import warnings
+
+    root = goto_repo_root()
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except ImportError:  # pragma: no cover - IPython ships with ipykernel
+        shell = None
+    if shell is not None and "IPKernelApp" in shell.config:
+        shell.run_line_magic("matplotlib", "inline")
+    pd.set_option("display.precision", 4)
+    pd.set_option("display.max_rows", 40)
+    pd.set_option("display.width", 160)
+    if quiet:
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)
+        for name in ("diffusers", "transformers", "transformers.image_processing_utils"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        try:
+            from diffusers.utils import logging as dlog
+            from transformers.utils import logging as tlog
+
+            dlog.set_verbosity_error()
+            tlog.set_verbosity_error()
+        except ImportError:  # pragma: no cover
+            pass
     return root
 
 

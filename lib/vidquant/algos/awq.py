@@ -206,8 +206,8 @@ class Awq(Algorithm):
                 continue
             x = strided_tokens(ctx.inputs[name], n_tokens).to(ctx.device)
             lo, hi = best_clip(lin.weight, x, ctx.wq, ctx.aq, sym)
-            w = lin.weight.float().reshape(*lo.shape[:2], -1)
+            w = lin.weight.detach().float().reshape(*lo.shape[:2], -1)  # (out, groups, group)
+            shrink = torch.maximum(hi.abs(), lo.abs()) / w.abs().amax(-1, keepdim=True).clamp_min(1e-12)
+            record[name] = {"mean_shrink": float(shrink.mean())}
             lin.weight.copy_(torch.clamp(w, lo, hi).reshape(lin.weight.shape).to(lin.weight.dtype))
-            absmax = w.abs().amax(-1, keepdim=True).clamp_min(1e-12)
-            record[name] = {"mean_shrink": float((torch.maximum(hi.abs(), lo.abs()) / absmax).mean())}
         return record

@@ -16,6 +16,8 @@ from numbers import Real
 from pathlib import Path
 from typing import Any, Literal
 
+from vidquant.config import ConfigError as BaseConfigError
+
 __all__ = [
     "ATTENTION_TYPES",
     "ConfigError",
@@ -69,8 +71,8 @@ VOCABULARIES = ("mm_type", "dit_quant_scheme", "both")
 DEFAULTS = {"seed": 42, "fps": 16, "target_video_length": 81}
 
 
-class ConfigError(ValueError):
-    """An invalid lightx2v config; the message names the field."""
+class ConfigError(BaseConfigError):
+    """An invalid lightx2v config; the message names the field (a user error, like any config error)."""
 
 
 # ----------------------------------------------------------------------------------------------- checks

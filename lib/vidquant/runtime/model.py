@@ -42,6 +42,7 @@ __all__ = [
     "QuantInfo",
     "QuantizedCheckpointError",
     "checkpoint_scheme",
+    "fake_quant_twin",
     "load_quantized_pipeline",
     "load_quantized_transformer",
     "read_quantized_checkpoint",
@@ -298,8 +299,11 @@ def _keeps_fp32(model: nn.Module, key: str) -> bool:
 def _load_rest(model: nn.Module, ckpt: QuantizedCheckpoint, dtype: torch.dtype, smoothing: bool) -> None:
     """Assign every remaining tensor (embeddings, norms, modulation, head, affine_norm1/3) strictly."""
     expected = {k: t for k, t in model.state_dict().items() if t.is_meta}
-    if not smoothing:
-        expected = {k: t for k, t in expected.items() if k.split(".", 2)[-1] not in _AFFINE_KEYS}
+    ones = {}
+    if not smoothing:  # the FakeAffine vectors stay ones, as LLMC initialises them
+        ones = {k: torch.ones(t.shape, dtype=torch.float32) for k, t in expected.items()
+                if k.split(".", 2)[-1] in _AFFINE_KEYS}
+        expected = {k: t for k, t in expected.items() if k not in ones}
     missing = sorted(set(expected) - set(ckpt.state))
     unexpected = sorted(set(ckpt.state) - set(expected))
     problems = []
@@ -316,10 +320,7 @@ def _load_rest(model: nn.Module, ckpt: QuantizedCheckpoint, dtype: torch.dtype, 
         raise QuantizedCheckpointError(f"{ckpt.path}: " + "; ".join(problems))
     state = {k: t.to(torch.float32 if _keeps_fp32(model, k) else dtype) for k, t in ckpt.state.items()}
     ckpt.state.clear()
-    if not smoothing:  # the FakeAffine vectors are still on meta: ones, as LLMC initialises them
-        state.update({k: torch.ones(t.shape, dtype=torch.float32) for k, t in expected.items()
-                      if k.split(".", 2)[-1] in _AFFINE_KEYS})
-    model.load_state_dict(state, strict=False, assign=True)
+    model.load_state_dict(state | ones, strict=False, assign=True)
     still_meta = [n for n, t in model.state_dict().items() if t.is_meta]
     if still_meta:  # an internal error: the key bookkeeping above missed something
         raise RuntimeError(f"tensors left on the meta device after loading: {_listed(still_meta)}")
@@ -399,3 +400,28 @@ def load_quantized_pipeline(
     # load_pipeline has no way to skip the float transformer; drop it before anything moves to the device.
     pipe.register_modules(transformer=transformer)
     return pipe.to(device)
+
+
+def fake_quant_twin(transformer: nn.Module) -> nn.Module:
+    """A copy of a runtime transformer in which every :class:`W8A8Linear` is LLMC's fake-quant linear of the same
+    export: weight ``codes * weight_scale`` (what ``IntQuantizer(8, per_channel)`` / e4m3 per-channel decode
+    to) and per-token dynamic fake quantization of the activations in the same format.
+
+    This is the reference the real-GEMM runtime must agree with. It holds dequantized weights (a float copy), so
+    it is for checks on small models, not for deployment.
+    """
+    import copy
+
+    from vidquant.quant import FakeQuantLinear, FloatQuantizer, IntQuantizer
+
+    twin = copy.deepcopy(transformer)
+    for block in twin.blocks:
+        for name in block_linear_names(block):
+            lin = block.get_submodule(name)
+            if not isinstance(lin, W8A8Linear):
+                continue
+            aq = (IntQuantizer(8, symmetric=True, granularity="per_token") if lin.fmt == "int8"
+                  else FloatQuantizer("e4m3", granularity="per_token"))
+            weight = lin.dequantized_weight().to(lin.bias.dtype if lin.bias is not None else torch.float32)
+            block.set_submodule(name, FakeQuantLinear(weight, lin.bias, aq))
+    return twin

@@ -1,0 +1,323 @@
+"""``vidquant infer``: lightx2v's ``python -m lightx2v.infer`` command line on vidquant's quantized runtime.
+
+    vidquant infer --model_cls wan2.1 --task i2v --model_path MODEL --config_json CFG.json \\
+        --prompt "..." --negative_prompt "..." --image_path IMG --save_video_path out.mp4 [--seed N --device cpu]
+
+The JSON is a lightx2v inference config (lightx2v_reference §4.3), read with
+:func:`vidquant.export.lightx2v_config.read_lightx2v_config`, so both matmul vocabularies work
+(``mm_config.mm_type`` and ``dit_quantized`` / ``dit_quant_scheme``). Fields used: ``dit_quantized_ckpt``
+(default ``<model_path>/<scheme>``, as lightx2v), ``quant_method``, ``infer_steps``, ``target_height`` /
+``target_width`` (I2V: the area; the size follows the image's aspect ratio), ``target_video_length``,
+``sample_guide_scale`` / ``enable_cfg``, ``sample_shift``, ``text_len``, ``seed`` and ``fps``. Attention
+backends, offloading and caching fields are accepted and have no effect (diffusers' SDPA attention is used).
+
+Precedence as lightx2v (§4.1): CLI < config JSON < ``<dit_quantized_ckpt>/config.json`` (only its
+``quant_method``, and only when ``dit_quantized_ckpt`` is set explicitly); ``--seed`` overrides the JSON's
+seed. The dtype follows lightx2v's ``DTYPE`` environment variable (``BF16`` -> bfloat16) unless ``--dtype``
+is given; otherwise fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vidquant.export.lightx2v_config import ConfigError, read_lightx2v_config
+
+__all__ = ["InferError", "InferSettings", "build_parser", "generate", "load_runtime_pipeline", "main",
+           "resolve_settings"]
+
+log = logging.getLogger("vidquant.runtime")
+
+MODEL_CLASSES = ("wan2.1", "wan2.1_distill", "wan2.1_causvid", "wan2.1_skyreels_v2_df", "wan2.1_audio",
+                 "hunyuan", "cogvideox")  # lightx2v's choices; only wan2.1 is implemented here
+SUPPORTED_MODEL_CLASSES = ("wan2.1",)
+DEFAULT_TEXT_LEN = 512  # lightx2v's text_len (Wan's T5 context); diffusers' I2V needs exactly 512
+DEFAULT_GUIDE_SCALE = 5.0
+
+
+class InferError(ValueError):
+    """A user error in the inference inputs (flags, config, files); the message says what to change."""
+
+
+@dataclass(frozen=True)
+class InferSettings:
+    """Everything one generation needs, resolved from the CLI flags and the lightx2v JSON."""
+
+    task: str
+    model_path: Path
+    quantized: bool
+    scheme: str | None  # "int8" | "fp8" | None (float)
+    quantized_ckpt: Path | None
+    quant_method: str | None
+    infer_steps: int
+    target_height: int
+    target_width: int
+    target_video_length: int
+    guidance_scale: float
+    seed: int
+    fps: int
+    text_len: int
+    sample_shift: float | None
+    device: str
+    dtype: torch.dtype
+    round_scale_bf16: bool = False
+
+
+# ----------------------------------------------------------------------------------------------- settings
+
+
+def _required(cfg: dict, field: str, source: str):
+    if cfg.get(field) is None:
+        raise InferError(f"{source}: field '{field}' is required (lightx2v has no default for it)")
+    return cfg[field]
+
+
+def _resolve_path(value: str, config_path: Path) -> Path:
+    """As lightx2v: relative to the working directory; if nothing is there, relative to the JSON's folder."""
+    path = Path(os.path.expanduser(value))
+    if path.is_absolute() or path.exists():
+        return path
+    alt = config_path.parent / path
+    return alt if alt.exists() else path
+
+
+def _check_matmul(cfg: dict, source: str) -> str | None:
+    """The quantization scheme this runtime will run ('int8' / 'fp8'), None for a float config."""
+    mm_type = (cfg.get("mm_config") or {}).get("mm_type") or ""
+    alias = cfg.get("dit_quant_scheme") or ""
+    if (cfg.get("mm_config") or {}).get("weight_auto_quant"):
+        raise InferError(f"{source}: mm_config.weight_auto_quant (quantize a float checkpoint at load time) is "
+                         "not supported; convert the checkpoint offline (vidquant quantize + converter.py)")
+    scheme = cfg.get("quant_scheme")
+    if scheme is None:
+        return None
+    if scheme not in ("int8", "fp8") or "block128" in mm_type or "b128" in alias:
+        what = mm_type or alias
+        raise InferError(f"{source}: matmul {what!r} is not supported by vidquant's runtime; use a per-channel "
+                         "W8A8 type (W-int8-channel-sym-A-int8-channel-sym-dynamic-Vllm / int8-vllm, or fp8)")
+    return scheme
+
+
+def _checkpoint_quant_method(ckpt: Path, cfg: dict) -> str | None:
+    """lightx2v merges ``<dit_quantized_ckpt>/config.json`` only when the path is explicit (§9 item 10)."""
+    method = cfg.get("quant_method")
+    config = ckpt / "config.json"
+    if cfg.get("dit_quantized_ckpt") and config.is_file():
+        try:
+            method = json.loads(config.read_text()).get("quant_method", method)
+        except (OSError, json.JSONDecodeError, AttributeError) as exc:
+            raise InferError(f"{config}: cannot read the checkpoint's config.json: {exc}") from exc
+    return method
+
+
+def _quantized_checkpoint(cfg: dict, scheme: str, model_path: Path, config_path: Path) -> Path:
+    explicit = cfg.get("dit_quantized_ckpt")
+    ckpt = _resolve_path(explicit, config_path) if explicit else model_path / scheme
+    if not ckpt.exists():
+        how = "dit_quantized_ckpt" if explicit else f"the default <model_path>/{scheme} (dit_quantized_ckpt unset)"
+        raise InferError(f"{config_path}: quantized checkpoint {ckpt} ({how}) does not exist; run the converter "
+                         "(converter.py -s <export> -o <out> -d backward) and point dit_quantized_ckpt at it")
+    return ckpt
+
+
+def _dtype(flag: str | None) -> torch.dtype:
+    if flag is None or flag == "auto":
+        return torch.bfloat16 if os.environ.get("DTYPE", "").upper() == "BF16" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[flag]
+
+
+def resolve_settings(cfg: dict, *, config_path: str | os.PathLike, task: str, model_path: str | os.PathLike,
+                     seed: int | None = None, device: str = "auto", dtype: str | None = None,
+                     round_scale_bf16: bool = False) -> InferSettings:
+    """Turn a normalised lightx2v config (``read_lightx2v_config``) plus CLI values into :class:`InferSettings`."""
+    from vidquant.models.loading import resolve_device
+
+    config_path, model_path = Path(config_path), Path(model_path)
+    source = str(config_path)
+    if cfg.get("task") not in (None, task):
+        raise InferError(f"{source}: field 'task' is {cfg['task']!r} but --task is {task!r}")
+    scheme = _check_matmul(cfg, source)
+    ckpt = _quantized_checkpoint(cfg, scheme, model_path, config_path) if scheme else None
+    guidance = float(cfg.get("sample_guide_scale", DEFAULT_GUIDE_SCALE)) if cfg.get("enable_cfg", True) else 1.0
+    shift = cfg.get("sample_shift")
+    return InferSettings(
+        task=task, model_path=model_path, quantized=scheme is not None, scheme=scheme, quantized_ckpt=ckpt,
+        quant_method=_checkpoint_quant_method(ckpt, cfg) if ckpt else None,
+        infer_steps=int(_required(cfg, "infer_steps", source)),
+        target_height=int(_required(cfg, "target_height", source)),
+        target_width=int(_required(cfg, "target_width", source)),
+        target_video_length=int(cfg["target_video_length"]), guidance_scale=guidance,
+        seed=int(cfg["seed"] if seed is None else seed), fps=int(cfg["fps"]),
+        text_len=_text_len(cfg, source), sample_shift=None if shift is None else float(shift),
+        device=str(resolve_device(device)), dtype=_dtype(dtype), round_scale_bf16=round_scale_bf16,
+    )
+
+
+def _text_len(cfg: dict, source: str) -> int:
+    value = cfg.get("text_len", DEFAULT_TEXT_LEN)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InferError(f"{source}: field 'text_len': expected a positive integer, got {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------- pipeline
+
+
+def _check_model_task(model_path: Path, task: str) -> None:
+    from vidquant.models.loading import inspect_checkpoint
+
+    info = inspect_checkpoint(model_path)
+    if info.task != task:
+        raise InferError(f"--task {task} but --model_path {model_path} is a {info.task.upper()} pipeline "
+                         f"({info.pipeline_class}); use --task {info.task} or the matching model")
+
+
+def _apply_shift(pipe, shift: float | None) -> None:
+    """lightx2v's ``sample_shift`` is the flow-matching shift; diffusers keeps it in the scheduler config."""
+    if shift is None:
+        return
+    if "flow_shift" not in pipe.scheduler.config:
+        warnings.warn(f"sample_shift={shift} ignored: {type(pipe.scheduler).__name__} has no flow_shift",
+                      stacklevel=2)
+        return
+    if float(pipe.scheduler.config.flow_shift) != shift:
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, flow_shift=shift)
+
+
+def load_runtime_pipeline(settings: InferSettings):
+    """The pipeline for ``settings``: quantized transformer (W8A8Linear) or, for a float config, the float one."""
+    from vidquant.models.loading import load_pipeline
+    from vidquant.runtime.model import load_quantized_pipeline
+
+    _check_model_task(settings.model_path, settings.task)
+    if settings.quantized:
+        pipe = load_quantized_pipeline(settings.model_path, settings.quantized_ckpt, settings.device,
+                                       settings.dtype, quant_method=settings.quant_method,
+                                       scheme=settings.scheme, round_scale_bf16=settings.round_scale_bf16)
+    else:
+        warnings.warn("the config selects no quantized matmul (mm_type Default / dit_quantized false): running "
+                      f"the float transformer of {settings.model_path}", stacklevel=2)
+        pipe = load_pipeline(settings.model_path, None, settings.dtype, settings.device)
+    _apply_shift(pipe, settings.sample_shift)
+    return pipe
+
+
+def generate(pipe, settings: InferSettings, prompt: str, negative_prompt: str = "",
+             image_path: str | os.PathLike | None = None) -> np.ndarray:
+    """One clip, float32 (frames, H, W, 3) in [0, 1]. The noise comes from ``settings.seed`` alone, so the same
+    settings give the same noise as vidquant's float / fake-quant evaluation (vidquant.generate)."""
+    from vidquant.calib.samples import Sample
+    from vidquant.generate import GenParams, generate_video
+
+    params = GenParams(settings.target_height, settings.target_width, settings.target_video_length,
+                       settings.guidance_scale, settings.infer_steps, settings.seed, settings.text_len)
+    sample = Sample(prompt=prompt, negative_prompt=negative_prompt,
+                    image=None if image_path is None else Path(image_path))
+    return generate_video(pipe, sample, params)
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """lightx2v's ``infer`` flags plus ``--seed``, ``--device``, ``--dtype`` and ``--round_scale_bf16``."""
+    p = argparse.ArgumentParser(prog="vidquant infer", description=__doc__.splitlines()[0])
+    p.add_argument("--model_cls", required=True, choices=MODEL_CLASSES)
+    p.add_argument("--task", required=True, choices=["t2v", "i2v"])
+    p.add_argument("--model_path", required=True, help="diffusers Wan pipeline directory (VAE, encoders, ...)")
+    p.add_argument("--config_json", required=True, help="lightx2v inference config")
+    p.add_argument("--prompt", default="", help="text prompt")
+    p.add_argument("--negative_prompt", default="")
+    p.add_argument("--image_path", default=None, help="conditioning image (i2v)")
+    p.add_argument("--save_video_path", default="./output_lightx2v.mp4", help=".mp4 (or .gif) to write")
+    p.add_argument("--seed", type=int, default=None, help="overrides the config's seed")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="activation dtype; auto = bfloat16 if DTYPE=BF16 (lightx2v's variable) else float32")
+    p.add_argument("--round_scale_bf16", action="store_true",
+                   help="round weight scales to bf16 first, as lightx2v's non-lazy loader (bit parity)")
+    return p
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    if args.model_cls not in SUPPORTED_MODEL_CLASSES:
+        raise InferError(f"--model_cls {args.model_cls}: not supported by vidquant's runtime (only wan2.1)")
+    if not args.prompt.strip():
+        raise InferError("--prompt is required")
+    if args.task == "i2v":
+        if not args.image_path:
+            raise InferError("--task i2v needs --image_path")
+        _check_image(Path(args.image_path))
+    elif args.image_path:
+        warnings.warn(f"--image_path {args.image_path} ignored for --task t2v", stacklevel=2)
+        args.image_path = None
+
+
+def _check_image(path: Path) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise InferError(f"--image_path {path}: no such file")
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InferError(f"--image_path {path}: not a readable image ({exc})") from None
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from vidquant.calib.samples import SampleSetError
+    from vidquant.export.io import CheckpointError
+    from vidquant.models.loading import ModelLoadError
+
+    return (InferError, ConfigError, CheckpointError, ModelLoadError, SampleSetError, FileNotFoundError)
+
+
+def run(args: argparse.Namespace) -> Path:
+    """Resolve, load, generate and save; returns the video path."""
+    _check_inputs(args)
+    cfg = read_lightx2v_config(args.config_json)
+    settings = resolve_settings(cfg, config_path=args.config_json, task=args.task, model_path=args.model_path,
+                                seed=args.seed, device=args.device, dtype=args.dtype,
+                                round_scale_bf16=args.round_scale_bf16)
+    what = f"{settings.scheme} W8A8 from {settings.quantized_ckpt}" if settings.quantized else "float"
+    print(f"vidquant infer: {args.task} {what}, quant_method={settings.quant_method}, {settings.device}, "
+          f"{str(settings.dtype).removeprefix('torch.')}")
+    t0 = time.time()
+    pipe = load_runtime_pipeline(settings)
+    t1 = time.time()
+    clip = generate(pipe, settings, args.prompt, args.negative_prompt, args.image_path)
+    from vidquant.eval.video import save_video
+
+    path = save_video(clip, args.save_video_path, settings.fps)
+    print(f"vidquant infer: {clip.shape[0]} frames {clip.shape[1]}x{clip.shape[2]}, {settings.infer_steps} steps; "
+          f"load {t1 - t0:.1f} s, generate {time.time() - t1:.1f} s -> {path}")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; 0 on success, 2 on a user error (one line on stderr, no traceback)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        run(args)
+    except _user_errors() as exc:
+        print(f"vidquant infer: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""AWQ: the searched scale keeps the float block, the losses and the chosen scale match a hand
+recomputation, the two ratio-selection rules, and weight clipping."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from _wanblock import linear_inputs, make_block, make_calib, outputs, run
+from test_smoothquant import assert_same_output
+
+from vidquant.algos.awq import Awq, awq_scale, best_clip, strided_tokens, weight_channel_mean
+from vidquant.config import METHODS
+from vidquant.models.layout import SUBSETS
+from vidquant.quant.quantizer import IntQuantizer
+
+W4 = IntQuantizer(4)
+A8 = IntQuantizer(8, granularity="per_token")
+
+
+def awq(**special) -> Awq:
+    return Awq({**METHODS["Awq"], **special})
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_float_output_unchanged(version):
+    calib = make_calib()
+    block = make_block()
+    ref = outputs(copy.deepcopy(block), calib)
+    block, result = run(block, calib, [awq(trans_version=version)], W4)
+    assert_same_output(outputs(block, calib), ref)
+    # With ×20 outlier channels and int4 weights smoothing pays: some subset picks r > 0 with a lower loss.
+    log = result.logs[0]["awq"]
+    assert any(log[s.name]["ratio"] > 0 and log[s.name]["loss"] < log[s.name]["loss_ratio0"] for s in SUBSETS)
+
+
+def test_scale_formula_hand_case():
+    a = torch.tensor([4.0, 1.0, 0.25])
+    assert torch.equal(awq_scale(a, 0.0), torch.ones(3))  # r = 0: no smoothing
+    # r = 1: s = a, normalised by sqrt(max·min) = sqrt(4·0.25) = 1
+    torch.testing.assert_close(awq_scale(a, 1.0), a)
+    # r = 0.5: sqrt(a) = [2, 1, .5], sqrt(2·.5) = 1
+    torch.testing.assert_close(awq_scale(a, 0.5), torch.tensor([2.0, 1.0, 0.5]))
+    # v1 divides by w_mean^(1−r): r = 0.5, w_mean = [4, 1, 1] -> [1, 1, .5] / sqrt(.5)
+    torch.testing.assert_close(awq_scale(a, 0.5, torch.tensor([4.0, 1.0, 1.0])),
+                               torch.tensor([1.0, 1.0, 0.5]) / 0.5**0.5)
+    # v1 w_mean: |W| / rowmax, mean over rows: rows [2, -1] -> [1, .5], [4, 4] -> [1, 1]
+    torch.testing.assert_close(weight_channel_mean([torch.tensor([[2.0, -1.0], [4.0, 4.0]])], W4),
+                               torch.tensor([1.0, 0.75]))
+
+
+@pytest.mark.parametrize("aq", [None, A8], ids=["w4", "w4a8"])
+def test_losses_and_scale_match_hand_recomputation(aq):
+    """Loss at r = 0 (s = 1) is the inspect module's MSE with Q_w(W) weights and Q_a on its input only;
+    the chosen mean loss is ≤ it; the folded s is the mean of the per-sample normalised scales at r*."""
+    calib = make_calib()
+    block = make_block()
+    float_block = copy.deepcopy(block)
+    xs = linear_inputs(block, calib)
+    block, result = run(block, calib, [awq()], W4, aq)
+    log = result.logs[0]["awq"]
+    for subset in SUBSETS:
+        rec = log[subset.name]
+        losses = rec["losses"]  # (n_grid, samples)
+        assert losses.shape == (20, len(calib))
+        assert rec["ratios"] == [n / 20 for n in range(20)]  # 0 .. 0.95, 1.0 excluded
+        assert rec["loss"] <= rec["loss_ratio0"]
+        assert rec["loss"] == pytest.approx(float(losses.mean(1).min()))
+
+        quant = copy.deepcopy(float_block)
+        for n in subset.layers:
+            lin = quant.get_submodule(n)
+            lin.weight.data = W4.fake(lin.weight.data)
+        fm, qm = float_block.get_submodule(subset.inspect), quant.get_submodule(subset.inspect)
+        for i, x in enumerate(xs[subset.input]):
+            kw = {own: calib.block_kwargs[i][blk] for blk, own in subset.kwargs}
+            with torch.no_grad():
+                want = (qm(x if aq is None else aq.fake(x), **kw) - fm(x, **kw)).pow(2).mean()
+            # Same fp32 ops in a different order (the loss is a mean of squares): 1e-5 relative.
+            assert float(losses[0, i]) == pytest.approx(float(want), rel=1e-5)
+
+        a = [x.abs().reshape(-1, x.shape[-1]).mean(0) for x in xs[subset.input]]
+        s = torch.stack([awq_scale(ai, rec["ratio"]) for ai in a]).mean(0)
+        torch.testing.assert_close(rec["scale"], s)
+        torch.testing.assert_close(result.smooth[f"blocks.0.{subset.input}"], s)
+
+
+def test_ratio_selection():
+    """`mean` picks argmin of the mean loss; `first_sample` (LLMC) argmin of sample 0's loss only."""
+    calib = make_calib()
+    picks = {}
+    for rule in ("mean", "first_sample"):
+        _, result = run(make_block(), calib, [awq(ratio_selection=rule)], W4)
+        picks[rule] = result.logs[0]["awq"]
+    for subset in SUBSETS:
+        m, f = picks["mean"][subset.name], picks["first_sample"][subset.name]
+        torch.testing.assert_close(m["losses"], f["losses"])  # the search itself is the same
+        assert m["ratio"] == m["ratios"][int(m["losses"].mean(1).argmin())]
+        assert f["ratio"] == f["ratios"][int(f["losses"][:, 0].argmin())]
+    # On this data the two rules disagree somewhere, so the option is not a no-op.
+    assert any(picks["mean"][s.name]["ratio"] != picks["first_sample"][s.name]["ratio"] for s in SUBSETS)
+
+
+def test_trans_false_leaves_block():
+    calib = make_calib()
+    block = make_block()
+    before = copy.deepcopy(block.state_dict())
+    block, result = run(block, calib, [awq(trans=False)], W4)
+    for k, v in before.items():
+        assert torch.equal(block.state_dict()[k], v), k
+    assert result.logs[0]["awq"] == {} and result.smooth == {}
+
+
+def test_best_clip_hand_case():
+    """One row with an outlier weight on a channel whose input is 0: clamping it costs nothing, and at
+    shrink 0.7 the int4 step is 0.7·10/7 = 1, which represents the other (integer) weights exactly: zero
+    error, while every other shrink in 1.0..0.55 leaves some rounding error."""
+    w = torch.tensor([[10.0, 1.0, -1.0, 2.0, -3.0, 1.0, 2.0, -2.0]])
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    x[:, 0] = 0
+    lo, hi = best_clip(w, x, W4, None, symmetric=True)
+    assert hi.item() == pytest.approx(7.0) and lo.item() == pytest.approx(-7.0)
+    # The criterion: error at the chosen range ≤ error at shrink 1.0 (no clipping).
+    err = lambda wc: float((x @ (W4.fake(wc) - w).T).pow(2).mean())  # noqa: E731
+    assert err(w.clamp(-7.0, 7.0)) == 0.0 < err(w)
+
+
+def test_strided_tokens_is_stride_of_concatenation():
+    xs = [torch.arange(10.0).reshape(1, 5, 2), torch.arange(10.0, 24.0).reshape(1, 7, 2)]
+    cat = torch.cat([x.reshape(-1, 2) for x in xs])
+    assert torch.equal(strided_tokens(xs, 4), cat[:: 12 // 4])
+    assert torch.equal(strided_tokens(xs, 100), cat)  # step floors at 1
+
+
+def test_weight_clip_i2v():
+    calib = make_calib(i2v=True)
+    block = make_block(i2v=True)
+    w0 = {n: m.weight.detach().clone() for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)}
+    block, result = run(block, calib, [awq(trans=False, weight_clip=True)], W4, A8)
+    clip = result.logs[0]["awq"]["clip"]
+    assert clip["skipped"] == ["attn2.add_k_proj"]  # LLMC's "k_" substring filter; to_q / to_k are clipped
+    assert torch.equal(block.attn2.add_k_proj.weight, w0["attn2.add_k_proj"])
+    for n, w in w0.items():
+        now = block.get_submodule(n).weight
+        assert (now.abs().amax(1) <= w.abs().amax(1)).all()  # clamping only ever shrinks a row's range
+        assert ((now == w) | (now.abs() < w.abs())).all()
+    assert any(rec["mean_shrink"] < 1 for n, rec in clip.items() if n != "skipped")
+
+
+def test_weight_clip_options():
+    calib = make_calib(n=1)
+    with pytest.raises(ValueError, match="clip_version"):
+        run(make_block(), calib, [awq(weight_clip=True, clip_version="v2")], W4)
+    # per_group clipping runs (one range per output channel and group)
+    wq = IntQuantizer(4, granularity="per_group", group_size=16)
+    _, result = run(make_block(), calib, [awq(trans=False, weight_clip=True, clip_sym=False)], wq)
+    assert "ffn.net.2" in result.logs[0]["awq"]["clip"]
