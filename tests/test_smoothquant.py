@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from _wanblock import make_block, make_calib, outputs, run
+from _wanblock import linear_inputs, make_block, make_calib, outputs, run
 
 from vidquant.algos.smoothquant import SmoothQuant, act_channel_max, smoothing_scale, weight_channel_max
 from vidquant.models.layout import SUBSETS
@@ -41,14 +41,13 @@ def test_float_output_unchanged(i2v):
     calib = make_calib(i2v=i2v)
     block = make_block(i2v)
     ref = outputs(copy.deepcopy(block), calib)
-    block, _ = run(block, calib, [SmoothQuant({"alpha": 0.75})], IntQuantizer(8), IntQuantizer(8, granularity="per_token"))
+    aq = IntQuantizer(8, granularity="per_token")
+    block, _ = run(block, calib, [SmoothQuant({"alpha": 0.75})], IntQuantizer(8), aq)
     assert_same_output(outputs(block, calib), ref)
 
 
 def test_block_scales_and_fold_match_formula():
     """Recompute every subset's scale from independently captured inputs and check where it was folded."""
-    from _wanblock import linear_inputs
-
     alpha = 0.5
     calib = make_calib()
     block = make_block()

@@ -131,7 +131,7 @@ class Awq(Algorithm):
                 fold_smoothing(ctx, subset, s)
                 log[subset.name] = record
         if self.special["weight_clip"]:
-            log["clip"] = self.clip_weights(ctx)
+            ctx.log["awq_clip"] = self.clip_weights(ctx)
 
     def _check_options(self, ctx: BlockContext) -> None:
         sp = self.special
@@ -162,10 +162,11 @@ class Awq(Algorithm):
         originals = [lin.weight.detach().clone() for lin in layers]
         w_mean = weight_channel_mean(originals, ctx.wq) if self.special["trans_version"] == "v1" else None
         inputs = ctx.subset_inputs(subset)
-        a = [act_channel_mean(x).to(ctx.device) for x in inputs]
+        a: list[Tensor] = []  # mean |x| per channel, per sample
         losses = torch.zeros(n_grid, len(inputs), dtype=torch.float64)
-        for i, x in enumerate(inputs):  # one sample on the device at a time
+        for i, x in enumerate(inputs):  # one sample (and its float output) on the device at a time
             x = x.to(ctx.device)
+            a.append(act_channel_mean(x))
             kwargs = ctx.inspect_kwargs(subset, i)
             ref = module(x, **kwargs).float()
             for n, r in enumerate(ratios):
@@ -194,20 +195,21 @@ class Awq(Algorithm):
 
     # --- weight clipping --------------------------------------------------------------------------------
     @torch.no_grad()
-    def clip_weights(self, ctx: BlockContext) -> dict[str, Any]:
-        """Clamp every clippable linear's weight in place to its best range; returns a log record."""
+    def clip_weights(self, ctx: BlockContext) -> dict[str, dict[str, Any]]:
+        """Clamp every clippable linear's weight in place to its best range. Returns, per linear, whether
+        it was skipped and the mean over channels (and groups) of chosen range / original range."""
         sym = self.special["clip_sym"]
         sym = ctx.wq.symmetric if sym is None else bool(sym)
         n_tokens = int(self.special.get("clip_max_tokens") or 512)
-        record: dict[str, Any] = {"skipped": []}
+        record: dict[str, dict[str, Any]] = {}
         for name, lin in ctx.linears.items():
             if any(k in name for k in CLIP_SKIP):
-                record["skipped"].append(name)
+                record[name] = {"skipped": True, "mean_shrink": 1.0}
                 continue
             x = strided_tokens(ctx.inputs[name], n_tokens).to(ctx.device)
             lo, hi = best_clip(lin.weight, x, ctx.wq, ctx.aq, sym)
             w = lin.weight.detach().float().reshape(*lo.shape[:2], -1)  # (out, groups, group)
             shrink = torch.maximum(hi.abs(), lo.abs()) / w.abs().amax(-1, keepdim=True).clamp_min(1e-12)
-            record[name] = {"mean_shrink": float(shrink.mean())}
+            record[name] = {"skipped": False, "mean_shrink": float(shrink.mean())}
             lin.weight.copy_(torch.clamp(w, lo, hi).reshape(lin.weight.shape).to(lin.weight.dtype))
         return record

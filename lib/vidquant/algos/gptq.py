@@ -62,6 +62,8 @@ class GPTQSolver:
         """H ← (n·H + 2 Σ x xᵀ) / (n + t), accumulated over the t tokens of x (fp32, in `chunks` pieces)."""
         x = x.detach().reshape(-1, x.shape[-1])
         t = x.shape[0]
+        if t == 0:
+            return
         self.H *= self.n / (self.n + t)
         self.n += t
         for xc in x.chunk(chunks):
@@ -91,7 +93,11 @@ class GPTQSolver:
         W, H = W[:, perm], H[perm][:, perm]
         damp = percdamp * torch.mean(torch.diag(H))
         H += damp * torch.eye(cols, device=H.device)
-        U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+        try:
+            U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+        except torch.linalg.LinAlgError as err:
+            raise FloatingPointError(f"GPTQ: the damped Hessian is not positive definite ({err}); "
+                                     "raise special.percdamp") from None
 
         def column_grid(j: int) -> tuple[Tensor, Tensor | None]:  # grid of original column j, shape (out, 1)
             if not grouped:
@@ -101,11 +107,12 @@ class GPTQSolver:
 
         Q, losses = torch.zeros_like(W), torch.zeros_like(W)
         bs = math.ceil(blocksize / g) * g if dynamic_groups else blocksize  # a group never spans two blocks
+        order = perm.tolist()  # original index of each processed column (one host copy, not one per column)
         for i1 in range(0, cols, bs):
             i2 = min(i1 + bs, cols)
             W1, E1, U1 = W[:, i1:i2].clone(), torch.zeros_like(W[:, i1:i2]), U[i1:i2, i1:i2]
             for i in range(i2 - i1):
-                j = int(perm[i1 + i])
+                j = order[i1 + i]
                 if dynamic_groups and j % g == 0:  # first column of a group: its grid from the updated W
                     s_k, z_k = wq.qparams(W1[:, i:i + g])
                     scale[:, j // g:j // g + 1] = s_k
@@ -145,9 +152,12 @@ class GPTQ(Algorithm):
             solvers = self.hessians(ctx, stage, from_forward=rerun)
             for name in stage:
                 lin = ctx.linears[name]
-                Q, scale, zero, stats = solvers[name].quantize(
-                    lin.weight, ctx.wq, int(sp["blocksize"]), float(sp["percdamp"]), bool(sp["actorder"]),
-                    bool(sp["static_groups"]))
+                try:
+                    Q, scale, zero, stats = solvers[name].quantize(
+                        lin.weight, ctx.wq, int(sp["blocksize"]), float(sp["percdamp"]), bool(sp["actorder"]),
+                        bool(sp["static_groups"]))
+                except FloatingPointError as err:
+                    raise FloatingPointError(f"block {ctx.index} {name}: {err}") from None
                 lin.weight.copy_(Q.to(lin.weight.dtype))
                 ctx.weight_qparams[name] = (scale.cpu(), None if zero is None else zero.cpu())
                 log[name] = {"stage": k, "tokens": solvers[name].n, **stats}
