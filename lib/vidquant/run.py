@@ -120,8 +120,9 @@ def video_metrics(clip: np.ndarray, reference: np.ndarray, prompt: str) -> dict:
     row = dict(video_fidelity(clip, reference))
     spec = _task_spec(prompt)
     if spec is not None:
-        det = detect(clip)
-        row.update(colour_ok=det.colour == spec["colour"], direction_ok=det.direction == spec["direction"])
+        det, ref = detect(clip), detect(reference)
+        row.update(colour_ok=det.colour == spec["colour"], direction_ok=det.direction == spec["direction"],
+                   float_colour_ok=ref.colour == spec["colour"], float_direction_ok=ref.direction == spec["direction"])
     return row
 
 
@@ -205,7 +206,8 @@ def summarize(result: RunResult, seconds: float) -> dict:
     if not tm.empty:
         s.update(mean_timestep_rel_err=float(tm["rel_err"].mean()))
     if not vm.empty:
-        for col in ("psnr", "ssim", "flicker_error", "colour_ok", "direction_ok"):
+        for col in ("psnr", "ssim", "flicker_error", "colour_ok", "direction_ok", "float_colour_ok",
+                    "float_direction_ok"):
             if col in vm:
                 s[f"video_{col}"] = float(vm[col].astype(float).mean())
     if result.export_dir is not None:

@@ -36,7 +36,8 @@ METHODS: dict[str, list[str]] = {
 }
 SPECIAL = {"SmoothQuant": {"alpha": 0.75}, "Awq": {}, "GPTQ": {}, "RTN": {}}
 COLUMNS = ["method", "format", "mean_sqnr_db", "min_sqnr_db", "mean_timestep_rel_err", "video_psnr", "video_ssim",
-           "video_flicker_error", "video_colour_ok", "video_direction_ok", "seconds"]
+           "video_flicker_error", "video_colour_ok", "video_direction_ok", "video_float_colour_ok",
+           "video_float_direction_ok", "seconds"]
 
 
 def run_cell(task: str, method: str, fmt: str, out_root: Path, model_path: str | None = None) -> dict:
@@ -58,7 +59,7 @@ def run_cell(task: str, method: str, fmt: str, out_root: Path, model_path: str |
         overrides["model.path"] = model_path
     cfg = load_config(f"configs/quantization/video_gen/tiny_{task}/rtn_w_a.yaml", overrides)
     summary = quantize(cfg, progress=False).summary
-    return {"method": method, "format": fmt, **summary}
+    return {**summary, "method": method, "format": fmt}
 
 
 def build_table(task: str, out_root: Path, methods=None, formats=None, model_path: str | None = None) -> pd.DataFrame:
