@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from vidquant.calib.samples import Sample, load_conditioning_image
+if TYPE_CHECKING:  # vidquant.calib imports this module; import its pieces lazily to avoid a cycle
+    from vidquant.calib.samples import Sample
 
 __all__ = ["GenParams", "pipeline_kwargs", "generate_video"]
 
@@ -53,6 +55,8 @@ def pipeline_kwargs(pipe, sample: Sample, params: GenParams, device: torch.devic
         generator=torch.Generator(device="cpu").manual_seed(params.seed),
     )
     if sample.image is not None:
+        from vidquant.calib.samples import load_conditioning_image
+
         image = load_conditioning_image(sample, params.height, params.width, _size_multiple(pipe))
         kwargs.update(image=image, height=image.height, width=image.width)
     else:

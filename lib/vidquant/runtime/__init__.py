@@ -4,6 +4,7 @@ with real int8 / fp8 GEMMs (``vidquant infer``, lightx2v's flags)."""
 from vidquant.runtime.model import (
     QuantInfo,
     QuantizedCheckpointError,
+    fake_quant_twin,
     load_quantized_pipeline,
     load_quantized_transformer,
     read_quantized_checkpoint,
@@ -12,6 +13,7 @@ from vidquant.runtime.model import (
 __all__ = [
     "QuantInfo",
     "QuantizedCheckpointError",
+    "fake_quant_twin",
     "load_quantized_pipeline",
     "load_quantized_transformer",
     "read_quantized_checkpoint",

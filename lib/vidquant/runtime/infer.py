@@ -112,8 +112,10 @@ def _check_matmul(cfg: dict, source: str) -> str | None:
 
 def _checkpoint_quant_method(ckpt: Path, cfg: dict) -> str | None:
     """lightx2v merges ``<dit_quantized_ckpt>/config.json`` only when the path is explicit (§9 item 10)."""
+    from vidquant.runtime.model import resolve_checkpoint_dir
+
     method = cfg.get("quant_method")
-    config = ckpt / "config.json"
+    config = resolve_checkpoint_dir(ckpt) / "config.json"
     if cfg.get("dit_quantized_ckpt") and config.is_file():
         try:
             method = json.loads(config.read_text()).get("quant_method", method)
@@ -180,8 +182,8 @@ def _check_model_task(model_path: Path, task: str) -> None:
 
     info = inspect_checkpoint(model_path)
     if info.task != task:
-        raise InferError(f"--task {task} but --model_path {model_path} is a {info.task.upper()} pipeline "
-                         f"({info.pipeline_class}); use --task {info.task} or the matching model")
+        raise InferError(f"--task {task} but --model_path {model_path} is a {info.pipeline_class} "
+                         f"({info.task.upper()}); use --task {info.task} or the matching model")
 
 
 def _apply_shift(pipe, shift: float | None) -> None:

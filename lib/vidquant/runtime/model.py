@@ -90,6 +90,10 @@ class QuantizedCheckpoint:
     def file_of(self, key: str) -> str:
         return self.files.get(key, str(self.path))
 
+    def stored_name(self, key: str) -> str:
+        """A diffusers key as the checkpoint spells it (errors should name what the user can find on disk)."""
+        return keymap.to_wan(key) if self.layout == "wan" else key
+
 
 # ----------------------------------------------------------------------------------------------- reading
 
@@ -213,9 +217,10 @@ def _empty_model(config: dict) -> nn.Module:
     return make_transformer_smoothable(model)
 
 
-def _listed(keys, ckpt: QuantizedCheckpoint | None = None) -> str:
+def _listed(keys, ckpt: QuantizedCheckpoint, with_file: bool = False) -> str:
+    """Keys in the checkpoint's own spelling, natural order, at most _MAX_LISTED, optionally with their file."""
     keys = sorted(keys, key=_natural_key)
-    shown = [f"{k} ({ckpt.file_of(k)})" if ckpt is not None else k for k in keys[:_MAX_LISTED]]
+    shown = [ckpt.stored_name(k) + (f" ({ckpt.file_of(k)})" if with_file else "") for k in keys[:_MAX_LISTED]]
     more = f", ... and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else ""
     return ", ".join(shown) + more
 
@@ -234,21 +239,21 @@ def _pop_linear(ckpt: QuantizedCheckpoint, key: str, shape: tuple[int, int], sch
     names = {p: f"{key}.{p}" for p in ("weight", "weight_scale", "bias")}
     missing = [n for n in names.values() if n not in ckpt.state]
     if missing:
-        raise QuantizedCheckpointError(f"{ckpt.path}: missing {_listed(missing)} (every block linear needs an "
-                                       "int8/fp8 weight, a (out, 1) weight_scale and a bias)")
+        raise QuantizedCheckpointError(f"{ckpt.path}: missing {_listed(missing, ckpt)} (every block linear "
+                                       "needs an int8/fp8 weight, a (out, 1) weight_scale and a bias)")
     weight, scale, bias = (ckpt.state.pop(n) for n in names.values())
-    where = f"{names['weight']} in {ckpt.file_of(names['weight'])}"
+    shown = {p: f"{ckpt.stored_name(n)} in {ckpt.file_of(n)}" for p, n in names.items()}
+    where = shown["weight"]
     if weight.dtype != W8A8_FORMATS[scheme]:
         raise QuantizedCheckpointError(f"{where}: dtype {weight.dtype}; expected {W8A8_FORMATS[scheme]} "
                                        f"(the checkpoint's {scheme} scheme)")
     if tuple(weight.shape) != shape:
         raise QuantizedCheckpointError(f"{where}: shape {tuple(weight.shape)}; the base model expects {shape}")
     if scale.numel() != shape[0] or not scale.is_floating_point():
-        raise QuantizedCheckpointError(f"{names['weight_scale']} in {ckpt.file_of(names['weight_scale'])}: "
-                                       f"{scale.dtype} {tuple(scale.shape)}; expected float ({shape[0]}, 1)")
+        raise QuantizedCheckpointError(f"{shown['weight_scale']}: {scale.dtype} {tuple(scale.shape)}; "
+                                       f"expected float ({shape[0]}, 1)")
     if tuple(bias.shape) != (shape[0],):
-        raise QuantizedCheckpointError(f"{names['bias']} in {ckpt.file_of(names['bias'])}: shape "
-                                       f"{tuple(bias.shape)}; expected ({shape[0]},)")
+        raise QuantizedCheckpointError(f"{shown['bias']}: shape {tuple(bias.shape)}; expected ({shape[0]},)")
     if round_scale_bf16:
         scale = scale.to(torch.bfloat16)  # lightx2v's non-lazy loader: fp32 -> bf16, upcast by the mm class
     return W8A8Linear.from_quantized(weight, scale.float().reshape(-1, 1), bias.to(bias_dtype), fmt=scheme)
@@ -280,11 +285,14 @@ def _smoothing(ckpt: QuantizedCheckpoint, quant_method: str | None, num_blocks: 
     present = [k for k in list(ckpt.state) if k.split(".", 2)[-1] in _AFFINE_KEYS]
     for k in present:
         ckpt.state.pop(k)
-    what = (f"ignoring the {len(present)} affine_norm1/3 smoothing tensors in the checkpoint" if present
-            else "the checkpoint has no affine_norm1/3 smoothing tensors")
-    warnings.warn(f"{ckpt.path}: quant_method is {quant_method!r}, not 'advanced_ptq': {what}; affine_norm1/3 "
-                  f"are ones in all {num_blocks} blocks. A SmoothQuant/AWQ checkpoint then gives wrong outputs; "
-                  "set quant_method: advanced_ptq", stacklevel=3)
+    if present:
+        what = (f"ignoring the {len(present)} affine_norm1/3 smoothing tensors in the checkpoint (as lightx2v "
+                "does), so a SmoothQuant/AWQ checkpoint gives wrong outputs; set quant_method: advanced_ptq")
+    else:
+        what = ("the checkpoint has no affine_norm1/3 smoothing tensors either: right for an unsmoothed "
+                "checkpoint (RTN, converter --quantized), wrong for a SmoothQuant/AWQ one")
+    warnings.warn(f"{ckpt.path}: quant_method is {quant_method!r}, not 'advanced_ptq': affine_norm1/3 are ones "
+                  f"in all {num_blocks} blocks; {what}", stacklevel=3)
     return False
 
 
@@ -308,12 +316,13 @@ def _load_rest(model: nn.Module, ckpt: QuantizedCheckpoint, dtype: torch.dtype, 
     unexpected = sorted(set(ckpt.state) - set(expected))
     problems = []
     if missing:
-        problems.append(f"missing {len(missing)} tensor(s) the base model needs: {_listed(missing)}")
+        problems.append(f"missing {len(missing)} tensor(s) the base model needs: {_listed(missing, ckpt)}")
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected tensor(s) the base model has no place for: "
-                        f"{_listed(unexpected, ckpt)}")
-    bad = [f"{k} ({ckpt.file_of(k)}): {tuple(ckpt.state[k].shape)} vs expected {tuple(expected[k].shape)}"
-           for k in sorted(set(expected) & set(ckpt.state)) if ckpt.state[k].shape != expected[k].shape]
+                        f"{_listed(unexpected, ckpt, with_file=True)}")
+    bad = [f"{ckpt.stored_name(k)} ({ckpt.file_of(k)}): {tuple(ckpt.state[k].shape)} vs expected "
+           f"{tuple(expected[k].shape)}" for k in sorted(set(expected) & set(ckpt.state))
+           if ckpt.state[k].shape != expected[k].shape]
     if bad:
         problems.append("shape mismatch: " + "; ".join(bad[:_MAX_LISTED]))
     if problems:
@@ -323,7 +332,7 @@ def _load_rest(model: nn.Module, ckpt: QuantizedCheckpoint, dtype: torch.dtype, 
     model.load_state_dict(state | ones, strict=False, assign=True)
     still_meta = [n for n, t in model.state_dict().items() if t.is_meta]
     if still_meta:  # an internal error: the key bookkeeping above missed something
-        raise RuntimeError(f"tensors left on the meta device after loading: {_listed(still_meta)}")
+        raise RuntimeError(f"tensors left on the meta device after loading: {', '.join(still_meta[:_MAX_LISTED])}")
 
 
 # ----------------------------------------------------------------------------------------------- API
@@ -362,8 +371,8 @@ def load_quantized_transformer(
     """
     base = _base_transformer_config(base_model_path)
     ckpt = read_quantized_checkpoint(quantized_ckpt)
+    i2v = _check_task(ckpt, base, base_model_path)  # first: the more useful message for a T2V/I2V mix-up
     _check_architecture(ckpt, base, base_model_path)
-    i2v = _check_task(ckpt, base, base_model_path)
     found = checkpoint_scheme(ckpt)
     if scheme is not None and scheme != found:
         raise QuantizedCheckpointError(f"{ckpt.path}: the inference config asks for {scheme} but the checkpoint's "
