@@ -3,7 +3,8 @@ PY      ?= python3
 VENV    ?= .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
-export OMP_NUM_THREADS ?= 2
+# Tiny models: one thread is faster than two fighting over small matmuls (and deterministic).
+export OMP_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from vidquant.quant import (
     FakeQuantLinear,
     FloatQuantizer,

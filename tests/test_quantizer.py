@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
 from vidquant.quant import (
     FloatQuantizer,
     IntQuantizer,

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "activation_outliers",
@@ -22,13 +23,16 @@ __all__ = [
     "layer_sqnr",
     "timestep_error",
     "frames_side_by_side",
+    "sample_images",
     "captured_calls",
+    "awq_search",
     "activation_range",
     "fp8_rounding",
     "fp8_code_mismatch",
     "checkpoint_sizes",
     "metric_vs_param",
     "metric_bars",
+    "sweep",
 ]
 
 _DPI = 80
@@ -99,6 +103,37 @@ def smoothing(table: pd.DataFrame, block: int = 0, *, alpha: float | None = None
     return _done(fig, f"SmoothQuant in block {block}{a}: activation outliers and smoothing scales")
 
 
+def sample_images(samples: Sequence[Any], *, max_images: int = 8, title: str = "Calibration samples") -> Figure:
+    """The conditioning images of an I2V sample set (`vidquant.calib.Sample`), each titled with its prompt;
+    for a T2V set (no images) one text panel listing the prompts."""
+    from PIL import Image
+
+    shown = list(samples)[:max_images]
+    with_images = [s for s in shown if getattr(s, "image", None) is not None]
+    if not with_images:
+        fig, axes = _new(1, 1, width=8, height=0.4 + 0.3 * len(shown))
+        ax = axes[0, 0]
+        ax.axis("off")
+        ax.text(0, 1, "\n".join(f"{i}: {s.prompt}" for i, s in enumerate(shown)), va="top", fontsize=9,
+                family="monospace")
+        return _done(fig, f"{title}: {len(shown)} prompts (text only)")
+    fig, axes = _new(1, len(with_images), width=2.2 * len(with_images), height=2.6)
+    for i, (ax, s) in enumerate(zip(axes[0], with_images)):
+        with Image.open(s.image) as im:
+            ax.imshow(np.asarray(im.convert("RGB")))
+        ax.set_title("\n".join(_wrap(f"{i}: {s.prompt}", 24)), fontsize=7)
+        ax.set_xlabel(f"{im.width}×{im.height} px", fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _done(fig, f"{title}: conditioning images and prompts")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width) or [""]
+
+
 def captured_calls(selections: Mapping[str, Sequence[int]], calls_per_step: int, num_steps: int,
                    timesteps: Sequence[float] | None = None) -> Figure:
     """Which denoising steps and CFG branches each selection rule captures (one row per rule)."""
@@ -114,6 +149,7 @@ def captured_calls(selections: Mapping[str, Sequence[int]], calls_per_step: int,
     ax.set_yticks(range(len(selections)), list(selections))
     ax.set_ylim(-0.6, len(selections) - 0.4)
     ax.set_xlim(-0.5, num_steps - 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("denoising step (0 = pure noise)" if timesteps is None else "denoising step (timestep above)")
     ax.set_ylabel("selection rule")
     if timesteps is not None:
@@ -121,8 +157,26 @@ def captured_calls(selections: Mapping[str, Sequence[int]], calls_per_step: int,
         idx = np.linspace(0, num_steps - 1, min(num_steps, 6)).round().astype(int)
         top.set_xticks(idx, [f"{timesteps[i]:.0f}" for i in idx])
         top.set_xlabel("timestep (1000 = pure noise)")
-    ax.legend(fontsize=8, loc="center right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _done(fig, "Captured transformer calls per denoising step")
+
+
+def awq_search(curves: pd.DataFrame, block: int = 0) -> Figure:
+    """AWQ's grid search (`vidquant.notebook.awq_search_curves`): the block-output loss of each subset against
+    the candidate ratio (s = mean|x|^ratio), the chosen ratio marked."""
+    subsets = list(dict.fromkeys(curves["subset"]))
+    fig, axes = _new(1, len(subsets), width=4.2 * len(subsets), height=3.4)
+    for ax, name in zip(axes[0], subsets):
+        g = curves[curves["subset"] == name].sort_values("ratio")
+        ax.plot(g["ratio"], g["loss"], "o-", ms=3, label="mean loss over samples")
+        best = g[g["chosen"]]
+        ax.scatter(best["ratio"], best["loss"], s=80, facecolors="none", edgecolors="tab:red", label="chosen")
+        ax.set_yscale("log")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("ratio (s = mean|x|^ratio)")
+        ax.set_ylabel("MSE of the subset's output")
+        ax.legend(fontsize=8)
+    return _done(fig, f"AWQ scale search in block {block}")
 
 
 def activation_range(stats: pd.DataFrame) -> Figure:
@@ -166,9 +220,12 @@ def layer_sqnr(layers: pd.DataFrame, *, title: str = "Per-layer SQNR on the cali
         ax.bar(x + (i - (len(methods) - 1) / 2) * width, vals, width, label=f"{m} (mean {vals.mean():.1f} dB)")
     ax.set_xticks(x, names, rotation=90, fontsize=6)
     ax.set_xlim(-0.6, len(names) - 0.4)
+    finite = df["sqnr_db"][np.isfinite(df["sqnr_db"])]
+    if len(finite):  # start near the worst layer: the differences between methods are a few dB at 40+
+        ax.set_ylim(max(0.0, float(finite.min()) - 5.0), float(finite.max()) + 2.0)
     ax.set_xlabel("block.linear")
     ax.set_ylabel("SQNR (dB, higher is better)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _done(fig, title)
 
 
@@ -196,18 +253,31 @@ def timestep_error(timesteps: pd.DataFrame, *, metric: str = "rel_err",
 
 
 # ----------------------------------------------------------------------------------------------- frames
-def frames_side_by_side(clips: Mapping[str, Any], *, max_frames: int = 9, diff_gain: float = 4.0,
+def _nice_floor(x: float) -> float:
+    """The largest 1-2-5 number (…, 5, 10, 20, 50, …) not above x (x >= 1)."""
+    if x < 1:
+        return 1.0
+    base = 10 ** np.floor(np.log10(x))
+    return float(max(m * base for m in (1, 2, 5) if m * base <= x))
+
+
+def frames_side_by_side(clips: Mapping[str, Any], *, max_frames: int = 9, diff_gain: float | None = None,
                         title: str = "Float vs quantized frames (same seed and prompt)") -> Figure:
     """Frames of several clips in rows (the first is the reference), followed by one row per other clip with
-    |clip − reference| amplified by `diff_gain`. Columns are frame indices."""
+    |clip − reference| amplified by `diff_gain` (None: so that the largest difference is about full scale;
+    the gain is written in the row label). Columns are frame indices."""
     labels = list(clips)
     arrays = [np.clip(_array(clips[k]), 0, 1) for k in labels]
     n = min(a.shape[0] for a in arrays)
     idx = np.unique(np.linspace(0, n - 1, min(n, max_frames)).round().astype(int))
-    rows = [(lab, a) for lab, a in zip(labels, arrays)]
     ref = arrays[0]
-    rows += [(f"|{lab} − {labels[0]}| ×{diff_gain:g}", np.clip(np.abs(a[:n] - ref[:n]) * diff_gain, 0, 1))
-             for lab, a in zip(labels[1:], arrays[1:])]
+    diffs = [np.abs(a[:n] - ref[:n]) for a in arrays[1:]]
+    if diff_gain is None:
+        peak = max((float(np.percentile(d, 99.5)) for d in diffs), default=0.0)
+        diff_gain = _nice_floor(min(1000.0, 1.0 / peak)) if peak > 0 else 1.0
+    rows = [(lab, a) for lab, a in zip(labels, arrays)]
+    rows += [(f"|{lab} − {labels[0]}| ×{diff_gain:g}", np.clip(d * diff_gain, 0, 1))
+             for lab, d in zip(labels[1:], diffs)]
     h, w = ref.shape[1:3]
     cell = 1.3 if max(h, w) <= 128 else 2.0
     fig, axes = plt.subplots(len(rows), len(idx), figsize=(cell * len(idx) * w / max(h, w) + 1.2,
@@ -222,7 +292,7 @@ def frames_side_by_side(clips: Mapping[str, Any], *, max_frames: int = 9, diff_g
             if r == 0:
                 ax.set_title(f"frame {t}", fontsize=8)
             if c == 0:
-                ax.set_ylabel(lab, fontsize=8)
+                ax.set_ylabel("\n".join(_wrap(lab, 16)), fontsize=7)
     fig.supxlabel(f"frame index (of {n}); each panel {w}×{h} px", fontsize=8)
     return _done(fig, title)
 
@@ -244,12 +314,13 @@ def fp8_rounding(table: pd.DataFrame, fmt: str = "e4m3") -> Figure:
     ax.legend(fontsize=8)
     ax = axes[0, 1]
     diff = table[table["differ"]]
-    ax.scatter(diff["x"], diff["qtorch"] - diff["native"], s=10, color="tab:red")
-    ax.axhline(0, color="grey", lw=0.5)
-    ax.set_xscale("symlog", linthresh=2**-6)
-    ax.set_xlabel("x (units of the quantization scale)")
-    ax.set_ylabel("qtorch − native (value)")
-    ax.set_title("where they differ: signed value difference", fontsize=10)
+    rel = (diff["qtorch"] - diff["native"]).abs() / diff["x"].abs()
+    ax.scatter(diff["x"].abs(), rel, s=10, color="tab:red")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("|x| (units of the quantization scale)")
+    ax.set_ylabel("|qtorch − native| / |x|")
+    ax.set_title("where they differ: size of the difference, relative to x", fontsize=10)
     return _done(fig, f"FP8 {fmt} rounding: qtorch (LLMC / converter) vs torch cast (ties to even)")
 
 
@@ -263,6 +334,9 @@ def fp8_code_mismatch(mismatch: pd.DataFrame) -> Figure:
     ax.set_xticks(np.arange(len(names)), names, rotation=90, fontsize=6)
     ax.set_xlabel("block.linear")
     ax.set_ylabel("weight codes that differ (%)")
+    if int(mismatch["differ"].sum()) == 0:
+        ax.text(0.5, 0.5, f"no code differs in {int(mismatch['n'].sum()):,} weights: x / scale never lands exactly on "
+                "a tie", transform=ax.transAxes, ha="center", va="center", fontsize=9)
     return _done(fig, "Per-channel fp8 weight codes: qtorch vs native rounding")
 
 
@@ -288,7 +362,7 @@ def checkpoint_sizes(sizes: Mapping[str, pd.DataFrame]) -> Figure:
 # ----------------------------------------------------------------------------------------------- results
 def metric_vs_param(table: pd.DataFrame, param: str, metrics: Sequence[str], *,
                     baselines: Mapping[str, float] | None = None, units: Mapping[str, str] | None = None,
-                    title: str | None = None) -> Figure:
+                    title: str | None = None, baseline_label: str = "baseline") -> Figure:
     """One panel per metric against a swept parameter (one point per run), with an optional horizontal
     baseline per metric (e.g. RTN)."""
     units = dict(units or {})
@@ -297,7 +371,7 @@ def metric_vs_param(table: pd.DataFrame, param: str, metrics: Sequence[str], *,
     for ax, metric in zip(axes[0], metrics):
         ax.plot(df[param], df[metric].astype(float), "o-", label=metric)
         if baselines and metric in baselines:
-            ax.axhline(float(baselines[metric]), color="grey", ls="--", label="baseline")
+            ax.axhline(float(baselines[metric]), color="grey", ls="--", label=baseline_label)
         ax.set_xlabel(param)
         ax.set_ylabel(f"{metric} ({units[metric]})" if metric in units else metric)
         ax.set_title(metric, fontsize=10)
@@ -307,14 +381,43 @@ def metric_vs_param(table: pd.DataFrame, param: str, metrics: Sequence[str], *,
 
 def metric_bars(table: pd.DataFrame, metrics: Sequence[str], *, label: str = "run",
                 units: Mapping[str, str] | None = None, title: str = "Methods compared") -> Figure:
-    """One panel per metric, one bar per row of `table` (labelled by column `label`)."""
-    units = dict(units or {})
-    fig, axes = _new(1, len(metrics), width=4.2 * len(metrics), height=3.8)
+    """One panel per metric, one horizontal bar per row of `table` (labelled by column `label`, shared)."""
+    units = {k: v for k, v in (units or {}).items() if v}
+    metrics = [m for m in metrics if m in table]
+    names = table[label].astype(str).tolist()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.2 + 2.8 * len(metrics), 0.9 + 0.35 * len(names)),
+                             dpi=_DPI, squeeze=False, sharey=True)
+    y = np.arange(len(names))
     for ax, metric in zip(axes[0], metrics):
-        vals = pd.to_numeric(table[metric], errors="coerce")
-        ax.bar(table[label].astype(str), vals, color=[f"C{i}" for i in range(len(table))])
-        ax.tick_params(axis="x", rotation=45, labelsize=8)
-        ax.set_xlabel(label)
-        ax.set_ylabel(f"{metric} ({units[metric]})" if metric in units else metric)
+        vals = pd.to_numeric(table[metric], errors="coerce").to_numpy(dtype=float)
+        ax.barh(y, vals, color=[f"C{i}" for i in range(len(names))])
+        for yi, v in zip(y, vals):
+            if np.isfinite(v):
+                ax.text(v, yi, f" {v:.3g}", va="center", fontsize=7)
+        ax.set_xlabel(f"{metric} ({units[metric]})" if metric in units else metric)
         ax.set_title(metric, fontsize=10)
+        ax.margins(x=0.25)
+    axes[0, 0].set_yticks(y, names, fontsize=8)
+    axes[0, 0].invert_yaxis()
+    axes[0, 0].set_ylabel(label)
     return _done(fig, title)
+
+
+#: The headline metrics of a run and their units ("" = unitless).
+SWEEP_METRICS = {"video_psnr": "dB", "mean_sqnr_db": "dB", "mean_timestep_rel_err": "‖ŷ−y‖/‖y‖", "video_ssim": ""}
+
+
+def sweep(table: pd.DataFrame, *, title: str = "sweep", metrics: Sequence[str] | None = None) -> Figure | None:
+    """A sweep table (`vidquant sweep`) against its one varying parameter, with the RTN baseline (columns
+    ``rtn.<metric>``) dashed; None when the table has no single varying parameter or fewer than two runs."""
+    from vidquant.notebook import swept_params
+
+    varying = [p for p in swept_params(table) if table[p].nunique() > 1]
+    metrics = [m for m in (metrics or SWEEP_METRICS) if m in table]
+    if len(table) < 2 or len(varying) != 1 or not metrics:
+        return None
+    param = varying[0]
+    base = {m: float(pd.to_numeric(table[f"rtn.{m}"], errors="coerce").mean()) for m in metrics if f"rtn.{m}" in table}
+    units = {m: u for m, u in SWEEP_METRICS.items() if u}
+    return metric_vs_param(table, param, metrics, baselines=base, units=units, baseline_label="RTN",
+                           title=f"{title}: sweep over {param}" + (" (dashed: RTN)" if base else ""))

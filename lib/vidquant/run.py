@@ -90,7 +90,12 @@ def _check_output(path: Path, overwrite: bool) -> None:
 
 
 def load_eval_samples(cfg: Config) -> list[tuple]:
-    return [(ev, load_samples(cfg.resolve_path(ev.path), cfg.task)) for ev in cfg.evals]
+    """Each eval section with its samples: the first `eval.num_samples` of the set when that is set."""
+    out = []
+    for ev in cfg.evals:
+        samples = load_samples(cfg.resolve_path(ev.path), cfg.task)
+        out.append((ev, samples[: ev.num_samples] if ev.num_samples else samples))
+    return out
 
 
 _WORDS = {

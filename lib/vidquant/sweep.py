@@ -125,6 +125,7 @@ def notebook_parameters(notebook: str | os.PathLike) -> dict[str, Any]:
 
     import papermill
 
+    logging.getLogger("papermill").setLevel(logging.WARNING)  # not its INFO lines; its warnings stay
     try:
         found = papermill.inspect_notebook(str(notebook))
     except Exception as err:  # noqa: BLE001 - papermill raises several types for unreadable notebooks
@@ -188,6 +189,7 @@ def run_notebook(
     """
     import papermill
 
+    logging.getLogger("papermill").setLevel(logging.WARNING)
     notebook, run_dir = Path(notebook), Path(run_dir)
     run = Run(notebook, dict(params or {}), run_dir)
     metrics = run_dir / METRICS_NAME
@@ -224,8 +226,14 @@ def run_notebook(
 
 
 # ------------------------------------------------------------------------------------------------ tables
+#: Metrics listed first in the tables and shown in the markdown version (with their `rtn.` baselines).
+HEADLINE = ("video_psnr", "video_ssim", "mean_sqnr_db", "min_sqnr_db", "mean_timestep_rel_err", "video_colour_ok",
+            "video_direction_ok")
+
+
 def aggregate(runs: Sequence[Run], tables_dir: str | os.PathLike, name: str) -> pd.DataFrame:
-    """One row per complete run (its parameters, then its metrics) → ``<tables_dir>/<name>.csv`` and ``.md``."""
+    """One row per complete run → ``<tables_dir>/<name>.csv`` (run, parameters, headline metrics, every other
+    metric) and ``<name>.md`` (run, parameters and the headline metrics with their RTN baselines)."""
     rows = []
     param_names: list[str] = []
     for run in runs:
@@ -236,20 +244,25 @@ def aggregate(runs: Sequence[Run], tables_dir: str | os.PathLike, name: str) -> 
                 param_names.append(p)
         rows.append({"run": run.slug, **run.params, **run.metrics})
     df = pd.DataFrame(rows)
+    short = df
     if not df.empty:
-        metric_cols = sorted(c for c in df.columns if c not in ("run", *param_names))
-        df = df[["run", *param_names, *metric_cols]]
+        rest = [c for c in df.columns if c not in ("run", *param_names)]
+        first = [m for h in HEADLINE for m in (h, f"rtn.{h}") if m in rest]
+        df = df[["run", *param_names, *first, *sorted(set(rest) - set(first))]]
+        short = df[["run", *param_names, *first]]
     tables_dir = Path(tables_dir)
     tables_dir.mkdir(parents=True, exist_ok=True)
     df.to_csv(tables_dir / f"{name}.csv", index=False)
-    (tables_dir / f"{name}.md").write_text(_markdown(df, name) + "\n")
+    note = f"Headline metrics; every column in `{name}.csv`." if not df.empty else ""
+    (tables_dir / f"{name}.md").write_text(_markdown(short, name, note) + "\n")
     return df
 
 
-def _markdown(df: pd.DataFrame, name: str) -> str:
+def _markdown(df: pd.DataFrame, name: str, note: str = "") -> str:
     if df.empty:
         return f"# {name}\n\n(no complete runs)"
-    return f"# {name}\n\n" + df.to_markdown(index=False, floatfmt=".4g")
+    head = f"# {name}\n\n" + (f"{note}\n\n" if note else "")
+    return head + df.to_markdown(index=False, floatfmt=".4g")
 
 
 # ------------------------------------------------------------------------------------------------ sweeps
@@ -333,10 +346,14 @@ def run_notebooks(
     ``<rendered>/<stem>.html`` and collect every notebook's metrics in ``<tables>/notebooks.csv`` / ``.md``
     (long format: notebook, metric, value). `params` go to each notebook that declares them."""
     params = dict(params or {})
+    notebooks = [Path(nb) for nb in notebooks]
+    declared = {nb: _check_params(nb, []) for nb in notebooks}
+    unused = [k for k in params if not any(k in names for names in declared.values())]
+    if unused:
+        raise SweepError(f"-p {', '.join(unused)}: not a parameter of any of the notebooks")
     runs = []
-    for i, nb in enumerate(map(Path, notebooks), 1):
-        declared = _check_params(nb, [])
-        mine = {k: v for k, v in params.items() if k in declared}
+    for i, nb in enumerate(notebooks, 1):
+        mine = {k: v for k, v in params.items() if k in declared[nb]}
         echo(f"[{i}/{len(notebooks)}] {nb.name} ...", end=" ", flush=True)
         run = run_notebook(nb, Path(out) / nb.stem / DEFAULT_SLUG, mine, kernel=kernel,
                            html=Path(rendered) / f"{nb.stem}.html", force=True, timeout=timeout)

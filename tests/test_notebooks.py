@@ -1,0 +1,256 @@
+"""The numbered notebooks and the papermill sweep.
+
+* Structure (fast): notebooks are committed without outputs, match scripts/build_notebooks.py, and have one
+  `parameters` cell that papermill parses completely, with the `output_dir` / `metrics_path` the sweep sets.
+* Execution: every notebook runs under papermill on a random tiny model with small sizes and records its
+  metrics. A kernel start plus the library imports cost a few seconds; the notebooks that quantize (most of
+  them, several quantization runs each) are marked slow (`make test-slow`).
+* Sweep (fast toy notebook, no model): grid expansion, a failing run reported while the others finish, skip
+  of complete runs, redo of an unfinished one, aggregation into csv / md, HTML renders.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from vidquant import sweep
+from vidquant.notebook import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+STEMS = [p.stem for p in NOTEBOOKS]
+
+
+def _load_builder():
+    spec = importlib.util.spec_from_file_location("build_notebooks", ROOT / "scripts" / "build_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ------------------------------------------------------------------------------------------------- structure
+def test_all_ten_notebooks_exist():
+    assert STEMS == list(_load_builder().BUILDERS), "notebooks/ and scripts/build_notebooks.py disagree"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=STEMS)
+def test_committed_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    dirty = [i for i, c in enumerate(nb.cells)
+             if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count") is not None)]
+    assert not dirty, (f"{path.name}: cells {dirty} have outputs; rebuild with python scripts/build_notebooks.py "
+                       "(or clear outputs) before committing")
+
+
+def test_notebooks_match_builder(tmp_path):
+    builder = _load_builder()
+    assert builder.main(["--check"]) == 0, "run: python scripts/build_notebooks.py"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=STEMS)
+def test_parameters_cell_parses(path):
+    import papermill
+
+    nb = nbformat.read(path, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: expected one cell tagged 'parameters', found {len(tagged)}"
+    assigned = re.findall(r"^(\w+)\s*=", tagged[0].source, flags=re.M)
+    parsed = list(papermill.inspect_notebook(str(path)))
+    assert parsed == assigned, f"{path.name}: papermill could not parse every parameter line"
+    assert {"output_dir", "metrics_path"} <= set(parsed)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+
+
+# ------------------------------------------------------------------------------------------------- execution
+SMALL = {"num_inference_steps": 2, "sample_steps": 2, "height": 32, "width": 32, "num_frames": 5}
+CASES = {
+    # stem: (task, extra parameters, slow)
+    "00_quickstart": ("i2v", {"num_eval_samples": 1}, True),
+    "01_calibration_data": ("t2v", {}, False),
+    "02_rtn_baseline": ("t2v", {"num_eval_samples": 1}, True),
+    "03_smoothquant": ("t2v", {"num_eval_samples": 1, "alpha": 0.6}, True),
+    "04_awq": ("t2v", {"num_eval_samples": 1, "n_grid": 4}, True),
+    "05_gptq": ("t2v", {"num_eval_samples": 1, "w_bit": 4, "a_bit": 0}, True),
+    "06_fp8_emulation": ("t2v", {"num_eval_samples": 1}, True),
+    "07_lightx2v_export": ("t2v", {"num_eval_samples": 1}, True),
+    "08_quantized_inference": ("i2v", {"num_eval_samples": 1}, True),
+}
+EXPECTED_METRICS = {
+    "00_quickstart": {"video_psnr", "verify_problems", "runtime.psnr_vs_float"},
+    "01_calibration_data": {"captured_calls", "calib_mib", "outlier_ratio.ffn_up"},
+    "02_rtn_baseline": {"mean_sqnr_db", "mean_timestep_rel_err", "video_psnr"},
+    "03_smoothquant": {"alpha", "mean_sqnr_db", "rtn.mean_sqnr_db", "outlier_ratio_after"},
+    "04_awq": {"mean_sqnr_db", "mean_ratio", "rtn.video_psnr"},
+    "05_gptq": {"mean_sqnr_db", "rtn.mean_sqnr_db"},
+    "06_fp8_emulation": {"tie_points_differ", "weight_codes_differ_frac", "other_rounding.video_psnr"},
+    "07_lightx2v_export": {"compression", "verify_problems.export", "verify_problems.converted"},
+    "08_quantized_inference": {"runtime.psnr_vs_float", "runtime.psnr_vs_fake_quant", "scheme"},
+}
+
+
+def _execute(stem: str, params: dict, out: Path, monkeypatch) -> dict:
+    import papermill
+
+    # The kernel inherits the environment. Tiny matrices gain nothing from threads, and on a shared machine
+    # OpenMP threads waiting on each other make a tiny model several times slower.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb"), str(out / f"{stem}.ipynb"),
+                               parameters={**params, "output_dir": str(out)}, kernel_name="python3",
+                               progress_bar=False, cwd=str(ROOT / "notebooks"))  # as JupyterLab starts it
+    return read_metrics(out / "metrics.json")
+
+
+def _case_params():
+    for stem, (task, extra, slow) in CASES.items():
+        marks = [pytest.mark.slow] if slow else []
+        yield pytest.param(stem, task, extra, marks=marks, id=stem)
+
+
+@pytest.mark.parametrize("stem,task,extra", list(_case_params()))
+def test_notebook_executes(stem, task, extra, tiny_dirs, tmp_path, monkeypatch):
+    metrics = _execute(stem, {"model_path": str(tiny_dirs[task]), **SMALL, **extra}, tmp_path / stem, monkeypatch)
+    missing = EXPECTED_METRICS[stem] - set(metrics)
+    assert not missing, f"{stem}: metrics.json lacks {sorted(missing)}"
+    if stem in ("00_quickstart", "07_lightx2v_export"):
+        problems = metrics.get("verify_problems", metrics.get("verify_problems.converted"))
+        assert problems == 0
+
+
+def test_results_notebook_executes(tmp_path, monkeypatch):
+    """09 on a small results tree: two default method runs and a two-point sweep table."""
+    runs, tables = tmp_path / "runs", tmp_path / "tables"
+    for stem, method, psnr in (("02_rtn_baseline", "RTN", 30.0), ("03_smoothquant", "SmoothQuant", 33.0)):
+        run = runs / stem / "defaults"
+        run.mkdir(parents=True)
+        (run / "params.json").write_text("{}")
+        (run / "metrics.json").write_text(json.dumps({"method": method, "weight": "int8", "act": "int8",
+                                                      "mean_sqnr_db": psnr + 5, "video_psnr": psnr,
+                                                      "mean_timestep_rel_err": 0.01}))
+    tables.mkdir()
+    pd.DataFrame({"run": ["alpha-0.5", "alpha-0.75"], "alpha": [0.5, 0.75], "video_psnr": [32.0, 33.0],
+                  "mean_sqnr_db": [37.0, 38.0], "rtn.video_psnr": [30.0, 30.0]}).to_csv(tables / "03_smoothquant.csv",
+                                                                                        index=False)
+    metrics = _execute("09_results", {"runs_dir": str(runs), "tables_dir": str(tables),
+                                      "plots_dir": str(tmp_path / "plots")}, tmp_path / "09", monkeypatch)
+    assert metrics["runs"] == 2 and metrics["sweep_tables"] == 1 and metrics["figures"] == 2
+    assert metrics["best_method"].startswith("03_smoothquant")
+    assert {p.name for p in (tmp_path / "plots").iterdir()} == {"methods.png", "03_smoothquant.png"}
+
+
+# ------------------------------------------------------------------------------------------------- sweep
+TOY_PARAMS = """\
+x = 1
+label = "a"
+fail_flag = ""  # a file; while it exists, the run with x of 2 raises
+output_dir = "out"
+metrics_path = None
+"""
+TOY_BODY = """\
+import json, os, pathlib
+if x == 2 and fail_flag and os.path.exists(fail_flag):
+    raise ValueError("boom at x=2")
+path = pathlib.Path(metrics_path or f"{output_dir}/metrics.json")
+path.parent.mkdir(parents=True, exist_ok=True)
+path.write_text(json.dumps({"square": x * x, "label": label}))
+"""
+
+
+@pytest.fixture
+def toy_notebook(tmp_path) -> Path:
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# toy"),
+        nbformat.v4.new_code_cell(TOY_PARAMS, metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(TOY_BODY),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "toy.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_expand_grid_and_slugs():
+    grid = sweep.expand_grid([("alpha", [0.5, 0.75]), ("w_bit", [4, 8])])
+    assert grid == [{"alpha": 0.5, "w_bit": 4}, {"alpha": 0.5, "w_bit": 8},
+                    {"alpha": 0.75, "w_bit": 4}, {"alpha": 0.75, "w_bit": 8}]
+    assert [sweep.slug(p) for p in grid[:2]] == ["alpha-0.5__w_bit-4", "alpha-0.5__w_bit-8"]
+    assert sweep.slug({}) == "defaults"
+    assert sweep.slug({"config": "configs/a b.yaml"}) == "config-configs_a_b.yaml"
+    assert sweep.expand_grid([("a", [1, 1, 2])]) == [{"a": 1}, {"a": 2}]
+    with pytest.raises(sweep.SweepError, match="more than once"):
+        sweep.expand_grid([("a", [1]), ("a", [2])])
+
+
+@pytest.mark.parametrize("text,value", [("0.75", 0.75), ("8", 8), ("true", True), ("True", True), ("None", None),
+                                        ("e4m3", "e4m3"), ("configs/x.yaml", "configs/x.yaml")])
+def test_parse_value(text, value):
+    assert sweep.parse_value(text) == value
+
+
+def test_unknown_parameter_is_refused(toy_notebook, tmp_path):
+    with pytest.raises(sweep.SweepError, match=r"not a parameter of toy.ipynb \(did you mean 'label'\?\)"):
+        sweep.sweep(toy_notebook, [("lable", ["b"])], out=tmp_path / "runs", tables=tmp_path / "tables")
+    with pytest.raises(sweep.SweepError, match="set by the sweep itself"):
+        sweep.sweep(toy_notebook, [("output_dir", ["x"])], out=tmp_path / "runs", tables=tmp_path / "tables")
+
+
+def test_sweep_failure_skip_redo_aggregate(toy_notebook, tmp_path, capsys):
+    out, tables, rendered = tmp_path / "runs", tmp_path / "tables", tmp_path / "rendered"
+    flag = tmp_path / "fail"
+    flag.touch()
+    argv = [str(toy_notebook), "-p", "x", "1", "2", "3", "-p", "fail_flag", str(flag), "--out", str(out),
+            "--tables", str(tables), "--rendered", str(rendered)]
+
+    # 1. x=2 fails; x=1 and x=3 still run; exit status 1 and the failure named at the end
+    assert sweep.main(argv) == 1
+    text = capsys.readouterr().out
+    assert "1 failed" in text and "boom at x=2" in text
+    runs = out / "toy"
+    slugs = {p.name for p in runs.iterdir()}
+    assert slugs == {f"x-{x}__fail_flag-{sweep._fmt(str(flag))}" for x in (1, 2, 3)}
+    done = sorted(runs.glob("x-[13]*/metrics.json"))
+    assert len(done) == 2 and not list(runs.glob("x-2*/metrics.json"))
+    assert not list(runs.glob("*/metrics.json.partial"))  # renamed on success, never left behind
+    assert (next(runs.glob("x-2*")) / "toy.ipynb").is_file()  # the failed notebook is kept for reading
+    table = pd.read_csv(tables / "toy.csv")
+    assert list(table["x"]) == [1, 3] and list(table["square"]) == [1, 9]
+    assert list(table.columns[:3]) == ["run", "x", "fail_flag"]
+    assert "| run" in (tables / "toy.md").read_text()
+    assert len(list((rendered / "toy").glob("*.html"))) == 2
+    first_mtime = {p: p.stat().st_mtime_ns for p in done}
+
+    # 2. rerun: complete runs are skipped, the failed one is redone (now succeeding), the table has all three
+    flag.unlink()
+    assert sweep.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "1 done, 2 skipped" in text
+    assert all(p.stat().st_mtime_ns == m for p, m in first_mtime.items())
+    assert list(pd.read_csv(tables / "toy.csv")["square"]) == [1, 4, 9]
+
+    # 3. a run killed before finishing (folder without metrics.json) is redone from scratch
+    victim = next(runs.glob("x-3*"))
+    (victim / "metrics.json").unlink()
+    (victim / "stale.txt").write_text("left by a killed run")
+    runs_list, _ = sweep.sweep(toy_notebook, [("x", [3]), ("fail_flag", [str(flag)])], out=out, tables=tables,
+                               rendered=None, echo=lambda *a, **k: None)
+    assert [r.status for r in runs_list] == ["done"]
+    assert not (victim / "stale.txt").exists() and (victim / "metrics.json").is_file()
+
+
+def test_notebooks_main_runs_each_with_defaults(toy_notebook, tmp_path, capsys):
+    out, tables, rendered = tmp_path / "runs", tmp_path / "tables", tmp_path / "rendered"
+    common = ["--out", str(out), "--tables", str(tables), "--rendered", str(rendered)]
+    assert sweep.notebooks_main([str(toy_notebook), "-p", "not_a_param", "1", *common]) == 2
+    assert "not a parameter of any" in capsys.readouterr().err
+    assert sweep.notebooks_main([str(toy_notebook), "-p", "x", "5", *common]) == 0
+    assert read_metrics(out / "toy" / "defaults" / "metrics.json") == {"square": 25, "label": "a"}
+    assert (rendered / "toy.html").is_file()
+    long = pd.read_csv(tables / "notebooks.csv")
+    assert set(long["metric"]) == {"square", "label"} and set(long["notebook"]) == {"toy"}
