@@ -21,7 +21,7 @@ from vidquant.calib.capture import CalibData
 from vidquant.models.block import make_transformer_smoothable
 from vidquant.models.layout import SUBSETS, block_linears
 
-__all__ = ["run_blockwise", "build_algorithms", "collect_linear_inputs", "BlockwiseResult"]
+__all__ = ["run_blockwise", "calibrate_block", "build_algorithms", "collect_linear_inputs", "BlockwiseResult"]
 
 log = logging.getLogger("vidquant")
 
@@ -133,32 +133,37 @@ def run_blockwise(
         block = blocks[index]
         home = next(block.parameters()).device
         block.to(device)
-        try:
-            inputs, float_out = collect_linear_inputs(block, hidden, calib.block_kwargs, device)
-        except FloatingPointError as err:
-            raise FloatingPointError(f"block {index}: {err}; stopping calibration") from None
-        linears = block_linears(block)
-        original = {n: (lin.weight.detach().clone(), list(inputs[n])) for n, lin in linears.items()}
-        ctx = BlockContext(index, block, linears, inputs, hidden, calib.block_kwargs, wq, aq, device)
-        for algo in algorithms:
-            algo.transform_block(ctx)
-        prefix = f"blocks.{index}."
-        for name, lin in linears.items():
-            w0, x0 = original[name]
-            stats = linear_error_stats(w0, lin, x0, ctx.smooth.get(name), wq, aq, ctx.weight_qparams.get(name),
-                                       device)
-            result.layer_rows.append({"block": index, "layer": name, "subset": _subset_of(name), **stats})
-        result.weight_qparams.update({prefix + k: v for k, v in ctx.weight_qparams.items()})
-        result.smooth.update({prefix + k: v for k, v in ctx.smooth.items()})
-        result.logs[index] = ctx.log
-        if quant_out:
-            with fake_quantized(block, wq, aq, ctx.weight_qparams):
-                _, hidden = collect_linear_inputs(block, hidden, calib.block_kwargs, device)
-        else:
-            hidden = float_out
+        hidden = calibrate_block(block, index, hidden, calib, algorithms, wq, aq, device, quant_out, result)
         block.to(home)
-        del inputs, original, ctx
     return result
+
+
+def calibrate_block(block, index: int, hidden: list[torch.Tensor], calib: CalibData, algorithms: list[Algorithm],
+                    wq, aq, device: torch.device, quant_out: bool, result: BlockwiseResult) -> list[torch.Tensor]:
+    """Calibrate one block (already on `device`) in place, record its grids, smoothing and layer errors in
+    `result`, and return the next block's inputs. The body of `run_blockwise`, shared with the streaming mode
+    (vidquant.stream), which loads each block from disk instead of holding the model."""
+    try:
+        inputs, float_out = collect_linear_inputs(block, hidden, calib.block_kwargs, device)
+    except FloatingPointError as err:
+        raise FloatingPointError(f"block {index}: {err}; stopping calibration") from None
+    linears = block_linears(block)
+    original = {n: (lin.weight.detach().clone(), list(inputs[n])) for n, lin in linears.items()}
+    ctx = BlockContext(index, block, linears, inputs, hidden, calib.block_kwargs, wq, aq, device)
+    for algo in algorithms:
+        algo.transform_block(ctx)
+    prefix = f"blocks.{index}."
+    for name, lin in linears.items():
+        w0, x0 = original[name]
+        stats = linear_error_stats(w0, lin, x0, ctx.smooth.get(name), wq, aq, ctx.weight_qparams.get(name), device)
+        result.layer_rows.append({"block": index, "layer": name, "subset": _subset_of(name), **stats})
+    result.weight_qparams.update({prefix + k: v for k, v in ctx.weight_qparams.items()})
+    result.smooth.update({prefix + k: v for k, v in ctx.smooth.items()})
+    result.logs[index] = ctx.log
+    if quant_out:
+        with fake_quantized(block, wq, aq, ctx.weight_qparams):
+            _, float_out = collect_linear_inputs(block, hidden, calib.block_kwargs, device)
+    return float_out
 
 
 def _subset_of(name: str) -> str:

@@ -11,8 +11,9 @@ saves and loads exactly like Wan-AI/Wan2.1-*-Diffusers (``WanPipeline.from_pretr
 - ``UniPCMultistepScheduler`` configured for flow matching (``flow_prediction``, flow sigmas, ``flow_shift``).
 
 The trained weights live in ``assets/models/tiny-wan-{t2v,i2v}`` (see ``vidquant.train.tiny``).
-Generate with ``max_sequence_length=TEXT_LEN`` (:data:`GENERATION_DEFAULTS`): the models were trained on
-prompts padded to that length.
+Generate with :func:`generation_kwargs`: the T2V model was trained mostly on prompts padded to
+:data:`TEXT_LEN` tokens (and partly to 512); the I2V model needs 512 (:data:`I2V_TEXT_LEN`), because
+diffusers' Wan attention splits image from text tokens by assuming 512 text tokens.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from vidquant.data.procedural import FRAME_SIZE, NUM_FRAMES, VOCABULARY
 
 __all__ = [
     "GENERATION_DEFAULTS",
+    "I2V_TEXT_LEN",
     "SPECIAL_TOKENS",
     "TEST_SIZES",
     "TEXT_LEN",
@@ -52,11 +54,15 @@ __all__ = [
     "build_tiny_components",
     "build_tiny_pipeline",
     "build_tokenizer",
+    "generation_kwargs",
     "make_random_tiny_pipeline_dir",
     "save_tiny_pipeline",
 ]
 
-TEXT_LEN = 16  # prompts are padded to this many tokens in training; pass it as max_sequence_length
+TEXT_LEN = 16  # T2V prompts are padded to this many tokens in most training batches
+# WanAttnProcessor (diffusers 0.42) takes the last 512 context tokens as text when image tokens are present:
+# any other max_sequence_length feeds image tokens to the text projections (and none to the image ones).
+I2V_TEXT_LEN = 512
 SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2, as in T5
 GENERATION_DEFAULTS: dict[str, Any] = {
     "height": FRAME_SIZE,
@@ -64,7 +70,6 @@ GENERATION_DEFAULTS: dict[str, Any] = {
     "num_frames": NUM_FRAMES,
     "num_inference_steps": 20,
     "guidance_scale": 5.0,
-    "max_sequence_length": TEXT_LEN,
 }
 _TASKS = ("t2v", "i2v")
 
@@ -109,6 +114,12 @@ class TinySizes:
 TEST_SIZES = TinySizes(vae_base_dim=8, z_dim=4, heads=2, head_dim=16, layers=2, ffn_dim=64, freq_dim=32,
                        text_dim=16, text_layers=1, text_heads=2, text_ff=32, clip_dim=16, clip_layers=2,
                        clip_heads=2, clip_ff=32)
+
+
+def generation_kwargs(task: str, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments for generating with a tiny pipeline of ``task`` (64×64, 9 frames, 20 steps, cfg 5)."""
+    length = {"t2v": TEXT_LEN, "i2v": I2V_TEXT_LEN}[task]
+    return {**GENERATION_DEFAULTS, "max_sequence_length": length, **overrides}
 
 
 def _sizes(base: TinySizes, overrides: dict[str, Any]) -> TinySizes:

@@ -28,6 +28,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import platform
 import shlex
 import sys
@@ -45,18 +46,20 @@ from tqdm.auto import tqdm
 from vidquant.data.procedural import BACKGROUND, ProceduralVideoDataset, eval_prompt_set
 from vidquant.eval.task import evaluate_pipeline, score_clips
 from vidquant.models.tiny import (
-    GENERATION_DEFAULTS,
+    I2V_TEXT_LEN,
     TEXT_LEN,
     TinySizes,
     build_tiny_components,
     count_parameters,
+    generation_kwargs,
     save_tiny_pipeline,
 )
 
 __all__ = ["TrainConfig", "train_tiny", "train_tiny_main", "i2v_condition", "encode_video"]
 
 log = logging.getLogger("vidquant.train.tiny")
-LONG_TEXT_LEN = 512  # the Wan pipelines' default max_sequence_length
+LONG_TEXT_LEN = I2V_TEXT_LEN  # 512: the Wan pipelines' default max_sequence_length
+EVAL_TEXT_LENS = {"t2v": (TEXT_LEN, LONG_TEXT_LEN), "i2v": (I2V_TEXT_LEN,)}
 
 
 @dataclass
@@ -67,7 +70,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int = 2
-    vae_steps: int = 3000
+    vae_steps: int = 1500
     vae_batch: int = 4
     vae_lr: float = 1e-3
     fg_weight: float = 5.0  # loss weight of object pixels relative to background pixels
@@ -75,14 +78,15 @@ class TrainConfig:
     gate_direction: float = 0.9
     pool: int = 1024  # clips encoded once for transformer training
     t2v_steps: int = 3000
-    i2v_steps: int = 1500
+    i2v_steps: int = 1200
     batch: int = 32
     lr: float = 1e-3
     warmup: int = 100
     drop_prompt: float = 0.1
-    long_text_frac: float = 0.1  # share of batches padded to 512 tokens, so both lengths work at generation
+    long_text_frac: float = 0.25  # T2V batches padded to 512 tokens (the rest to 16), so both lengths work
     train_shift: float = 3.0  # t -> s·t / (1 + (s - 1)·t), the same shift as the sampler's flow_shift
     eval_steps: int = 20
+    eval_clips: int = 32  # the first N prompts of the eval set (all 32 unless testing the CLI)
     guidance: float = 5.0
     transformer_dtype: str = "bfloat16"  # storage dtype of the shipped transformers
     vae_from: str | None = None  # skip stage 1: load a trained AutoencoderKLWan from this folder (still gated)
@@ -325,7 +329,7 @@ def train_transformer(model: Any, pool: Pool, cfg: TrainConfig, steps: int, task
     for step in range(steps):
         idx = torch.randint(len(pool.latents), (cfg.batch,), generator=gen)
         long_text = torch.rand(1, generator=gen).item() < cfg.long_text_frac
-        text_len = LONG_TEXT_LEN if long_text else TEXT_LEN
+        text_len = LONG_TEXT_LEN if long_text or task == "i2v" else TEXT_LEN  # I2V: see I2V_TEXT_LEN
         xt, timestep, target, text = _flow_batch(pool, idx, gen, cfg, text_len)
         image = None
         if task == "i2v":
@@ -390,11 +394,12 @@ def _device_name(device: torch.device) -> str:
 
 
 def train_tiny(cfg: TrainConfig, argv: list[str] | None = None) -> dict[str, Any]:
-    """Run all stages and write ``<out>/tiny-wan-t2v`` and ``<out>/tiny-wan-i2v``; returns the run summary."""
-    from diffusers import WanImageToVideoPipeline, WanPipeline
+    """Run all stages and write ``<out>/tiny-wan-t2v`` and ``<out>/tiny-wan-i2v``; returns the run summary.
 
+    Torch's global thread count and determinism flag are set for the run and restored afterwards.
+    """
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     device = torch.device(cfg.device)
-    torch.manual_seed(cfg.seed)
     if device.type == "cpu":
         torch.set_num_threads(cfg.threads)
         torch.use_deterministic_algorithms(True)
@@ -402,6 +407,17 @@ def train_tiny(cfg: TrainConfig, argv: list[str] | None = None) -> dict[str, Any
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
+    try:
+        return _train_tiny(cfg, device, argv)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train_tiny(cfg: TrainConfig, device: torch.device, argv: list[str] | None) -> dict[str, Any]:
+    from diffusers import WanImageToVideoPipeline, WanPipeline
+
+    torch.manual_seed(cfg.seed)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     parts = build_tiny_components("i2v", cfg.seed, **cfg.sizes)
@@ -458,6 +474,7 @@ def train_tiny(cfg: TrainConfig, argv: list[str] | None = None) -> dict[str, Any
     summary["train_seconds"] = round(train_seconds, 1)
     summary["total_seconds"] = round(time.perf_counter() - t_start, 1)
     summary["command"] = "vidquant train-tiny " + shlex.join(argv if argv is not None else [])
+    summary["load_average_end"] = [round(x, 2) for x in os.getloadavg()]  # was the machine shared?
     for task, directory in dirs.items():
         (directory / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str))
         (directory / "README.md").write_text(model_card(task, summary))
@@ -473,10 +490,11 @@ def evaluate_saved(directory: Path, task: str, cfg: TrainConfig, device: torch.d
     pipe = cls.from_pretrained(directory).to(device)
     pipe.set_progress_bar_config(disable=True)
     results: dict[str, Any] = {"transformer_dtype": str(pipe.transformer.dtype).replace("torch.", "")}
-    for length in (TEXT_LEN, LONG_TEXT_LEN):
-        kwargs = dict(GENERATION_DEFAULTS, num_inference_steps=cfg.eval_steps, guidance_scale=cfg.guidance,
-                      max_sequence_length=length)
-        df, summary = evaluate_pipeline(pipe, task, seed=cfg.seed, **kwargs)
+    for length in EVAL_TEXT_LENS[task]:
+        kwargs = generation_kwargs(task, num_inference_steps=cfg.eval_steps, guidance_scale=cfg.guidance,
+                                   max_sequence_length=length)
+        specs = eval_prompt_set()[: cfg.eval_clips]
+        _, summary = evaluate_pipeline(pipe, task, specs, seed=cfg.seed, **kwargs)
         results[f"text_len_{length}"] = summary
         log.info("%s eval (max_sequence_length=%d): %s", task, length, summary)
     return results
@@ -527,8 +545,14 @@ def model_card(task: str, s: dict[str, Any]) -> str:
     metrics = [
         f"| {n} | {_pct(m['colour_acc'])} | {_pct(m['direction_acc'])} | {_pct(m['shape_acc'])} | "
         f"{_pct(m['colour_consistency'])} |"
-        for n, m in ((TEXT_LEN, ev[f"text_len_{TEXT_LEN}"]), (LONG_TEXT_LEN, ev[f"text_len_{LONG_TEXT_LEN}"]))
+        for n in EVAL_TEXT_LENS[task] for m in [ev[f"text_len_{n}"]]
     ]
+    text_note = (
+        f"Trained with prompts padded to {TEXT_LEN} tokens ({_pct(1 - cfg['long_text_frac'])} of batches) "
+        f"and to {LONG_TEXT_LEN} (the pipelines' default; the other batches): both lengths are scored below."
+        if task == "t2v" else
+        f"Use max_sequence_length={I2V_TEXT_LEN} (the default): diffusers' Wan attention takes the last 512 "
+        "context tokens as text when image tokens are present, so the model was trained with 512.")
     i2v_note = (" For I2V the first frame fixes the colour, so the colour column is consistency with the "
                 "conditioning image." if task == "i2v" else "")
     return "\n".join([
@@ -545,11 +569,11 @@ def model_card(task: str, s: dict[str, Any]) -> str:
         f"pipe = {cls}.from_pretrained('assets/models/tiny-wan-{task}')",
         f"out = pipe(prompt='a red square moving left on a dark background',{image_arg} height=64, width=64,",
         f"           num_frames=9, num_inference_steps={cfg['eval_steps']}, "
-        f"guidance_scale={cfg['guidance']}, max_sequence_length={TEXT_LEN}, output_type='np')",
+        f"guidance_scale={cfg['guidance']}, max_sequence_length={EVAL_TEXT_LENS[task][0]}, "
+        "output_type='np')",
         "```",
         "",
-        f"Trained with prompts padded to {TEXT_LEN} tokens ({_pct(1 - cfg['long_text_frac'])} of batches) "
-        f"and to {LONG_TEXT_LEN} (the pipelines' default; the other batches): both lengths are scored below.",
+        text_note,
         "",
         "## Architecture",
         "",
@@ -584,6 +608,7 @@ def model_card(task: str, s: dict[str, Any]) -> str:
         s["command"],
         "```",
         "",
+        *([f"Notes: {s['notes']}", ""] if s.get("notes") else []),
         "## Metrics",
         "",
         f"VAE gate (detector on reconstructions of the 32 eval clips): colour {_pct(gate['colour_acc'])}, "
@@ -591,7 +616,7 @@ def model_card(task: str, s: dict[str, Any]) -> str:
         f"PSNR {gate['psnr']:.1f} dB.",
         "",
         f"Task accuracy of this directory loaded with `{cls}.from_pretrained` (transformer "
-        f"{ev['transformer_dtype']}), 32 eval prompts, {cfg['eval_steps']} steps, "
+        f"{ev['transformer_dtype']}), {cfg.get('eval_clips', 32)} eval prompts, {cfg['eval_steps']} steps, "
         f"guidance {cfg['guidance']}, generator seed {cfg['seed']} + i "
         "(`vidquant.eval.task.evaluate_pipeline`):",
         "",
@@ -613,7 +638,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=d.threads, help="CPU threads (never more than cores)")
-    for name in ("vae_steps", "vae_batch", "pool", "t2v_steps", "i2v_steps", "batch", "warmup", "eval_steps"):
+    for name in ("vae_steps", "vae_batch", "pool", "t2v_steps", "i2v_steps", "batch", "warmup", "eval_steps",
+                 "eval_clips"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     for name in ("vae_lr", "fg_weight", "gate_colour", "gate_direction", "lr", "drop_prompt",
                  "long_text_frac", "train_shift", "guidance"):
