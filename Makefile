@@ -5,6 +5,8 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 # Tiny models: one thread is faster than two fighting over small matmuls (and deterministic).
 export OMP_NUM_THREADS ?= 1
+# Idle OpenMP threads sleep instead of spinning: on a 2-core machine spinning threads starve everyone else.
+export OMP_WAIT_POLICY ?= PASSIVE
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg

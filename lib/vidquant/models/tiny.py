@@ -54,6 +54,7 @@ __all__ = [
     "build_tiny_components",
     "build_tiny_pipeline",
     "build_tokenizer",
+    "count_parameters",
     "generation_kwargs",
     "make_random_tiny_pipeline_dir",
     "save_tiny_pipeline",

@@ -16,7 +16,8 @@ Stages (each timed and logged; seeded, deterministic on the CPU):
    the scheduler's ``flow_shift``), timestep ``1000·t``; 10% of prompts dropped to ``""`` (the
    pipeline's negative prompt) for classifier-free guidance; AdamW with warm-up and cosine decay.
 4. **I2V transformer**, initialised from the trained T2V one (condition channels and the image branch's value
-   projection start at zero, so it starts as the T2V model), same objective with the I2V condition.
+   projection start at zero, so it starts as the T2V model), same objective with the I2V condition and
+   prompts always padded to 512 tokens (``vidquant.models.tiny.I2V_TEXT_LEN``).
 
 Then both pipelines are saved with ``save_pretrained`` (transformer in bf16 to keep the two directories
 small), loaded back with ``from_pretrained`` and evaluated with the task metrics; a model card goes in each.
@@ -70,15 +71,15 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int = 2
-    vae_steps: int = 1500
+    vae_steps: int = 1200
     vae_batch: int = 4
     vae_lr: float = 1e-3
     fg_weight: float = 5.0  # loss weight of object pixels relative to background pixels
     gate_colour: float = 0.9
     gate_direction: float = 0.9
-    pool: int = 1024  # clips encoded once for transformer training
-    t2v_steps: int = 3000
-    i2v_steps: int = 1200
+    pool: int = 512  # clips encoded once for transformer training
+    t2v_steps: int = 2500
+    i2v_steps: int = 1000
     batch: int = 32
     lr: float = 1e-3
     warmup: int = 100
