@@ -1,0 +1,89 @@
+"""Smoke test of `make bench`: every benchmark function runs at toy sizes and writes its csv and md."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import block  # noqa: E402
+import calibration  # noqa: E402
+import common  # noqa: E402
+import gemm  # noqa: E402
+import run_all  # noqa: E402
+import size  # noqa: E402
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    from vidquant.models.tiny import TEST_SIZES
+
+    monkeypatch.setattr(gemm, "SHAPES", {"toy": (("qkvo", 64, 64), ("ffn_up", 64, 128))})
+    for name, value in {"DIM": 64, "FFN": 128, "HEADS": 2, "HEAD_DIM": 32, "TEXT_LEN": 8,
+                        "TINY_DIR": Path("/nonexistent"), "TINY_SIZES": TEST_SIZES}.items():
+        monkeypatch.setattr(block, name, value)
+    monkeypatch.setattr(calibration, "WAN13B", {**calibration.WAN13B, **run_all.TOY_WIDTH})
+
+
+def test_time_interleaved_and_machine_info():
+    calls = []
+    timings = common.time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                                      warmup=1, repeats=3)
+    assert calls == ["a", "b"] + ["a", "b"] * 3  # warm-up, then round-robin
+    assert timings["a"].repeats == 3 and timings["a"].min_ms <= timings["a"].median_ms
+    info = common.machine_info()
+    assert {"cpu", "cores", "torch", "device"} <= set(info)
+
+
+def test_peak_rss_in_subprocess():
+    res = common.run_in_subprocess("common", "machine_info")
+    assert res["device"] == "cpu"
+    assert res["peak_rss_bytes"] >= res["baseline_rss_bytes"] > 0
+
+
+def test_gemm_writes_csv(toy, tmp_path):
+    rows = gemm.run("cpu", tokens=[32], out_dir=tmp_path, repeats=1)
+    assert len(rows) == 2
+    written = _rows(tmp_path / "gemm.csv")
+    assert written[0]["machine_cpu"] and float(written[0]["w8a8_int8_eager_speedup_vs_bf16"]) > 0
+    if "w8a8_int8_fast_ms" in written[0]:
+        assert written[0]["fast_equals_eager"] == "1.0"
+    assert "Speed-up over bf16" in (tmp_path / "gemm.md").read_text()
+
+
+def test_block_writes_csv(toy, tmp_path):
+    rows = block.run(block_tokens=[16], step_tokens=16, repeats=1, out_dir=tmp_path, wan13b_layers=2)
+    models = {r["model"] for r in rows}
+    assert any("block" in m for m in models) and any("tiny" in m for m in models)
+    assert any("1.3b-shaped denoiser step" in m for m in models)
+    written = _rows(tmp_path / "block.csv")
+    assert all(float(r["w8a8_eager_rel_err_vs_bf16"]) < 0.1 for r in written)
+    assert all(r["fast_equals_eager"] in ("True", "") for r in written)
+
+
+def test_calibration_writes_csv(toy, tmp_path):
+    state: dict = {}
+    rows = calibration.run(depths=[1], methods=["RTN"], width=run_all.TOY_WIDTH,
+                           shape={"height": 8, "width": 8, "text_len": 8}, out_dir=tmp_path,
+                           keep_checkpoint=state)
+    try:
+        assert {(r["mode"], r["method"]) for r in rows} == {("memory", "RTN"), ("stream", "RTN")}
+        assert all(r["peak_rss_bytes"] > r["baseline_rss_bytes"] for r in rows)
+        assert _rows(tmp_path / "calibration.csv")[0]["machine_torch"]
+        size_rows = size.run(state["checkpoint"], label="toy", out_dir=tmp_path)
+        assert {r["format"] for r in size_rows} == {"int8", "fp8"}
+        assert all(0.25 < r["ratio"] < 1.0 for r in size_rows)
+        assert (tmp_path / "size.csv").is_file()
+    finally:
+        state["cleanup"]()
+    assert not state["checkpoint"].exists()
