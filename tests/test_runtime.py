@@ -282,6 +282,19 @@ def test_video_agrees_with_fake_quant_and_reports_psnr_vs_float(exports, task, f
     assert math.isfinite(p_float) and p_float > 25
 
 
+def test_quantized_pipeline_never_loads_the_float_transformer(exports, monkeypatch):
+    """At 14B the float transformer is 28 GB: the pipeline must be assembled around the quantized one."""
+    from diffusers import WanTransformer3DModel
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the float transformer was loaded")
+
+    e = exports("t2v", "int8")
+    monkeypatch.setattr(WanTransformer3DModel, "from_pretrained", refuse)
+    pipe = load_quantized_pipeline(e["base"], e["converted"], "cpu", torch.float32)
+    assert any(isinstance(m, W8A8Linear) for m in pipe.transformer.modules())
+
+
 # ----------------------------------------------------------------------------------------------- errors
 
 

@@ -99,21 +99,24 @@ def load_pipeline(
     dtype: str | torch.dtype = "auto",
     device: str | torch.device = "cpu",
     progress: bool = False,
+    components: dict | None = None,
 ):
     """Load a `WanPipeline` or `WanImageToVideoPipeline` from a local directory (never the network).
 
-    `model_type` ('WanT2V' / 'WanI2V', as in the config) is checked against the checkpoint.
+    `model_type` ('WanT2V' / 'WanI2V', as in the config) is checked against the checkpoint. `components`
+    (e.g. ``{"transformer": quantized}``) are used as given instead of being loaded from the directory.
     """
     from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanPipeline
 
     info = inspect_checkpoint(path)
     check_task(info, model_type)
     dtype = resolve_dtype(dtype)
-    extra = {}
+    extra = dict(components or {})
     try:
-        extra["vae"] = AutoencoderKLWan.from_pretrained(info.path, subfolder="vae", dtype=torch.float32,
-                                                        local_files_only=True)
-        if info.task == "i2v":
+        if "vae" not in extra:
+            extra["vae"] = AutoencoderKLWan.from_pretrained(info.path, subfolder="vae", dtype=torch.float32,
+                                                            local_files_only=True)
+        if info.task == "i2v" and "image_encoder" not in extra:
             from transformers import CLIPVisionModel
 
             extra["image_encoder"] = CLIPVisionModel.from_pretrained(

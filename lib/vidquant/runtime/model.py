@@ -399,16 +399,13 @@ def load_quantized_pipeline(
     """The base pipeline of ``model_path`` (VAE, text/image encoders, scheduler) with the quantized transformer.
 
     ``kwargs`` go to :func:`load_quantized_transformer`. The checkpoint is read first, so checkpoint errors
-    come before the encoders are loaded. The pipeline is assembled on the CPU and moved to ``device`` once
-    the float transformer it was loaded with is gone, so the device never holds both.
+    come before the encoders are loaded. The float transformer of ``model_path`` is never loaded: the quantized
+    one is handed to the pipeline in its place.
     """
     from vidquant.models.loading import load_pipeline
 
     transformer = load_quantized_transformer(quantized_ckpt, model_path, "cpu", dtype, **kwargs)
-    pipe = load_pipeline(model_path, None, dtype, "cpu")
-    # load_pipeline has no way to skip the float transformer; drop it before anything moves to the device.
-    pipe.register_modules(transformer=transformer)
-    return pipe.to(device)
+    return load_pipeline(model_path, None, dtype, device, components={"transformer": transformer})
 
 
 def fake_quant_twin(transformer: nn.Module) -> nn.Module:
