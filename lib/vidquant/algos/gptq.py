@@ -68,7 +68,7 @@ class GPTQSolver:
         self.n += t
         for xc in x.chunk(chunks):
             xc = math.sqrt(2 / self.n) * xc.to(self.H.device, torch.float32)
-            self.H += xc.T @ xc
+            self.H.addmm_(xc.T, xc)  # in place: no second n×n buffer
 
     @staticmethod
     def inverse_cholesky_(H: Tensor) -> Tensor:
@@ -84,10 +84,17 @@ class GPTQSolver:
 
     @torch.no_grad()
     def quantize(self, weight: Tensor, wq, blocksize: int = 128, percdamp: float = 0.01,
-                 actorder: bool = False, static_groups: bool = False) -> tuple[Tensor, Tensor, Tensor | None, dict]:
-        """Returns (Q fp32 (out, in), scale, zero, stats); Q lies on the grid (scale, zero) exactly."""
+                 actorder: bool = False, static_groups: bool = False,
+                 keep_hessian: bool = True) -> tuple[Tensor, Tensor, Tensor | None, dict]:
+        """Returns (Q fp32 (out, in), scale, zero, stats); Q lies on the grid (scale, zero) exactly.
+
+        ``keep_hessian=False`` (the last layer that reads this input) works in the solver's own H instead of a
+        copy and releases it.
+        """
         W = weight.detach().float().clone()
-        H = self.H.clone()
+        H = self.H.clone() if keep_hessian else self.H
+        if not keep_hessian:
+            self.H = None
         cols = W.shape[1]
         dead = torch.diag(H) == 0  # inputs that are always 0: their weights do not matter
         H[dead, dead] = 1
@@ -159,17 +166,19 @@ class GPTQ(Algorithm):
         for k, stage in enumerate(self.stages(ctx)):
             rerun = bool(sp["true_sequential"]) and bool(done)
             solvers = self.hessians(ctx, stage, from_forward=rerun)
+            last_user = {id(solver): name for name, solver in solvers.items()}
             for name in stage:
                 lin = ctx.linears[name]
                 try:
                     Q, scale, zero, stats = solvers[name].quantize(
                         lin.weight, ctx.wq, int(sp["blocksize"]), float(sp["percdamp"]), bool(sp["actorder"]),
-                        bool(sp["static_groups"]))
+                        bool(sp["static_groups"]), keep_hessian=last_user[id(solvers[name])] != name)
                 except FloatingPointError as err:
                     raise FloatingPointError(f"block {ctx.index} {name}: {err}") from None
                 lin.weight.copy_(Q.to(lin.weight.dtype))
                 ctx.weight_qparams[name] = (scale.cpu(), None if zero is None else zero.cpu())
                 log[name] = {"stage": k, "tokens": solvers[name].n, **stats}
+            del solvers
             done += stage
 
     @staticmethod
