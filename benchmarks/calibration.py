@@ -9,15 +9,22 @@ real Wan block interface at a small resolution. Every run is a fresh process, so
 
 Bound on peak memory (what "never holds the model twice" means in numbers):
 
-    bound = baseline + resident weights + 2 · one block + activations
+    bound = baseline + resident weights + one block's working set + activations
 
 * baseline: the process after importing torch/diffusers (measured);
 * resident weights: the whole checkpoint in memory mode, the non-block tensors when streaming;
-* 2 · one block: the block being calibrated plus the engine's copy of its original linear weights;
+* one block's working set: the block being calibrated, the engine's copy of its original linear weights, and
+  four fp32 copies of the largest linear (the error statistics and the quantizer work in fp32);
 * activations: the captured block-0 inputs twice (this block's inputs and the next block's) plus one block's
   cached linear inputs (computed from the shapes).
 
 GPTQ's Hessians and AWQ's search buffers come on top: their scratch is reported as the difference to RTN.
+The bound is for the calibration phase; in memory mode the export (``export_lightx2v``) is measured on its own,
+as it builds the whole quantized state dict before writing it.
+
+Time budget: ``make bench`` runs RTN and SmoothQuant on the full 30 blocks, AWQ and GPTQ on 8 blocks (their
+per-block cost is 8 and 15 s on 2 cores, 4 and 7 minutes for 30) with the 30-block time extrapolated from
+the per-block time; ``--full-calibration`` runs them on 30 blocks too.
 """
 
 from __future__ import annotations
@@ -120,7 +127,10 @@ def calibrate_once(checkpoint: str, mode: str, method: str, out_dir: str, n_samp
         reset_peak_rss()  # from here on: the calibration's own peak
         t1 = time.perf_counter()
         res = run_blockwise(model, calib, algos, wq, aq, "cpu", progress=False)
+        calib_peak = peak_rss_bytes()
+        reset_peak_rss()  # the export's own peak (export_lightx2v builds the whole quantized state dict)
         export_lightx2v(model, wq, out_dir, weight_qparams=res.weight_qparams)
+        export_peak = peak_rss_bytes()
     else:
         reader = CheckpointReader(checkpoint)
         calib = capture_block0_inputs(load_non_block(reader, config), inputs)
@@ -128,10 +138,11 @@ def calibrate_once(checkpoint: str, mode: str, method: str, out_dir: str, n_samp
         reset_peak_rss()
         t1 = time.perf_counter()
         res = stream_quantize(checkpoint, calib, algos, wq, aq, out_dir, progress=False).blockwise
+        calib_peak, export_peak = peak_rss_bytes(), None  # calibration and export are interleaved
     t2 = time.perf_counter()
     tokens = calib.hidden_states[0].shape[1]
     return {"load_s": t1 - t0, "calibrate_export_s": t2 - t1, "rss_after_load_bytes": loaded_rss,
-            "load_peak_rss_bytes": load_peak,
+            "load_peak_rss_bytes": load_peak, "calib_peak_rss_bytes": calib_peak, "export_peak_rss_bytes": export_peak,
             "calib_bytes": calib.nbytes, "tokens": tokens, "samples": len(calib),
             "mean_sqnr_db": sum(r["sqnr_db"] for r in res.layer_rows) / len(res.layer_rows)}
 
@@ -153,11 +164,19 @@ def linear_input_bytes(cfg: dict, tokens: int, text_len: int, samples: int) -> i
     return 2 * per_sample * samples
 
 
+def fp32_scratch_bytes(cfg: dict) -> int:
+    """Four fp32 copies of the largest block linear: the per-layer error statistics and the weight quantizer
+    work in fp32 on one linear at a time (original, fake-quantized, and the quantizer's temporaries)."""
+    d, f = cfg["num_attention_heads"] * cfg["attention_head_dim"], cfg["ffn_dim"]
+    return 4 * 4 * d * f
+
+
 def bound_bytes(row: dict, cfg: dict, text_len: int) -> int:
-    """The module docstring's bound for one run."""
+    """The module docstring's bound for one run's calibration phase."""
     resident = row["weights_bytes"] if row["mode"] == "memory" else row["non_block_bytes"]
     acts = 2 * row["calib_bytes"] + linear_input_bytes(cfg, row["tokens"], text_len, row["samples"])
-    return row["baseline_rss_bytes"] + resident + 2 * block_bytes(cfg) + acts
+    working_set = 2 * block_bytes(cfg) + fp32_scratch_bytes(cfg)
+    return row["baseline_rss_bytes"] + resident + working_set + acts
 
 
 # -------------------------------------------------------------------------------------------- driver
@@ -177,21 +196,29 @@ def run_case(folder: Path, mode: str, method: str, depth: int, cfg: dict, work: 
     return row
 
 
-def plan(depths: list[int], methods: list[str], full_depth: int) -> list[tuple[str, str, int]]:
-    """Which (mode, method, depth) runs: every method in both modes at full depth, RTN at every depth."""
-    runs = [(mode, m, full_depth) for m in methods for mode in ("memory", "stream")]
-    runs += [(mode, "RTN", d) for d in depths if d != full_depth for mode in ("memory", "stream")]
+def plan(depths: list[int], methods: list[str], stream_methods: list[str] | None,
+         short_methods: dict[str, int]) -> list[tuple[str, str, int]]:
+    """Which (mode, method, depth) runs: every method in memory mode at full depth (or at the depth given in
+    ``short_methods``), the ``stream_methods`` (None: all) streamed at full depth, RTN in both modes at every
+    other depth."""
+    full = max(depths)
+    runs = [("memory", m, short_methods.get(m, full)) for m in methods]
+    runs += [("stream", m, short_methods.get(m, full)) for m in methods
+             if stream_methods is None or m in stream_methods]
+    runs += [(mode, "RTN", d) for d in depths if d != full for mode in ("memory", "stream")]
     return runs
 
 
 def run(depths: list[int] = (8, 16, 30), methods: list[str] = METHODS, width: dict | None = None,
         shape: dict | None = None, out_dir: Path = RESULTS, suffix: str = "",
-        stream_methods: list[str] | None = ("RTN",), keep_checkpoint: dict | None = None) -> list[dict]:
+        stream_methods: list[str] | None = ("RTN",), keep_checkpoint: dict | None = None,
+        short_methods: dict[str, int] | None = None) -> list[dict]:
     """Build the checkpoints, run the plan, write ``calibration{suffix}.csv/.md``.
 
     ``stream_methods``: the methods also run streamed at full depth (None: all). ``keep_checkpoint``: a dict
     that receives the deepest checkpoint's folder (``"checkpoint"``) and a ``"cleanup"`` callable instead of
-    the folder being deleted here (the size benchmark reuses it).
+    the folder being deleted here (the size benchmark reuses it). ``short_methods``: method -> depth to run it
+    at instead of the full depth (its full-depth time is then extrapolated).
     """
     cfg = {**WAN13B, **(width or {})}
     shape = {"n_samples": 2, "frames": 4, "height": 16, "width": 16, "text_len": 512, **(shape or {})}
@@ -203,12 +230,10 @@ def run(depths: list[int] = (8, 16, 30), methods: list[str] = METHODS, width: di
         built = run_in_subprocess("calibration", "build_checkpoints",
                                   {"root": str(work), "depths": list(depths), "width": width})
         log(f"calibration: built {len(depths)} random checkpoints in {time.perf_counter() - t0:.0f} s")
-        full = max(depths)
-        runs = plan(list(depths), list(methods), full)
-        if stream_methods is not None:
-            runs = [r for r in runs if r[0] == "memory" or r[1] in stream_methods or r[2] != full]
+        runs = plan(list(depths), list(methods), stream_methods, short_methods or {})
         for i, (mode, method, depth) in enumerate(runs):
             row = run_case(Path(built["folders"][str(depth)]), mode, method, depth, cfg, work, shape)
+            row["full_depth_s_estimate"] = row["calibrate_export_s"] * max(depths) / depth
             rows.append(row)
             log(f"calibration {i + 1}/{len(runs)} {mode} {method} {depth} blocks: "
                 f"{row['calibrate_export_s']:.1f} s, peak {gib(row['peak_rss_bytes'])} GiB")
@@ -229,21 +254,26 @@ def run(depths: list[int] = (8, 16, 30), methods: list[str] = METHODS, width: di
 
 def _add_scratch(rows: list[dict]) -> None:
     """Peak above the RTN run of the same mode and depth (the algorithm's own buffers)."""
-    rtn = {(r["mode"], r["blocks"]): r["peak_rss_bytes"] for r in rows if r["method"] == "RTN"}
+    rtn = {(r["mode"], r["blocks"]): r["calib_peak_rss_bytes"] for r in rows if r["method"] == "RTN"}
     for r in rows:
         base = rtn.get((r["mode"], r["blocks"]))
-        r["scratch_vs_rtn_bytes"] = None if base is None else r["peak_rss_bytes"] - base
+        r["scratch_vs_rtn_bytes"] = None if base is None else r["calib_peak_rss_bytes"] - base
 
 
 def _md_sections(rows: list[dict], cfg: dict, shape: dict) -> list[tuple[str, str]]:
     table = []
+    full = max(r["blocks"] for r in rows) if rows else 0
     for r in rows:
+        est = r["full_depth_s_estimate"] if r["blocks"] != full else None
         table.append({"mode": r["mode"], "method": r["method"], "blocks": r["blocks"],
-                      "calib+export s": round(r["calibrate_export_s"], 1), "load s": round(r["load_s"], 1),
-                      "weights GiB": gib(r["weights_bytes"]), "baseline GiB": gib(r["baseline_rss_bytes"]),
-                      "load peak GiB": gib(r["load_peak_rss_bytes"]),
-                      "calib peak GiB": gib(r["peak_rss_bytes"]), "bound GiB": gib(r["bound_bytes"]),
-                      "peak / bound": round(r["peak_rss_bytes"] / r["bound_bytes"], 3),
+                      "calib+export s": round(r["calibrate_export_s"], 1),
+                      f"est. {full} blocks s": None if est is None else round(est, 0),
+                      "load s": round(r["load_s"], 1), "weights GiB": gib(r["weights_bytes"]),
+                      "baseline GiB": gib(r["baseline_rss_bytes"]), "load peak GiB": gib(r["load_peak_rss_bytes"]),
+                      "calib peak GiB": gib(r["calib_peak_rss_bytes"]), "bound GiB": gib(r["bound_bytes"]),
+                      "calib peak / bound": round(r["calib_peak_rss_bytes"] / r["bound_bytes"], 3),
+                      "export peak GiB": None if r["export_peak_rss_bytes"] is None
+                      else gib(r["export_peak_rss_bytes"]),
                       "scratch vs RTN GiB": None if r["scratch_vs_rtn_bytes"] is None
                       else gib(r["scratch_vs_rtn_bytes"]),
                       "mean SQNR dB": round(r["mean_sqnr_db"], 2)})
@@ -255,12 +285,15 @@ def _md_sections(rows: list[dict], cfg: dict, shape: dict) -> list[tuple[str, st
              f"{shape['text_len']} text tokens; block-0 inputs synthesised (text encoder and VAE bypassed). "
              f"W8A8 int8 (per-channel weights, per-token activations); SmoothQuant alpha 0.75; AWQ and GPTQ with "
              f"the repo defaults. One block: {gib(block_bytes(cfg))} GiB.\n\n"
-             "'load peak': RSS high-water mark while loading (from_pretrained, or the non-block tensors when "
-             "streaming) and capturing block-0 inputs; 'calib peak': high-water mark of the calibration + export "
-             "alone (reset after loading). bound = baseline + resident weights (all of them in memory mode, the "
-             "non-block ones when streaming) + 2 x one block + activations (block-0 inputs twice + one block's "
-             "linear-input cache); 'peak / bound' uses the calib peak. 'scratch vs RTN' = calib peak minus the RTN "
-             "calib peak of the same mode and depth.\n")
+             "Peaks are RSS high-water marks, reset between phases: 'load' = from_pretrained (memory mode; "
+             "safetensors are memory-mapped, so pages count as they are touched) or the non-block tensors "
+             "(stream), plus the block-0 capture; 'calib' = run_blockwise (memory) or the whole streamed "
+             "calibration + export (stream); 'export' = export_lightx2v alone (memory mode). "
+             "bound = baseline + resident weights (all of them in memory mode, the non-block ones when "
+             "streaming) + one block's working set (the block, the engine's copy of its linear weights, 4 fp32 "
+             "copies of the largest linear) + activations (block-0 inputs twice + one block's linear-input "
+             "cache). 'scratch vs RTN' = calib peak minus the RTN calib peak of the same mode and depth. "
+             "Runs on fewer blocks than the full model carry a linear estimate of the full-depth time.\n")
     return [("Runs", setup + "\n" + md_table(table))]
 
 

@@ -7,7 +7,9 @@
 
 Stages: ``gemm`` (W8A8 vs bf16/fp32 GEMMs), ``block`` (one Wan-1.3B block, the tiny and the 1.3B-shaped
 denoiser step), ``calibration`` (RTN/SmoothQuant/AWQ/GPTQ time and peak RSS, in memory vs streamed, at 8/16/30
-blocks), ``size`` (int8/fp8 export size vs bf16). ``summary.md`` records what ran and how long it took.
+blocks; AWQ and GPTQ on 8 blocks unless ``--full-calibration``), ``size`` (int8/fp8 export size vs bf16).
+``summary.md`` records what ran and how long it took; ``figures.py`` draws gemm_speedup.png and
+calibration_memory.png from the tables.
 """
 
 from __future__ import annotations
@@ -69,6 +71,10 @@ def run_stage(name: str, args: argparse.Namespace, state: dict) -> None:
         import calibration
 
         kw = QUICK["calibration"] if quick else {}
+        if not quick and not args.full_calibration:
+            kw["short_methods"] = {"Awq": 8, "GPTQ": 8}  # 4 + 7 minutes on 30 blocks: see calibration.py
+        if not quick:
+            kw["stream_methods"] = None  # every method streamed too: memory against model size for both modes
         width = TOY_WIDTH if quick else None
         shape = {"height": 8, "width": 8, "text_len": 8} if quick else None
         calibration.run(out_dir=out, width=width, shape=shape, keep_checkpoint=state, **kw)
@@ -85,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="toy sizes (about a minute)")
     p.add_argument("--device", default="cpu", help="cpu, or cuda for the GEMM stage on a GPU")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--full-calibration", action="store_true",
+                   help="AWQ and GPTQ on all 30 blocks too (adds about 10 minutes on 2 cores)")
     args = p.parse_args(argv)
     if args.quick:
         apply_quick()
@@ -103,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             log(f"== {name} done in {timings[-1]['seconds']:.0f} s (total {time.perf_counter() - start:.0f} s)")
     finally:
         state.pop("cleanup", lambda: None)()
+    import figures
+
+    for path in figures.run(Path(args.out)):
+        log(f"figure: {path}")
     total = time.perf_counter() - start
     timings.append({"stage": "total", "seconds": round(total, 1)})
     if not args.quick and args.device == "cpu" and set(stages) == set(STAGES):
@@ -114,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
 def _write_summary(out: Path, info: dict, timings: list[dict]) -> None:
     text = (f"# make bench\n\nMachine: {machine_line(info)}\n\n"
             f"Wall time per stage (the whole run must stay under 20 minutes on 2 cores):\n\n{md_table(timings)}\n"
-            "Analysis: README.md. Tables: gemm.md, block.md, calibration.md, size.md (csv beside each).\n")
+            "Analysis: README.md. Tables: gemm.md, block.md, calibration.md, size.md (csv beside each). "
+            "Figures: gemm_speedup.png, calibration_memory.png.\n")
     (out / "summary.md").write_text(text)
 
 

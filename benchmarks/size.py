@@ -92,7 +92,9 @@ def tiny_checkpoint(work: Path) -> tuple[Path, str]:
     """The tiny T2V transformer (trained when shipped, else random), saved in bf16."""
     from block import TINY_DIR
     from diffusers import WanTransformer3DModel
+    from diffusers.utils import logging as diffusers_logging
 
+    diffusers_logging.set_verbosity_error()  # the deliberate all-bf16 cast below would warn
     if (TINY_DIR / "model_index.json").is_file():
         src, label = TINY_DIR / "transformer", "tiny-wan-t2v (trained)"
         model = WanTransformer3DModel.from_pretrained(src, torch_dtype=torch.bfloat16)

@@ -14,6 +14,7 @@ sys.path.insert(0, str(BENCH))
 import block  # noqa: E402
 import calibration  # noqa: E402
 import common  # noqa: E402
+import figures  # noqa: E402
 import gemm  # noqa: E402
 import run_all  # noqa: E402
 import size  # noqa: E402
@@ -59,6 +60,8 @@ def test_gemm_writes_csv(toy, tmp_path):
     if "w8a8_int8_fast_ms" in written[0]:
         assert written[0]["fast_equals_eager"] == "1.0"
     assert "Speed-up over bf16" in (tmp_path / "gemm.md").read_text()
+    assert figures.run(tmp_path) == [tmp_path / "gemm_speedup.png"]
+    assert (tmp_path / "gemm_speedup.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_block_writes_csv(toy, tmp_path):
@@ -80,6 +83,7 @@ def test_calibration_writes_csv(toy, tmp_path):
         assert {(r["mode"], r["method"]) for r in rows} == {("memory", "RTN"), ("stream", "RTN")}
         assert all(r["peak_rss_bytes"] > r["baseline_rss_bytes"] for r in rows)
         assert _rows(tmp_path / "calibration.csv")[0]["machine_torch"]
+        assert figures.run(tmp_path) == [tmp_path / "calibration_memory.png"]
         size_rows = size.run(state["checkpoint"], label="toy", out_dir=tmp_path)
         assert {r["format"] for r in size_rows} == {"int8", "fp8"}
         assert all(0.25 < r["ratio"] < 1.0 for r in size_rows)

@@ -1,0 +1,107 @@
+"""Figures of the benchmark tables: what people would rather look at than read.
+
+    python benchmarks/figures.py [results/benchmarks]
+
+Reads ``gemm.csv`` and ``calibration.csv`` (whichever exist) and writes beside them:
+
+* ``gemm_speedup.png``: W8A8 int8 speed-up over bf16 against token count, one panel per Wan shape, with the
+  GEMM alone, the compiled path and the eager path (the gap between the last two is the activation
+  quantization's overhead);
+* ``calibration_memory.png``: peak resident memory of calibration against the checkpoint's weight bytes, in
+  memory and streamed, with each mode's bound.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from common import RESULTS
+
+_GIB = 2**30
+GEMM_SERIES = {
+    "int8_gemm_speedup_vs_bf16": ("int8 GEMM alone (codes given)", ":"),
+    "w8a8_int8_fast_speedup_vs_bf16": ("W8A8 int8, compiled act quant", "-"),
+    "w8a8_int8_eager_speedup_vs_bf16": ("W8A8 int8, eager act quant", "--"),
+}
+
+
+def gemm_figure(csv: Path, out: Path) -> Path | None:
+    """Speed-up over bf16 against tokens: a row of panels per model, a column per layer shape."""
+    df = pd.read_csv(csv)
+    if df.empty:
+        return None
+    models, layers = list(dict.fromkeys(df["model"])), list(dict.fromkeys(df["layer"]))
+    fig, axes = plt.subplots(len(models), len(layers), figsize=(3.6 * len(layers), 3.0 * len(models)),
+                             sharey=True, squeeze=False)
+    for (model, layer), rows in df.groupby(["model", "layer"], sort=False):
+        ax = axes[models.index(model)][layers.index(layer)]
+        for col, (label, style) in GEMM_SERIES.items():
+            if col in rows and rows[col].notna().any():
+                ax.plot(rows["tokens"], rows[col], style, marker="o", label=label)
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.axhline(2.0, color="grey", lw=0.8, ls=":")
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"{model} {layer}\n({rows['K'].iloc[0]}→{rows['N'].iloc[0]})", fontsize=9)
+        ax.set_xlabel("tokens (M)")
+    for row in axes:
+        row[0].set_ylabel("speed-up over bf16 (×)")
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"W8A8 int8 linear vs bf16 on {df['machine_cpu'].iloc[0]}, {df['machine_torch_threads'].iloc[0]} "
+                 f"threads, torch {df['machine_torch'].iloc[0]} (1: as fast as bf16; 2: int8's peak)", fontsize=10)
+    return _save(fig, out / "gemm_speedup.png")
+
+
+def calibration_figure(csv: Path, out: Path) -> Path | None:
+    """Peak RSS of the calibration against the weight bytes, both modes (RTN at every depth, the other
+    methods as single points)."""
+    df = pd.read_csv(csv)
+    if df.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    weights = df["weights_bytes"] / _GIB
+    top = max(weights.max(), (df["calib_peak_rss_bytes"] / _GIB).max()) * 1.1
+    ax.plot([0, top], [0, top], color="grey", lw=0.8, ls=":", label="the weights once (y = x)")
+    for mode, color in (("memory", "tab:red"), ("stream", "tab:blue")):
+        rows = df[df["mode"] == mode]
+        rtn = rows[rows["method"] == "RTN"].sort_values("weights_bytes")
+        ax.plot(rtn["weights_bytes"] / _GIB, rtn["calib_peak_rss_bytes"] / _GIB, "-o", color=color,
+                label=f"{mode}: RTN peak")
+        ax.plot(rtn["weights_bytes"] / _GIB, rtn["bound_bytes"] / _GIB, "--", color=color, lw=1,
+                label=f"{mode}: bound")
+        for marker, (method, m_rows) in zip("s^D", rows[rows["method"] != "RTN"].groupby("method")):
+            ax.scatter(m_rows["weights_bytes"] / _GIB, m_rows["calib_peak_rss_bytes"] / _GIB, marker=marker,
+                       color=color, label=f"{mode}: {method}")
+    ax.set_xlabel("bf16 weights of the checkpoint (GiB; 8, 16, 30 Wan-1.3B-shaped blocks)")
+    ax.set_ylabel("calibration peak RSS (GiB)")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_title("Calibration peak memory vs model size: in memory vs streamed", fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, out / "calibration_memory.png")
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})  # no version string: same data, same bytes
+    plt.close(fig)
+    return path
+
+
+def run(out_dir: Path = RESULTS) -> list[Path]:
+    """Every figure whose table exists in ``out_dir``."""
+    out_dir = Path(out_dir)
+    made = []
+    for name, make in (("gemm.csv", gemm_figure), ("calibration.csv", calibration_figure)):
+        if (out_dir / name).is_file():
+            path = make(out_dir / name, out_dir)
+            if path is not None:
+                made.append(path)
+    return made
+
+
+if __name__ == "__main__":
+    for p in run(Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS):
+        print(p)
