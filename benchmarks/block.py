@@ -7,7 +7,9 @@ bf16 and against LLMC's fake-quant evaluation model.
   else a random one of the same size), where the quantized model is loaded by ``vidquant.runtime`` from a
   real lightx2v export, exactly as ``vidquant infer`` does.
 
-All variants of a row are timed round-robin in one process, so the speed-ups are like-for-like.
+All variants of a row are timed round-robin in one process, so the speed-ups are like-for-like. On CUDA
+(``run(device="cuda")``, ``run_all.py --device cuda``) the fast CPU path is left out and the fp8 W8A8Linear
+(``torch._scaled_mm``) is added on GPUs with fp8 tensor cores (sm89+).
 """
 
 from __future__ import annotations
@@ -86,7 +88,18 @@ def random_block(seed: int = 0) -> nn.Module:
     return make_smoothable(block.to(torch.bfloat16)).eval().requires_grad_(False)
 
 
-def block_inputs(frames: int, height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, dict]:
+def _to(x, device: str):
+    """Tensors, and tuples of them (Wan's RoPE), on ``device``."""
+    return tuple(t.to(device) for t in x) if isinstance(x, tuple) else x.to(device)
+
+
+def fp8_supported(device: str) -> bool:
+    """fp8 GEMMs (``torch._scaled_mm``) need CUDA sm89+; on a CPU they are emulated (see gemm.md)."""
+    return device.startswith("cuda") and torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+def block_inputs(frames: int, height: int, width: int, seed: int = 0,
+                 device: str = "cpu") -> tuple[torch.Tensor, dict]:
     """hidden (1, L, 1536), text (1, 512, 1536), temb (1, 6, 1536) and Wan's RoPE for a latent F x H x W."""
     from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 
@@ -97,7 +110,7 @@ def block_inputs(frames: int, height: int, width: int, seed: int = 0) -> tuple[t
     hidden = torch.randn(1, tokens, DIM, generator=gen).bfloat16()
     kwargs = {"encoder_hidden_states": torch.randn(1, TEXT_LEN, DIM, generator=gen).bfloat16(),
               "temb": (torch.randn(1, 6, DIM, generator=gen) * 0.1).bfloat16(), "rotary_emb": rotary}
-    return hidden, kwargs
+    return hidden.to(device), {k: _to(v, device) for k, v in kwargs.items()}
 
 
 def latent_for_tokens(tokens: int) -> tuple[int, int, int]:
@@ -118,7 +131,8 @@ def _rel(a: torch.Tensor, ref: torch.Tensor) -> float:
     return float((a.float() - ref.float()).norm() / ref.float().norm())
 
 
-def time_row(label: str, tokens: int, fns: dict[str, Callable[[], torch.Tensor]], repeats: int) -> dict:
+def time_row(label: str, tokens: int, fns: dict[str, Callable[[], torch.Tensor]], repeats: int,
+             device: str = "cpu") -> dict:
     """Accuracy against bf16 once, then round-robin timing; one csv row."""
     outs = {k: f() for k, f in fns.items()}
     row: dict = {"model": label, "tokens": tokens}
@@ -128,7 +142,7 @@ def time_row(label: str, tokens: int, fns: dict[str, Callable[[], torch.Tensor]]
     if "w8a8_fast" in outs and "w8a8_eager" in outs:
         row["fast_equals_eager"] = bool(torch.equal(outs["w8a8_fast"], outs["w8a8_eager"]))
     del outs
-    timings = time_interleaved(fns, warmup=1, repeats=repeats)
+    timings = time_interleaved(fns, warmup=1, repeats=repeats, device=device)
     bf16 = timings["bf16"].median_ms
     for k, t in timings.items():
         row[f"{k}_ms"] = round(t.median_ms, 2)
@@ -140,31 +154,33 @@ def time_row(label: str, tokens: int, fns: dict[str, Callable[[], torch.Tensor]]
     return row
 
 
-def block_rows(tokens_list: list[int], repeats: int, fp8: bool = False) -> list[dict]:
+def block_rows(tokens_list: list[int], repeats: int, device: str = "cpu") -> list[dict]:
     """One Wan-1.3B-width block, every variant, at each token count."""
     base = random_block()
     variants = {"bf16": base, "fake_quant": to_fake_quant(copy.deepcopy(base)),
                 "w8a8_eager": to_w8a8(copy.deepcopy(base))}
-    if fast_path_available():
-        variants["w8a8_fast"] = to_fast(variants["w8a8_eager"])
-    if fp8:
+    if fp8_supported(device):
         variants["w8a8_fp8_eager"] = to_w8a8(copy.deepcopy(base), "fp8")
+    variants = {k: m.to(device) for k, m in variants.items()}
+    if device == "cpu" and fast_path_available():
+        variants["w8a8_fast"] = to_fast(variants["w8a8_eager"])
     rows = []
     with torch.no_grad():
         for tokens in tokens_list:
-            hidden, kw = block_inputs(*latent_for_tokens(tokens))
+            hidden, kw = block_inputs(*latent_for_tokens(tokens), device=device)
             fns = {k: functools.partial(m, hidden, **kw) for k, m in variants.items()}
-            rows.append(time_row("wan2.1-1.3b block", tokens, fns, repeats))
+            rows.append(time_row("wan2.1-1.3b block", tokens, fns, repeats, device))
     return rows
 
 
-def denoiser_inputs(cfg: dict, frames: int, height: int, width: int, text_len: int, seed: int = 0) -> dict:
-    """One transformer call's inputs (a latent, a timestep, text embeddings), bf16."""
+def denoiser_inputs(cfg: dict, frames: int, height: int, width: int, text_len: int, seed: int = 0,
+                    device: str = "cpu") -> dict:
+    """One transformer call's inputs (a latent, a timestep, text embeddings), bf16, drawn on the CPU."""
     gen = torch.Generator().manual_seed(seed)
-    return {"hidden_states": torch.randn(1, cfg["in_channels"], frames, height, width, generator=gen).bfloat16(),
-            "timestep": torch.tensor([500.0]),
-            "encoder_hidden_states": torch.randn(1, text_len, cfg["text_dim"], generator=gen).bfloat16(),
-            "return_dict": False}
+    hidden = torch.randn(1, cfg["in_channels"], frames, height, width, generator=gen).bfloat16()
+    text = torch.randn(1, text_len, cfg["text_dim"], generator=gen).bfloat16()
+    return {"hidden_states": hidden.to(device), "timestep": torch.tensor([500.0], device=device),
+            "encoder_hidden_states": text.to(device), "return_dict": False}
 
 
 def _step(model: nn.Module, inputs: dict) -> torch.Tensor:
@@ -172,7 +188,7 @@ def _step(model: nn.Module, inputs: dict) -> torch.Tensor:
     return model(**inputs)[0]
 
 
-def wan13b_step_rows(tokens: int, repeats: int, num_layers: int = 30) -> list[dict]:
+def wan13b_step_rows(tokens: int, repeats: int, num_layers: int = 30, device: str = "cpu") -> list[dict]:
     """The whole Wan-1.3B-shaped denoiser step (random weights): bf16 vs W8A8 eager vs fast (in memory)."""
     from calibration import WAN13B
     from diffusers import WanTransformer3DModel
@@ -187,14 +203,15 @@ def wan13b_step_rows(tokens: int, repeats: int, num_layers: int = 30) -> list[di
         torch.set_default_dtype(previous)
     for block in model.blocks:
         make_smoothable(block)
-    w8 = to_w8a8(copy.deepcopy(model))
-    variants = {"bf16": model, "w8a8_eager": w8}
-    if fast_path_available():
+    w8 = to_w8a8(copy.deepcopy(model)).to(device)
+    variants = {"bf16": model.to(device), "w8a8_eager": w8}
+    if device == "cpu" and fast_path_available():
         variants["w8a8_fast"] = to_fast(w8)
-    inputs = denoiser_inputs(cfg, *latent_for_tokens(tokens), TEXT_LEN)
+    inputs = denoiser_inputs(cfg, *latent_for_tokens(tokens), TEXT_LEN, device=device)
     with torch.no_grad():
         fns = {k: functools.partial(_step, m, inputs) for k, m in variants.items()}
-        return [time_row(f"wan2.1-1.3b-shaped denoiser step ({num_layers} blocks)", tokens, fns, repeats)]
+        return [time_row(f"wan2.1-1.3b-shaped denoiser step ({num_layers} blocks)", tokens, fns, repeats,
+                         device)]
 
 
 def tiny_pipeline_dir(work: Path) -> tuple[Path, str]:
@@ -207,7 +224,7 @@ def tiny_pipeline_dir(work: Path) -> tuple[Path, str]:
     return make_random_tiny_pipeline_dir("t2v", work / "tiny-t2v", sizes=sizes), "tiny-wan-t2v (random)"
 
 
-def tiny_step_rows(repeats: int, batch_frames: int = 3) -> list[dict]:
+def tiny_step_rows(repeats: int, batch_frames: int = 3, device: str = "cpu") -> list[dict]:
     """The tiny model's denoiser step: float vs the runtime loaded from a lightx2v export vs its fake-quant twin."""
     from diffusers import WanTransformer3DModel
 
@@ -220,29 +237,29 @@ def tiny_step_rows(repeats: int, batch_frames: int = 3) -> list[dict]:
         model.eval().requires_grad_(False)
         wq = IntQuantizer(8, symmetric=True, granularity="per_channel")
         export = export_lightx2v(copy.deepcopy(model), wq, Path(tmp) / "export")
-        runtime = load_quantized_transformer(export, pipe_dir, "cpu", torch.bfloat16)
-    variants = {"bf16": model, "fake_quant": fake_quant_twin(runtime), "w8a8_eager": runtime}
-    if fast_path_available():
+        runtime = load_quantized_transformer(export, pipe_dir, device, torch.bfloat16)
+    variants = {"bf16": model.to(device), "fake_quant": fake_quant_twin(runtime), "w8a8_eager": runtime}
+    if device == "cpu" and fast_path_available():
         variants["w8a8_fast"] = to_fast(runtime)
     cfg = dict(model.config)
     rows = []
     with torch.no_grad():
         for frames, side in ((batch_frames, 8), (batch_frames, 32)):
-            inputs = denoiser_inputs(cfg, frames, side, side, 16)
+            inputs = denoiser_inputs(cfg, frames, side, side, 16, device=device)
             tokens = frames * (side // 2) ** 2
             fns = {k: functools.partial(_step, m, inputs) for k, m in variants.items()}
-            rows.append(time_row(f"{label} denoiser step", tokens, fns, repeats))
+            rows.append(time_row(f"{label} denoiser step", tokens, fns, repeats, device))
     return rows
 
 
 def run(block_tokens: list[int] = (1024, 4096), step_tokens: int = 1024, repeats: int = 3,
-        out_dir: Path = RESULTS, suffix: str = "", wan13b_layers: int = 30) -> list[dict]:
-    """All rows; writes ``block{suffix}.csv`` and ``.md``."""
-    info = machine_info("cpu")
-    rows = block_rows(list(block_tokens), repeats)
-    rows += tiny_step_rows(repeats)
+        out_dir: Path = RESULTS, suffix: str = "", wan13b_layers: int = 30, device: str = "cpu") -> list[dict]:
+    """All rows on ``device``; writes ``block{suffix}.csv`` and ``.md``."""
+    info = machine_info(device)
+    rows = block_rows(list(block_tokens), repeats, device)
+    rows += tiny_step_rows(repeats, device=device)
     if step_tokens:
-        rows += wan13b_step_rows(step_tokens, max(2, repeats - 1), wan13b_layers)
+        rows += wan13b_step_rows(step_tokens, max(2, repeats - 1), wan13b_layers, device)
     write_csv(rows, out_dir / f"block{suffix}.csv", info)
     write_md(out_dir / f"block{suffix}.md", "Wan block and denoiser step: W8A8 runtime vs bf16 vs fake-quant",
              info, _md_sections(rows))

@@ -4,9 +4,9 @@
 
 Reads ``gemm.csv`` and ``calibration.csv`` (whichever exist) and writes beside them:
 
-* ``gemm_speedup.png``: W8A8 int8 speed-up over bf16 against token count, one panel per Wan shape, with the
-  GEMM alone, the compiled path and the eager path (the gap between the last two is the activation
-  quantization's overhead);
+* ``gemm_speedup.png`` (``gemm_cuda_speedup.png`` from ``gemm_cuda.csv``): W8A8 speed-up over bf16 against
+  token count, one panel per Wan shape: the int8 GEMM alone, the compiled path and the eager path (the gap
+  between the last two is the activation quantization's overhead), and fp8 where it ran;
 * ``calibration_memory.png``: peak resident memory of calibration against the checkpoint's weight bytes, in
   memory and streamed, with each mode's bound.
 """
@@ -25,6 +25,7 @@ GEMM_SERIES = {
     "int8_gemm_speedup_vs_bf16": ("int8 GEMM alone (codes given)", ":"),
     "w8a8_int8_fast_speedup_vs_bf16": ("W8A8 int8, compiled act quant", "-"),
     "w8a8_int8_eager_speedup_vs_bf16": ("W8A8 int8, eager act quant", "--"),
+    "w8a8_fp8_eager_speedup_vs_bf16": ("W8A8 fp8 (torch._scaled_mm)", "-."),
 }
 
 
@@ -49,9 +50,11 @@ def gemm_figure(csv: Path, out: Path) -> Path | None:
     for row in axes:
         row[0].set_ylabel("speed-up over bf16 (×)")
     axes[0][0].legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"W8A8 int8 linear vs bf16 on {df['machine_cpu'].iloc[0]}, {df['machine_torch_threads'].iloc[0]} "
-                 f"threads, torch {df['machine_torch'].iloc[0]} (1: as fast as bf16; 2: int8's peak)", fontsize=10)
-    return _save(fig, out / "gemm_speedup.png")
+    where = (df["machine_gpu"].iloc[0] if "machine_gpu" in df else
+             f"{df['machine_cpu'].iloc[0]}, {df['machine_torch_threads'].iloc[0]} threads")
+    fig.suptitle(f"W8A8 linear vs bf16 on {where}, torch {df['machine_torch'].iloc[0]} "
+                 "(1: as fast as bf16; 2: int8's peak)", fontsize=10)
+    return _save(fig, out / f"{csv.stem}_speedup.png")
 
 
 def calibration_figure(csv: Path, out: Path) -> Path | None:
@@ -91,15 +94,11 @@ def _save(fig, path: Path) -> Path:
 
 
 def run(out_dir: Path = RESULTS) -> list[Path]:
-    """Every figure whose table exists in ``out_dir``."""
+    """Every figure whose table exists in ``out_dir`` (``gemm_cuda.csv`` gives ``gemm_cuda_speedup.png``)."""
     out_dir = Path(out_dir)
-    made = []
-    for name, make in (("gemm.csv", gemm_figure), ("calibration.csv", calibration_figure)):
-        if (out_dir / name).is_file():
-            path = make(out_dir / name, out_dir)
-            if path is not None:
-                made.append(path)
-    return made
+    tables = [(csv, gemm_figure) for csv in sorted(out_dir.glob("gemm*.csv"))]
+    tables += [(csv, calibration_figure) for csv in [out_dir / "calibration.csv"] if csv.is_file()]
+    return [path for csv, make in tables if (path := make(csv, out_dir)) is not None]
 
 
 if __name__ == "__main__":

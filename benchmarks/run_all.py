@@ -3,7 +3,7 @@
     python benchmarks/run_all.py                 # the CPU run (< 20 minutes on 2 cores)
     python benchmarks/run_all.py --only gemm     # one stage
     python benchmarks/run_all.py --quick         # toy sizes, a minute (what the smoke test runs)
-    python benchmarks/run_all.py --device cuda   # the GEMM table on a GPU (gemm_cuda.csv/.md)
+    python benchmarks/run_all.py --device cuda   # GEMM and block tables on a GPU (gemm_cuda.*, block_cuda.*)
 
 Stages: ``gemm`` (W8A8 vs bf16/fp32 GEMMs), ``block`` (one Wan-1.3B block, the tiny and the 1.3B-shaped
 denoiser step), ``calibration`` (RTN/SmoothQuant/AWQ/GPTQ time and peak RSS, in memory vs streamed, at 8/16/30
@@ -56,17 +56,17 @@ def apply_quick() -> None:
 def run_stage(name: str, args: argparse.Namespace, state: dict) -> None:
     """Run one stage with the sizes of the full or the quick run."""
     out, quick = Path(args.out), args.quick
+    suffix = "" if args.device == "cpu" else f"_{args.device.split(':')[0]}"  # gemm_cuda.md beside gemm.md
     if name == "gemm":
         import gemm
 
         kw = QUICK["gemm"] if quick else {}
-        suffix = "" if args.device == "cpu" else f"_{args.device.split(':')[0]}"
         gemm.run(args.device, out_dir=out, suffix=suffix, **kw)
     elif name == "block":
         import block
 
         kw = QUICK["block"] if quick else {}
-        block.run(out_dir=out, wan13b_layers=2 if quick else 30, **kw)
+        block.run(out_dir=out, wan13b_layers=2 if quick else 30, device=args.device, suffix=suffix, **kw)
     elif name == "calibration":
         import calibration
 
@@ -89,14 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", nargs="*", choices=STAGES, default=list(STAGES))
     p.add_argument("--quick", action="store_true", help="toy sizes (about a minute)")
-    p.add_argument("--device", default="cpu", help="cpu, or cuda for the GEMM stage on a GPU")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda for the GEMM and block stages on a GPU")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--full-calibration", action="store_true",
                    help="AWQ and GPTQ on all 30 blocks too (adds about 10 minutes on 2 cores)")
     args = p.parse_args(argv)
     if args.quick:
         apply_quick()
-    stages = [s for s in args.only if args.device == "cpu" or s == "gemm"]
+    stages = [s for s in args.only if args.device == "cpu" or s in ("gemm", "block")]
     info = machine_info(args.device)
     log(f"make bench: {', '.join(stages)} -> {args.out}\n  {machine_line(info)}")
     state: dict = {}

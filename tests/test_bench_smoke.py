@@ -74,6 +74,19 @@ def test_block_writes_csv(toy, tmp_path):
     assert all(r["fast_equals_eager"] in ("True", "") for r in written)
 
 
+@pytest.mark.cuda
+def test_gemm_and_block_on_cuda(toy, tmp_path):
+    """`run_all.py --device cuda`: the GPU tables, fp8 included on sm89+, nothing of the CPU-only fast path."""
+    gemm.run("cuda", tokens=[32], out_dir=tmp_path, repeats=1, suffix="_cuda")
+    rows = block.run(block_tokens=[16], step_tokens=16, repeats=1, out_dir=tmp_path, suffix="_cuda",
+                     wan13b_layers=2, device="cuda")
+    assert (tmp_path / "gemm_cuda.csv").is_file() and (tmp_path / "block_cuda.md").is_file()
+    assert all("w8a8_fast_ms" not in r for r in rows)
+    assert all(float(r["w8a8_eager_rel_err_vs_bf16"]) < 0.1 for r in rows)
+    assert block.fp8_supported("cuda") == any("w8a8_fp8_eager_ms" in r for r in rows)
+    assert figures.run(tmp_path) == [tmp_path / "gemm_cuda_speedup.png"]
+
+
 def test_calibration_writes_csv(toy, tmp_path):
     state: dict = {}
     rows = calibration.run(depths=[1], methods=["RTN"], width=run_all.TOY_WIDTH,
