@@ -8,8 +8,9 @@
 Stages: ``gemm`` (W8A8 vs bf16/fp32 GEMMs), ``block`` (one Wan-1.3B block, the tiny and the 1.3B-shaped
 denoiser step), ``calibration`` (RTN/SmoothQuant/AWQ/GPTQ time and peak RSS, in memory vs streamed, at 8/16/30
 blocks; AWQ and GPTQ on 8 blocks unless ``--full-calibration``), ``size`` (int8/fp8 export size vs bf16).
-``summary.md`` records what ran and how long it took; ``figures.py`` draws gemm_speedup.png and
-calibration_memory.png from the tables.
+``wan14b`` (not in the default run: a Wan-14B-shaped checkpoint, 28.6 GB, quantized by streaming on a
+machine with less RAM than that) runs with ``--only wan14b``. ``summary.md`` records what ran and how long
+it took; ``figures.py`` draws gemm_speedup.png and calibration_memory.png from the tables.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, log, machine_info, machine_line, md_table  # noqa: E402
 
 STAGES = ("gemm", "block", "calibration", "size")
+EXTRA_STAGES = ("wan14b",)  # on request only (--only wan14b): ~45 GB of disk and ~20 minutes
 QUICK = {
     "gemm": {"tokens": [32, 64], "models": ["toy"]},
     "block": {"block_tokens": [16], "step_tokens": 16, "repeats": 1},
@@ -78,6 +80,11 @@ def run_stage(name: str, args: argparse.Namespace, state: dict) -> None:
         width = TOY_WIDTH if quick else None
         shape = {"height": 8, "width": 8, "text_len": 8} if quick else None
         calibration.run(out_dir=out, width=width, shape=shape, keep_checkpoint=state, **kw)
+    elif name == "wan14b":
+        import wan14b
+
+        kw = {"cfg": {**TOY_WIDTH, "num_layers": 2}, "shape": {"height": 8, "width": 8, "text_len": 8}} if quick else {}
+        wan14b.run(out_dir=out, **kw)
     elif name == "size":
         import size
 
@@ -87,7 +94,7 @@ def run_stage(name: str, args: argparse.Namespace, state: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", nargs="*", choices=STAGES, default=list(STAGES))
+    p.add_argument("--only", nargs="*", choices=STAGES + EXTRA_STAGES, default=list(STAGES))
     p.add_argument("--quick", action="store_true", help="toy sizes (about a minute)")
     p.add_argument("--device", default="cpu", help="cpu, or cuda for the GEMM and block stages on a GPU")
     p.add_argument("--out", default=str(RESULTS))

@@ -18,6 +18,7 @@ import figures  # noqa: E402
 import gemm  # noqa: E402
 import run_all  # noqa: E402
 import size  # noqa: E402
+import wan14b  # noqa: E402
 
 
 def _rows(path: Path) -> list[dict]:
@@ -104,3 +105,14 @@ def test_calibration_writes_csv(toy, tmp_path):
     finally:
         state["cleanup"]()
     assert not state["checkpoint"].exists()
+
+
+def test_wan14b_stream_writes_csv(tmp_path):
+    """The 14B-shaped streaming run at toy width: the checkpoint is written block by block and loads."""
+    toy = {**run_all.TOY_WIDTH, "num_layers": 2}
+    rows = wan14b.run(["RTN"], out_dir=tmp_path, cfg=toy, shape={"height": 8, "width": 8, "text_len": 8},
+                      work_root=str(tmp_path))
+    assert [r["method"] for r in rows] == ["RTN"] and rows[0]["blocks"] == 2
+    assert 0.5 < rows[0]["export_bytes"] / rows[0]["weights_bytes"] < 1.0  # int8 linears, rest bf16 (toy: small)
+    assert "peak RSS GiB" in (tmp_path / "calibration_wan14b.md").read_text()
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []  # the work folder is gone
