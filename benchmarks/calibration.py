@@ -22,9 +22,10 @@ GPTQ's Hessians and AWQ's search buffers come on top: their scratch is reported 
 The bound is for the calibration phase; in memory mode the export (``export_lightx2v``) is measured on its own,
 as it builds the whole quantized state dict before writing it.
 
-Time budget: ``make bench`` runs RTN and SmoothQuant on the full 30 blocks, AWQ and GPTQ on 8 blocks (their
-per-block cost is 8 and 15 s on 2 cores, 4 and 7 minutes for 30) with the 30-block time extrapolated from
-the per-block time; ``--full-calibration`` runs them on 30 blocks too.
+Time budget: ``make bench`` runs RTN and SmoothQuant on the full 30 blocks, AWQ and GPTQ on 8 blocks (on 2
+cores they take about 6 and 15 s per block: 3 and 7.5 minutes for 30, in each mode) with the 30-block time
+extrapolated from the per-block time; ``--full-calibration`` runs them on 30 blocks too
+(results/benchmarks/calibration_full.md).
 """
 
 from __future__ import annotations
