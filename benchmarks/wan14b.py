@@ -41,31 +41,33 @@ def build_checkpoint(folder: str, cfg: dict | None = None, seed: int = 0) -> dic
     cfg = {**WAN14B, **(cfg or {})}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    dim, n = cfg["num_attention_heads"] * cfg["attention_head_dim"], cfg["num_layers"]
+
+    def shards():  # the non-block tensors, then one block at a time; each built only when it is written
+        skeleton = WanTransformer3DModel(**{**cfg, "num_layers": 1})  # non-block modules (+ a block, dropped)
+        skeleton.save_config(folder)  # num_layers corrected below
+        yield {k: v for k, v in skeleton.state_dict().items() if not k.startswith("blocks.")}
+        del skeleton
+        for i in range(n):
+            block = WanTransformerBlock(dim, cfg["ffn_dim"], cfg["num_attention_heads"], cfg["qk_norm"],
+                                        cfg["cross_attn_norm"], cfg["eps"], None)
+            yield {f"blocks.{i}.{k}": v for k, v in block.state_dict().items()}
+
     torch.manual_seed(seed)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)  # initialise in bf16: no fp32 copy of anything
+    weight_map, total = {}, 0
     try:
-        skeleton = WanTransformer3DModel(**{**cfg, "num_layers": 1})  # the non-block modules (+ a block, dropped)
-        shards = [{k: v for k, v in skeleton.state_dict().items() if not k.startswith("blocks.")}]
-        skeleton.save_config(folder)  # num_layers corrected below
-        dim = cfg["num_attention_heads"] * cfg["attention_head_dim"]
-        names = [f"diffusion_pytorch_model-{i + 1:05d}-of-{cfg['num_layers'] + 1:05d}.safetensors"
-                 for i in range(cfg["num_layers"] + 1)]
-        weight_map, total = {}, 0
-        for i, name in enumerate(names):
-            if i > 0:
-                block = WanTransformerBlock(dim, cfg["ffn_dim"], cfg["num_attention_heads"], cfg["qk_norm"],
-                                            cfg["cross_attn_norm"], cfg["eps"], None)
-                shards = [{f"blocks.{i - 1}.{k}": v for k, v in block.state_dict().items()}]
-            tensors = shards.pop()
+        for index, tensors in enumerate(shards()):
+            name = f"diffusion_pytorch_model-{index + 1:05d}-of-{n + 1:05d}.safetensors"
             save_file_deterministic(tensors, folder / name, {"format": "pt"})
             weight_map.update(dict.fromkeys(tensors, name))
             total += sum(t.numel() * t.element_size() for t in tensors.values())
-        write_index(folder, weight_map, total, "diffusion_pytorch_model" + INDEX_SUFFIX)
     finally:
         torch.set_default_dtype(previous)
+    write_index(folder, weight_map, total, "diffusion_pytorch_model" + INDEX_SUFFIX)
     config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "num_layers": cfg["num_layers"]}, indent=2) + "\n")
+    (folder / "config.json").write_text(json.dumps({**config, "num_layers": n}, indent=2) + "\n")
     return {"bytes": total}
 
 
