@@ -212,7 +212,7 @@ def plan(depths: list[int], methods: list[str], stream_methods: list[str] | None
 
 def run(depths: list[int] = (8, 16, 30), methods: list[str] = METHODS, width: dict | None = None,
         shape: dict | None = None, out_dir: Path = RESULTS, suffix: str = "",
-        stream_methods: list[str] | None = ("RTN",), keep_checkpoint: dict | None = None,
+        stream_methods: list[str] | None = None, keep_checkpoint: dict | None = None,
         short_methods: dict[str, int] | None = None) -> list[dict]:
     """Build the checkpoints, run the plan, write ``calibration{suffix}.csv/.md``.
 

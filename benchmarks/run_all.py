@@ -74,9 +74,7 @@ def run_stage(name: str, args: argparse.Namespace, state: dict) -> None:
 
         kw = QUICK["calibration"] if quick else {}
         if not quick and not args.full_calibration:
-            kw["short_methods"] = {"Awq": 8, "GPTQ": 8}  # 4 + 7 minutes on 30 blocks: see calibration.py
-        if not quick:
-            kw["stream_methods"] = None  # every method streamed too: memory against model size for both modes
+            kw["short_methods"] = {"Awq": 8, "GPTQ": 8}  # 3 + 7.5 minutes per mode on 30 blocks: see calibration.py
         width = TOY_WIDTH if quick else None
         shape = {"height": 8, "width": 8, "text_len": 8} if quick else None
         calibration.run(out_dir=out, width=width, shape=shape, keep_checkpoint=state, **kw)
@@ -99,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu, or cuda for the GEMM and block stages on a GPU")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--full-calibration", action="store_true",
-                   help="AWQ and GPTQ on all 30 blocks too (adds about 10 minutes on 2 cores)")
+                   help="AWQ and GPTQ on all 30 blocks too (adds about 15 minutes on 2 cores)")
     args = p.parse_args(argv)
     if args.quick:
         apply_quick()
