@@ -1,5 +1,5 @@
-"""Block and denoiser-step benchmark: the quantized runtime (W8A8Linear, eager and the fast CPU path) against
-bf16 and against LLMC's fake-quant evaluation model.
+"""Block and denoiser-step benchmark: the quantized runtime (W8A8Linear on the CPU's fastest exact int8 path, with
+and without the cross-attention K/V cache) against bf16 and against LLMC's fake-quant evaluation model.
 
 * One Wan block at Wan2.1-1.3B width (``WanTransformerBlock(1536, 8960, 12)``, random weights).
 * The whole denoiser step (every block, embeddings and head) at Wan2.1-1.3B width and depth (random weights,
@@ -7,9 +7,11 @@ bf16 and against LLMC's fake-quant evaluation model.
   else a random one of the same size), where the quantized model is loaded by ``vidquant.runtime`` from a
   real lightx2v export, exactly as ``vidquant infer`` does.
 
-All variants of a row are timed round-robin in one process, so the speed-ups are like-for-like. On CUDA
-(``run(device="cuda")``, ``run_all.py --device cuda``) the fast CPU path is left out and the fp8 W8A8Linear
-(``torch._scaled_mm``) is added on GPUs with fp8 tensor cores (sm89+).
+All variants of a row are timed round-robin in one process, so the speed-ups are like-for-like. Every repeat
+calls the model with the same text, as the denoising steps of one clip do, so ``w8a8`` (the runtime as ``vidquant
+infer`` loads it: conditioning K/V cached) against ``w8a8_uncached`` is what the cache saves per step. On CUDA
+(``run(device="cuda")``, ``run_all.py --device cuda``) the fp8 W8A8Linear (``torch._scaled_mm``) is added on GPUs
+with fp8 tensor cores (sm89+).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from torch import nn
 from vidquant.models.block import make_smoothable
 from vidquant.models.layout import block_linears
 from vidquant.quant import FakeQuantLinear, IntQuantizer, W8A8Linear
-from vidquant.quant.fast import enable_fast_w8a8, fast_path_available
+from vidquant.runtime.cond_cache import cache_conditioning
 
 DIM, FFN, HEADS, HEAD_DIM, TEXT_LEN = 1536, 8960, 12, 128, 512
 TINY_DIR = REPO / "assets" / "models" / "tiny-wan-t2v"
@@ -36,8 +38,8 @@ TINY_SIZES = None  # sizes of the random stand-in when TINY_DIR is absent (None:
 VARIANTS = {
     "bf16": "float bf16 model",
     "fake_quant": "LLMC fake-quant (fq weights in bf16, per-token fake-quantized activations)",
-    "w8a8_eager": "W8A8Linear int8 (torch._int_mm, eager act quant)",
-    "w8a8_fast": "FastW8A8Linear int8 (fused act quant + oneDNN VNNI/AMX GEMM)",
+    "w8a8_uncached": "W8A8Linear int8 (the CPU's fastest exact int8 path), conditioning K/V recomputed every call",
+    "w8a8": "W8A8Linear int8, conditioning K/V cached across calls (the runtime's default)",
     "w8a8_fp8_eager": "W8A8Linear fp8 (torch._scaled_mm)",
 }
 
@@ -66,13 +68,12 @@ def to_w8a8(module: nn.Module, fmt: str = "int8") -> nn.Module:
     return module
 
 
-def to_fast(module: nn.Module) -> nn.Module:
-    """A copy of a W8A8 model on the fast CPU path; every tensor is shared with ``module`` (only the packed
-    weights are new)."""
+def with_cache(module: nn.Module) -> nn.Module:
+    """A copy of a W8A8 model with the conditioning K/V cache; every tensor is shared with ``module``."""
     memo = {id(t): t for t in itertools.chain(module.parameters(), module.buffers())}
-    fast = copy.deepcopy(module, memo)
-    enable_fast_w8a8(fast)
-    return fast
+    cached = copy.deepcopy(module, memo)
+    cache_conditioning(cached)
+    return cached
 
 
 def _blocks(module: nn.Module) -> list[nn.Module]:
@@ -139,8 +140,8 @@ def time_row(label: str, tokens: int, fns: dict[str, Callable[[], torch.Tensor]]
     for k, out in outs.items():
         if k != "bf16":
             row[f"{k}_rel_err_vs_bf16"] = round(_rel(out, outs["bf16"]), 5)
-    if "w8a8_fast" in outs and "w8a8_eager" in outs:
-        row["fast_equals_eager"] = bool(torch.equal(outs["w8a8_fast"], outs["w8a8_eager"]))
+    if "w8a8" in outs and "w8a8_uncached" in outs:
+        row["cached_equals_uncached"] = bool(torch.equal(outs["w8a8"], outs["w8a8_uncached"]))
     del outs
     timings = time_interleaved(fns, warmup=1, repeats=repeats, device=device)
     bf16 = timings["bf16"].median_ms
@@ -158,12 +159,11 @@ def block_rows(tokens_list: list[int], repeats: int, device: str = "cpu") -> lis
     """One Wan-1.3B-width block, every variant, at each token count."""
     base = random_block()
     variants = {"bf16": base, "fake_quant": to_fake_quant(copy.deepcopy(base)),
-                "w8a8_eager": to_w8a8(copy.deepcopy(base))}
+                "w8a8_uncached": to_w8a8(copy.deepcopy(base))}
     if fp8_supported(device):
         variants["w8a8_fp8_eager"] = to_w8a8(copy.deepcopy(base), "fp8")
     variants = {k: m.to(device) for k, m in variants.items()}
-    if device == "cpu" and fast_path_available():
-        variants["w8a8_fast"] = to_fast(variants["w8a8_eager"])
+    variants["w8a8"] = with_cache(variants["w8a8_uncached"])
     rows = []
     with torch.no_grad():
         for tokens in tokens_list:
@@ -189,7 +189,7 @@ def _step(model: nn.Module, inputs: dict) -> torch.Tensor:
 
 
 def wan13b_step_rows(tokens: int, repeats: int, num_layers: int = 30, device: str = "cpu") -> list[dict]:
-    """The whole Wan-1.3B-shaped denoiser step (random weights): bf16 vs W8A8 eager vs fast (in memory)."""
+    """The whole Wan-1.3B-shaped denoiser step (random weights): bf16 vs W8A8 with and without the K/V cache."""
     from calibration import WAN13B
     from diffusers import WanTransformer3DModel
 
@@ -204,9 +204,7 @@ def wan13b_step_rows(tokens: int, repeats: int, num_layers: int = 30, device: st
     for block in model.blocks:
         make_smoothable(block)
     w8 = to_w8a8(copy.deepcopy(model)).to(device)
-    variants = {"bf16": model.to(device), "w8a8_eager": w8}
-    if device == "cpu" and fast_path_available():
-        variants["w8a8_fast"] = to_fast(w8)
+    variants = {"bf16": model.to(device), "w8a8_uncached": w8, "w8a8": with_cache(w8)}
     inputs = denoiser_inputs(cfg, *latent_for_tokens(tokens), TEXT_LEN, device=device)
     with torch.no_grad():
         fns = {k: functools.partial(_step, m, inputs) for k, m in variants.items()}
@@ -237,10 +235,9 @@ def tiny_step_rows(repeats: int, batch_frames: int = 3, device: str = "cpu") -> 
         model.eval().requires_grad_(False)
         wq = IntQuantizer(8, symmetric=True, granularity="per_channel")
         export = export_lightx2v(copy.deepcopy(model), wq, Path(tmp) / "export")
-        runtime = load_quantized_transformer(export, pipe_dir, device, torch.bfloat16)
-    variants = {"bf16": model.to(device), "fake_quant": fake_quant_twin(runtime), "w8a8_eager": runtime}
-    if device == "cpu" and fast_path_available():
-        variants["w8a8_fast"] = to_fast(runtime)
+        runtime = load_quantized_transformer(export, pipe_dir, device, torch.bfloat16, cache_conditioning=False)
+    variants = {"bf16": model.to(device), "fake_quant": fake_quant_twin(runtime), "w8a8_uncached": runtime,
+                "w8a8": with_cache(runtime)}
     cfg = dict(model.config)
     rows = []
     with torch.no_grad():
@@ -269,7 +266,7 @@ def run(block_tokens: list[int] = (1024, 4096), step_tokens: int = 1024, repeats
 def _md_sections(rows: list[dict]) -> list[tuple[str, str]]:
     keys = [k for k in VARIANTS if k != "bf16" and any(f"{k}_ms" in r for r in rows)]
     cols = ["model", "tokens", "bf16_ms"] + [f"{k}_speedup_vs_bf16" for k in keys]
-    err_cols = ["model", "tokens"] + [f"{k}_rel_err_vs_bf16" for k in keys] + ["fast_equals_eager"]
+    err_cols = ["model", "tokens"] + [f"{k}_rel_err_vs_bf16" for k in keys] + ["cached_equals_uncached"]
     legend = "\n".join(f"- `{k}`: {v}" for k, v in VARIANTS.items() if k == "bf16" or k in keys)
     note = ("Speed-up = bf16 time / variant time (>1: faster than bf16); medians of round-robin repeats. "
             "Relative errors are ||out - out_bf16|| / ||out_bf16|| on the same inputs.\n")

@@ -5,8 +5,8 @@
 Reads ``gemm.csv`` and ``calibration.csv`` (whichever exist) and writes beside them:
 
 * ``gemm_speedup.png`` (``gemm_cuda_speedup.png`` from ``gemm_cuda.csv``): W8A8 speed-up over bf16 against
-  token count, one panel per Wan shape: the int8 GEMM alone, the compiled path and the eager path (the gap
-  between the last two is the activation quantization's overhead), and fp8 where it ran;
+  token count, one panel per Wan shape: the int8 GEMM alone on each exact path, the W8A8 linear the runtime
+  runs (the gap is the activation quantization and the epilogue), fp32, and fp8 where it ran;
 * ``calibration_memory.png``: peak resident memory of calibration against the checkpoint's weight bytes, in
   memory and streamed, with each mode's bound.
 """
@@ -22,9 +22,10 @@ from common import RESULTS
 
 _GIB = 2**30
 GEMM_SERIES = {
-    "int8_gemm_speedup_vs_bf16": ("int8 GEMM alone (codes given)", ":"),
-    "w8a8_int8_fast_speedup_vs_bf16": ("W8A8 int8, compiled act quant", "-"),
-    "w8a8_int8_eager_speedup_vs_bf16": ("W8A8 int8, eager act quant", "--"),
+    **{f"int8_gemm_{name}_speedup_vs_bf16": (f"int8 GEMM alone, {name} (codes given)", ":") for name in
+       ("onednn-u8s8", "int-mm", "fp32-codes")},
+    "w8a8_int8_speedup_vs_bf16": ("W8A8 int8 linear (the runtime: act quant + exact GEMM)", "-"),
+    "fp32_speedup_vs_bf16": ("fp32 F.linear", "--"),
     "w8a8_fp8_eager_speedup_vs_bf16": ("W8A8 fp8 (torch._scaled_mm)", "-."),
 }
 

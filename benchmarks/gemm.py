@@ -9,6 +9,7 @@ over bf16 are like-for-like. On the CPU the largest sizes are capped by a FLOP b
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -16,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from common import RESULTS, log, machine_info, md_table, time_interleaved, write_csv, write_md
 
-from vidquant.quant.fast import FastW8A8Linear, fast_path_available
-from vidquant.quant.linear import W8A8Linear, quantize_act_per_token
+from vidquant.quant.int8_gemm import INT8_PATHS, eligibility, int8_path
+from vidquant.quant.linear import W8A8Linear, _act_codes, quantize_act_per_token
 
 #: model -> (layer, in_features K, out_features N); qkvo also stands for the cross-attention q/o.
 SHAPES: dict[str, tuple[tuple[str, int, int], ...]] = {
@@ -30,11 +31,10 @@ CPU_CAP_GFLOP = {"default": 160.0, "fp32": 40.0, "w8a8_fp8": 4.0}
 VARIANT_LABELS = {
     "fp32": "fp32 F.linear",
     "bf16": "bf16 F.linear",
-    "bf16_packed": "bf16, oneDNN pre-packed weight",
-    "int8_gemm": "int8 GEMM only (_int_mm, codes given)",
-    "int8_gemm_onednn": "int8 GEMM only (oneDNN u8s8 brgemm, codes given)",
-    "w8a8_int8_eager": "W8A8Linear int8 (eager)",
-    "w8a8_int8_fast": "FastW8A8Linear int8 (fused quant + oneDNN)",
+    "bf16_packed": "bf16, oneDNN pre-packed weight (CPUs with AVX512-BW only)",
+    **{f"int8_gemm_{name}": f"int8 GEMM only, path {name} (codes given; exact on {p.exact_on})"
+       for name, p in INT8_PATHS.items()},
+    "w8a8_int8": "W8A8Linear int8: what the runtime runs (per-token act quant + the CPU's exact int8 path)",
     "w8a8_int8_compiled": "W8A8Linear int8, torch.compile",
     "fp8_gemm": "fp8 GEMM only (_scaled_mm, codes given)",
     "w8a8_fp8_eager": "W8A8Linear fp8 (eager)",
@@ -70,7 +70,7 @@ def allowed(variant: str, case: Case, device: str) -> bool:
         if variant.startswith("fp8") or variant.startswith("w8a8_fp8"):
             cap = CPU_CAP_GFLOP["w8a8_fp8"]
         return case.gflop <= cap and not variant.endswith("_compiled")
-    if variant in ("bf16_packed", "int8_gemm_onednn", "w8a8_int8_fast"):
+    if variant == "bf16_packed" or variant.startswith("int8_gemm_"):
         return False
     if "fp8" in variant:
         return torch.cuda.get_device_capability() >= (8, 9)
@@ -91,7 +91,9 @@ class Weights:
         lin16 = lin.to(device=device, dtype=torch.bfloat16)
         self.int8 = W8A8Linear.from_linear(lin16, "int8")
         self.fp8 = W8A8Linear.from_linear(lin16, "fp8")
-        self.fast = FastW8A8Linear.from_w8a8(self.int8) if device == "cpu" and fast_path_available() else None
+        # every int8 path that is exact on this CPU, its weight prepared once (CPU only: CUDA uses _int_mm)
+        self.paths = {} if device != "cpu" else {
+            name: (p, p.prepare(self.int8.weight)) for name, p in INT8_PATHS.items() if eligibility(p) is None}
         self.packed_m: int | None = None
         self.packed16: torch.Tensor | None = None
         self.compiled: dict[str, Callable] = {}
@@ -112,22 +114,18 @@ def variant_fns(w: Weights, case: Case, device: str) -> dict[str, Callable[[], o
     gen = torch.Generator(device="cpu").manual_seed(case.m)
     x32 = torch.randn(case.m, case.k, generator=gen).to(device)
     x16 = x32.bfloat16()
-    q8, _ = quantize_act_per_token(x16, "int8")
-    q8u = (q8.to(torch.int16) + 128).to(torch.uint8)
-    wt8 = w.int8.weight.t()
+    codes, _ = _act_codes(x16, "int8", "vidquant")
     fns: dict[str, Callable[[], object]] = {
         "fp32": lambda: F.linear(x32, w.w32, w.b32),
         "bf16": lambda: F.linear(x16, w.w16, w.b16),
-        "int8_gemm": lambda: torch._int_mm(q8, wt8),
-        "w8a8_int8_eager": lambda: w.int8(x16),
+        "w8a8_int8": lambda: w.int8(x16),
         "w8a8_fp8_eager": lambda: w.fp8(x16),
     }
-    if device == "cpu" and w.fast is not None:
+    for name, (path, prepared) in w.paths.items():
+        fns[f"int8_gemm_{name}"] = (lambda p, pw: lambda: p.matmul(codes, pw))(path, prepared)
+    if device == "cpu" and bf16_prepack_unsupported() is None:
         packed16 = w.bf16_packed(case.m)
-        ones = w.fast._ones
         fns["bf16_packed"] = lambda: torch.ops.mkldnn._linear_pointwise(x16, packed16, w.b16, "none", [], "")
-        fns["int8_gemm_onednn"] = lambda: torch.ops.vidquant.onednn_qlinear_u8(q8u, w.fast.packed_weight, ones)
-        fns["w8a8_int8_fast"] = lambda: w.fast(x16)
     if device != "cpu":
         f8, s8 = quantize_act_per_token(x16, "fp8")
         wt_f8, sw = w.fp8.weight.t(), w.fp8.weight_scale.t().contiguous()
@@ -137,14 +135,27 @@ def variant_fns(w: Weights, case: Case, device: str) -> dict[str, Callable[[], o
     return {k: v for k, v in fns.items() if allowed(k, case, device)}
 
 
+@functools.cache
+def bf16_prepack_unsupported() -> str | None:
+    """None if oneDNN can pre-pack a bf16 linear weight on this CPU, else its reason (it needs AVX512-BW)."""
+    try:
+        torch.ops.mkldnn._reorder_linear_weight(torch.zeros(16, 16, dtype=torch.bfloat16), 4)
+    except (RuntimeError, AttributeError) as e:
+        return str(e).splitlines()[0][:160]
+    return None
+
+
 def accuracy(w: Weights, case: Case, device: str) -> dict[str, float]:
-    """Relative error of the quantized outputs against fp32 at this size (sanity: the fast path is exact)."""
+    """Relative error of the int8 output against fp32 at this size, and whether every exact int8 path gives the
+    runtime's bits (they must: each is exact)."""
     gen = torch.Generator(device="cpu").manual_seed(case.m + 1)
     x = torch.randn(min(case.m, 256), case.k, generator=gen).to(device)
     ref = F.linear(x, w.w32, w.b32)
     out = {"int8_rel_err": _rel(w.int8(x.bfloat16()), ref)}
-    if w.fast is not None:
-        out["fast_equals_eager"] = float(torch.equal(w.fast(x.bfloat16()), w.int8(x.bfloat16())))
+    if w.paths:
+        codes, _ = _act_codes(x.bfloat16(), "int8", "vidquant")
+        accs = [p.matmul(codes, pw) for p, pw in w.paths.values()]
+        out["int8_paths_identical"] = float(all(torch.equal(a, accs[0]) for a in accs))
     return out
 
 
@@ -188,9 +199,11 @@ def _row(case: Case, timings: dict) -> dict:
         row[f"{name}_ms"] = round(t.median_ms, 3)
     for name, t in timings.items():
         row[f"{name}_speedup_vs_bf16"] = round(bf16 / t.median_ms, 3)
-    if "bf16_packed" in timings and "w8a8_int8_fast" in timings:
-        row["fast_speedup_vs_bf16_packed"] = round(timings["bf16_packed"].median_ms
-                                                   / timings["w8a8_int8_fast"].median_ms, 3)
+    if "w8a8_int8" in timings:  # on CPUs without native bf16 (AVX2) fp32 is the float baseline that matters
+        row["w8a8_int8_speedup_vs_fp32"] = round(timings["fp32"].median_ms / timings["w8a8_int8"].median_ms, 3)
+        if "bf16_packed" in timings:
+            row["w8a8_int8_speedup_vs_bf16_packed"] = round(timings["bf16_packed"].median_ms
+                                                            / timings["w8a8_int8"].median_ms, 3)
     row["repeats"] = min(t.repeats for t in timings.values())
     return row
 
@@ -198,8 +211,8 @@ def _row(case: Case, timings: dict) -> dict:
 def _md_sections(rows: list[dict], device: str) -> list[tuple[str, str]]:
     variants = [v for v in VARIANT_LABELS if any(f"{v}_ms" in r for r in rows)]
     cols = ["model", "layer", "tokens", "gflop", "bf16_ms"] + [f"{v}_speedup_vs_bf16" for v in variants if v != "bf16"]
-    if any("fast_speedup_vs_bf16_packed" in r for r in rows):
-        cols.append("fast_speedup_vs_bf16_packed")
+    cols += [c for c in ("w8a8_int8_speedup_vs_fp32", "w8a8_int8_speedup_vs_bf16_packed")
+             if any(c in r for r in rows)]
     legend = "\n".join(f"- `{v}`: {VARIANT_LABELS[v]}" for v in variants)
     note = ("Speed-up = bf16 time / variant time (>1: faster than bf16). Times are medians of round-robin "
             "repeats; every quantized variant includes the per-token activation quantization unless it says "
@@ -207,7 +220,12 @@ def _md_sections(rows: list[dict], device: str) -> list[tuple[str, str]]:
     if device == "cpu":
         caps = ", ".join(f"{k} ≤ {v:g}" for k, v in CPU_CAP_GFLOP.items())
         note += (f"\nCPU caps (GFLOP per call, 2·M·K·N): {caps}; larger cells are '-' (not run), token counts "
-                 "with nothing left to compare are left out. fp8 on this CPU is emulated by torch.\n")
+                 "with nothing left to compare are left out. fp8 on this CPU is emulated by torch.\n"
+                 f"\nint8 path the runtime chose on this CPU: **{int8_path().name}** (exact on {int8_path().exact_on})."
+                 " `int8_gemm_*` columns: every path that is exact here (the others are refused; see "
+                 "cpu_classes.md).\n")
+        if bf16_prepack_unsupported():
+            note += f"\n`bf16_packed` not run: {bf16_prepack_unsupported()}\n"
     return [("Speed-up over bf16", note + "\n" + md_table(rows, cols)), ("Variants", legend + "\n")]
 
 

@@ -381,9 +381,22 @@ def test_infer_matches_the_python_api(exports, tmp_path):
                                 model_path=e["base"], device="cpu")
     assert (settings.scheme, settings.quant_method, settings.infer_steps, settings.text_len) == (
         "fp8", "advanced_ptq", 3, 512)
+    assert settings.numerics == "lightx2v" and settings.round_scale_bf16  # vidquant infer's default: lightx2v's bits
     clip = generate(load_runtime_pipeline(settings), settings, PROMPT, "", IMAGE)
-    direct = _clip_with(load_quantized_pipeline(e["base"], e["converted"], "cpu", torch.float32), 3)
+    direct = _clip_with(load_quantized_pipeline(e["base"], e["converted"], "cpu", torch.float32,
+                                                numerics="lightx2v", round_scale_bf16=True), 3)
     assert np.array_equal(clip, direct)
+
+
+@pytest.mark.parametrize("fmt", FMTS)
+def test_conditioning_cache_changes_no_bit_of_the_clip(exports, fmt):
+    """The cross-attention K/V cache (on by default) gives the clip computed without it, bit for bit, over
+    several denoising steps with CFG (two conditioning inputs per step)."""
+    e = exports("i2v", fmt)
+    cached = load_quantized_pipeline(e["base"], e["converted"], "cpu", torch.float32)
+    assert cached.transformer.quant_info.cached_conditioning == 4 * len(cached.transformer.blocks)  # k, v, img k, v
+    plain = load_quantized_pipeline(e["base"], e["converted"], "cpu", torch.float32, cache_conditioning=False)
+    assert np.array_equal(_clip_with(cached, 3), _clip_with(plain, 3))
 
 
 def _clip_with(pipe, steps: int) -> np.ndarray:

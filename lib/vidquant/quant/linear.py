@@ -5,8 +5,19 @@
 * :class:`W8A8Linear` -- per-output-channel symmetric int8 / fp8-e4m3 weight codes and per-token dynamic
   activation quantization, with the epilogue
   ``out[m, n] = s_a[m] * s_w[n] * sum_k q_a[m, k] q_w[n, k] + b[n]`` (lightx2v_reference §3.1), computed with
-  ``torch._int_mm`` (int32 accumulation) or ``torch._scaled_mm`` (fp32 accumulation). Its buffers are named
-  ``weight``, ``weight_scale``, ``bias`` like lightx2v's checkpoint.
+  an exact int8 GEMM (int32 sums: on the CPU the fastest path proven exact on this machine,
+  :mod:`vidquant.quant.int8_gemm`; ``torch._int_mm`` on CUDA) or ``torch._scaled_mm`` (fp32 accumulation). Its
+  buffers are named ``weight``, ``weight_scale``, ``bias`` like lightx2v's checkpoint.
+
+Two numerics for the per-token activation quantization (:data:`NUMERICS`):
+
+* ``"vidquant"`` -- ``q = round(x / s)``: the division of LLMC's fake quant, i.e. what calibration measured.
+* ``"lightx2v"`` -- what lightx2v's kernels compute (vllm ``scaled_int8_quant`` / ``scaled_fp8_quant``,
+  lightx2v_reference §3.1): int8 ``q = round(x · (127 / absmax))``, fp8 ``q = fp8(x · (1 / s))``, i.e. a
+  multiplication by a rounded reciprocal (about 3e-4 of int8 codes and 5e-4 of fp8 codes move by one step), and
+  the epilogue in CUTLASS's order ``s_a · (s_w · acc) + b``. Together with bf16-rounded weight scales
+  (``round_scale_bf16``, lightx2v's loader) this is ``vidquant infer``'s default. Not reproduced: the fused
+  multiply-add of the CUTLASS epilogue (at most one fp32 rounding before the cast to the output dtype).
 """
 
 from __future__ import annotations
@@ -17,9 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .int8_gemm import int8_path
 from .quantizer import FloatQuantizer, IntQuantizer, Quantizer
 
 __all__ = [
+    "NUMERICS",
     "FakeQuantLinear",
     "W8A8Linear",
     "W8A8_FORMATS",
@@ -27,6 +40,8 @@ __all__ = [
     "quantize_weight_per_channel",
 ]
 
+#: Activation-quantization numerics: ours (LLMC's division) and lightx2v's kernels' (reciprocal multiply).
+NUMERICS = ("vidquant", "lightx2v")
 #: fmt -> weight/activation code dtype.
 W8A8_FORMATS: dict[str, torch.dtype] = {"int8": torch.int8, "fp8": torch.float8_e4m3fn}
 
@@ -41,34 +56,56 @@ _INT8_MIN_SCALE = torch.finfo(torch.float32).tiny
 _INT_MM_MIN_ROWS = 17
 
 
-def _check_fmt(fmt: str) -> None:
+def _check_fmt(fmt: str, numerics: str = "vidquant") -> None:
     if fmt not in W8A8_FORMATS:
         raise ValueError(f"fmt must be one of {sorted(W8A8_FORMATS)}, got {fmt!r}")
+    if numerics not in NUMERICS:
+        raise ValueError(f"numerics must be one of {NUMERICS}, got {numerics!r}")
 
 
-def quantize_act_per_token(x: Tensor, fmt: str) -> tuple[Tensor, Tensor]:
+def _act_codes(x: Tensor, fmt: str, numerics: str) -> tuple[Tensor, Tensor]:
+    """The per-token maths in fp32: ``(codes as fp32 values on the code grid, scale (…, 1))``.
+
+    In place on one fp32 working copy (a fresh allocation per pass costs more than the arithmetic on a CPU).
+    """
+    xf = x.float()
+    if xf is x or xf.data_ptr() == x.data_ptr():  # already fp32: never write into the caller's tensor
+        xf = x.clone()
+    absmax = torch.linalg.vector_norm(xf, float("inf"), dim=-1, keepdim=True)
+    qmax, min_scale = (_INT8_QMAX, _INT8_MIN_SCALE) if fmt == "int8" else (_FP8_MAX, _FP8_MIN_SCALE)
+    if numerics == "vidquant":
+        scale = (absmax / qmax).clamp_min(min_scale)
+        xf.div_(scale)
+    elif fmt == "int8":  # vllm: s = absmax / 127, q = x * (127 / absmax); an all-zero token gives codes 0
+        scale = absmax / qmax
+        # a tensor numerator: torch computes `scalar / tensor` as `scalar * reciprocal(tensor)`, one more rounding
+        xf.mul_(torch.where(absmax > 0, torch.full_like(absmax, qmax) / absmax, 0.0))
+    else:  # vllm: s = max(absmax / 448, 1 / (448 * 512)), q = x * (1 / s)
+        scale = (absmax / qmax).clamp_min(min_scale)
+        xf.mul_(scale.reciprocal())
+    if fmt == "int8":
+        return xf.round_().clamp_(-128, 127), scale
+    return xf.clamp_(-qmax, qmax), scale
+
+
+def quantize_act_per_token(x: Tensor, fmt: str, numerics: str = "vidquant") -> tuple[Tensor, Tensor]:
     """Dynamic symmetric per-token activation quant, as vllm's ``scaled_int8_quant`` / ``scaled_fp8_quant``.
 
     Args:
         x: ``[..., K]`` activations, any float dtype (computed in fp32).
         fmt: ``"int8"``: ``s = absmax / 127``, ``q = saturate_int8(round_half_even(x / s))``;
             ``"fp8"``: ``s = max(absmax / 448, 1 / (448 * 512))``, ``q = fp8_e4m3fn(clamp(x / s, ±448))``.
+        numerics: ``"vidquant"`` divides by ``s`` as above; ``"lightx2v"`` multiplies by the reciprocal as
+            lightx2v's kernels do (``x · (127 / absmax)``, ``x · (1 / s)``); see the module docstring.
 
     Returns:
         ``(codes, scale)``: codes ``[..., K]`` int8 / float8_e4m3fn and scale ``[..., 1]`` fp32, with
         ``x ≈ codes * scale``.
         No data-dependent Python control flow, so the function can be ``torch.compile``-d.
     """
-    _check_fmt(fmt)
-    xf = x.float()
-    absmax = xf.abs().amax(dim=-1, keepdim=True)
-    if fmt == "int8":
-        scale = (absmax / _INT8_QMAX).clamp_min(_INT8_MIN_SCALE)
-        codes = torch.clamp(torch.round(xf / scale), -128, 127).to(torch.int8)
-    else:
-        scale = (absmax / _FP8_MAX).clamp_min(_FP8_MIN_SCALE)
-        codes = torch.clamp(xf / scale, -_FP8_MAX, _FP8_MAX).to(torch.float8_e4m3fn)
-    return codes, scale
+    _check_fmt(fmt, numerics)
+    codes, scale = _act_codes(x, fmt, numerics)
+    return codes.to(W8A8_FORMATS[fmt]), scale
 
 
 def quantize_weight_per_channel(weight: Tensor, fmt: str, use_qtorch: bool = False) -> tuple[Tensor, Tensor]:
@@ -127,9 +164,10 @@ class W8A8Linear(nn.Module):
     No dequantized copy of the weight is kept. The output has the input's dtype and leading dims.
     """
 
-    def __init__(self, weight: Tensor, weight_scale: Tensor, bias: Tensor | None, fmt: str) -> None:
+    def __init__(self, weight: Tensor, weight_scale: Tensor, bias: Tensor | None, fmt: str,
+                 numerics: str = "vidquant") -> None:
         super().__init__()
-        _check_fmt(fmt)
+        _check_fmt(fmt, numerics)
         if weight.dim() != 2 or weight.dtype != W8A8_FORMATS[fmt]:
             got = f"{weight.dtype} {tuple(weight.shape)}"
             raise ValueError(f"fmt={fmt!r} needs a 2-D {W8A8_FORMATS[fmt]} weight, got {got}")
@@ -139,8 +177,9 @@ class W8A8Linear(nn.Module):
             raise ValueError(f"weight_scale must have {out_features} entries, got shape {got}")
         if bias is not None and bias.shape != (out_features,):
             raise ValueError(f"bias must have shape ({out_features},), got {tuple(bias.shape)}")
-        self.fmt = fmt
+        self.fmt, self.numerics = fmt, numerics
         self.in_features, self.out_features = in_features, out_features
+        self._prepared: tuple | None = None  # (path name, weight version, device, the weight in its layout)
         self.register_buffer("weight", weight)
         # lightx2v upcasts any stored scale dtype to fp32 (out, 1); so do we.
         self.register_buffer("weight_scale", weight_scale.reshape(out_features, 1).float())
@@ -155,14 +194,15 @@ class W8A8Linear(nn.Module):
 
     @classmethod
     def from_quantized(
-        cls, weight: Tensor, weight_scale: Tensor, bias: Tensor | None = None, fmt: str | None = None
+        cls, weight: Tensor, weight_scale: Tensor, bias: Tensor | None = None, fmt: str | None = None,
+        numerics: str = "vidquant",
     ) -> W8A8Linear:
         """Wrap checkpoint tensors; ``fmt`` is inferred from the weight dtype when omitted."""
         if fmt is None:
             fmt = next((k for k, v in W8A8_FORMATS.items() if v == weight.dtype), None)
             if fmt is None:
                 raise ValueError(f"cannot infer fmt from weight dtype {weight.dtype} (int8 or e4m3fn)")
-        return cls(weight, weight_scale, bias, fmt)
+        return cls(weight, weight_scale, bias, fmt, numerics)
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> W8A8Linear:
         # Module.to(dtype) / .half() cast every floating buffer, fp8 included: a model-wide
@@ -181,21 +221,37 @@ class W8A8Linear(nn.Module):
         """``weight * weight_scale`` in fp32 (a temporary, for references and debugging)."""
         return self.weight.float() * self.weight_scale
 
+    def _cpu_weight(self):
+        """The weight in the chosen CPU int8 path's layout, prepared once (again if the weight changes)."""
+        path = int8_path()
+        key = (path.name, self.weight._version, self.weight.data_ptr())
+        if self._prepared is None or self._prepared[:3] != key:
+            self._prepared = (*key, path.prepare(self.weight))
+        return path, self._prepared[3]
+
     def forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:-1]
-        q_a, s_a = quantize_act_per_token(x.reshape(-1, self.in_features), self.fmt)
-        if self.fmt == "int8":
-            out = _int8_mm(q_a, self.weight) * s_a * self.weight_scale.t()
+        codes, s_a = _act_codes(x.reshape(-1, self.in_features), self.fmt, self.numerics)
+        if self.fmt == "fp8":
+            out = _fp8_mm(codes.to(torch.float8_e4m3fn), self.weight, s_a, self.weight_scale)
         else:
-            out = _fp8_mm(q_a, self.weight, s_a, self.weight_scale)
+            if x.device.type == "cpu":
+                path, w = self._cpu_weight()
+                acc = path.matmul(codes, w)
+            else:
+                acc = _int8_mm(codes.to(torch.int8), self.weight)
+            if self.numerics == "lightx2v":  # CUTLASS's epilogue order: s_a · (s_w · acc) + b
+                out = acc.mul_(self.weight_scale.t()).mul_(s_a)
+            else:
+                out = acc.mul_(s_a).mul_(self.weight_scale.t())
         if self.bias is not None:
-            out = out + self.bias.float()
+            out = out.add_(self.bias)
         return out.to(x.dtype).reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, fmt={self.fmt!r}, "
-            f"bias={self.bias is not None}"
+            f"bias={self.bias is not None}, numerics={self.numerics!r}"
         )
 
 

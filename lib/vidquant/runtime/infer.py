@@ -73,6 +73,7 @@ class InferSettings:
     device: str
     dtype: torch.dtype
     round_scale_bf16: bool = False
+    numerics: str = "lightx2v"  # W8A8 activation quant: lightx2v's kernels (with bf16 scales) or "vidquant"
 
 
 # ----------------------------------------------------------------------------------------------- settings
@@ -142,7 +143,7 @@ def _dtype(flag: str | None) -> torch.dtype:
 
 def resolve_settings(cfg: dict, *, config_path: str | os.PathLike, task: str, model_path: str | os.PathLike,
                      seed: int | None = None, device: str = "auto", dtype: str | None = None,
-                     round_scale_bf16: bool = False) -> InferSettings:
+                     round_scale_bf16: bool = False, numerics: str = "lightx2v") -> InferSettings:
     """Turn a normalised lightx2v config (``read_lightx2v_config``) plus CLI values into :class:`InferSettings`."""
     from vidquant.models.loading import resolve_device
 
@@ -163,7 +164,8 @@ def resolve_settings(cfg: dict, *, config_path: str | os.PathLike, task: str, mo
         target_video_length=int(cfg["target_video_length"]), guidance_scale=guidance,
         seed=int(cfg["seed"] if seed is None else seed), fps=int(cfg["fps"]),
         text_len=_text_len(cfg, source), sample_shift=None if shift is None else float(shift),
-        device=str(resolve_device(device)), dtype=_dtype(dtype), round_scale_bf16=round_scale_bf16,
+        device=str(resolve_device(device)), dtype=_dtype(dtype),
+        round_scale_bf16=round_scale_bf16 or numerics == "lightx2v", numerics=numerics,
     )
 
 
@@ -207,7 +209,8 @@ def load_runtime_pipeline(settings: InferSettings):
     if settings.quantized:
         pipe = load_quantized_pipeline(settings.model_path, settings.quantized_ckpt, settings.device,
                                        settings.dtype, quant_method=settings.quant_method,
-                                       scheme=settings.scheme, round_scale_bf16=settings.round_scale_bf16)
+                                       scheme=settings.scheme, round_scale_bf16=settings.round_scale_bf16,
+                                       numerics=settings.numerics)
     else:
         warnings.warn("the config selects no quantized matmul (mm_type Default / dit_quantized false): running "
                       f"the float transformer of {settings.model_path}", stacklevel=2)
@@ -234,7 +237,7 @@ def generate(pipe, settings: InferSettings, prompt: str, negative_prompt: str = 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """lightx2v's ``infer`` flags plus ``--seed``, ``--device``, ``--dtype`` and ``--round_scale_bf16``."""
+    """lightx2v's ``infer`` flags plus ``--seed``, ``--device``, ``--dtype``, ``--round_scale_bf16``, ``--numerics``."""
     p = argparse.ArgumentParser(prog="vidquant infer", description=__doc__.splitlines()[0])
     p.add_argument("--model_cls", required=True, choices=MODEL_CLASSES)
     p.add_argument("--task", required=True, choices=["t2v", "i2v"])
@@ -249,7 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                    help="activation dtype; auto = bfloat16 if DTYPE=BF16 (lightx2v's variable) else float32")
     p.add_argument("--round_scale_bf16", action="store_true",
-                   help="round weight scales to bf16 first, as lightx2v's non-lazy loader (bit parity)")
+                   help="round weight scales to bf16 first, as lightx2v's non-lazy loader (implied by "
+                        "--numerics lightx2v)")
+    p.add_argument("--numerics", choices=["lightx2v", "vidquant"], default="lightx2v",
+                   help="W8A8 activation quantization: lightx2v's kernels bit for bit (x * (127/absmax), bf16-rounded "
+                        "weight scales; default) or vidquant's (x / s, fp32 scales: what fake-quant evaluated)")
     return p
 
 
@@ -293,7 +300,7 @@ def run(args: argparse.Namespace) -> Path:
     cfg = read_lightx2v_config(args.config_json)
     settings = resolve_settings(cfg, config_path=args.config_json, task=args.task, model_path=args.model_path,
                                 seed=args.seed, device=args.device, dtype=args.dtype,
-                                round_scale_bf16=args.round_scale_bf16)
+                                round_scale_bf16=args.round_scale_bf16, numerics=args.numerics)
     what = f"{settings.scheme} W8A8 from {settings.quantized_ckpt}" if settings.quantized else "float"
     print(f"vidquant infer: {args.task} {what}, quant_method={settings.quant_method}, {settings.device}, "
           f"{str(settings.dtype).removeprefix('torch.')}")

@@ -37,6 +37,8 @@ from vidquant.export.io import TORCH_SUFFIXES, CheckpointError, load_state_dict,
 from vidquant.models.block import make_transformer_smoothable
 from vidquant.models.layout import block_linear_names
 from vidquant.quant import W8A8_FORMATS, W8A8Linear
+from vidquant.quant.linear import NUMERICS
+from vidquant.runtime import cond_cache
 
 __all__ = [
     "QuantInfo",
@@ -75,6 +77,8 @@ class QuantInfo:
     num_linears: int
     smoothing_loaded: bool
     round_scale_bf16: bool
+    numerics: str = "vidquant"  # activation-quant numerics of the W8A8 linears (vidquant.quant.linear.NUMERICS)
+    cached_conditioning: int = 0  # cross-attention projections memoized across steps (runtime.cond_cache)
 
 
 @dataclass
@@ -234,7 +238,7 @@ def _natural_key(key: str) -> list:
 
 
 def _pop_linear(ckpt: QuantizedCheckpoint, key: str, shape: tuple[int, int], scheme: str,
-                round_scale_bf16: bool, bias_dtype: torch.dtype) -> W8A8Linear:
+                round_scale_bf16: bool, bias_dtype: torch.dtype, numerics: str) -> W8A8Linear:
     """Take ``key.{weight,weight_scale,bias}`` out of the checkpoint and wrap them without dequantizing."""
     names = {p: f"{key}.{p}" for p in ("weight", "weight_scale", "bias")}
     missing = [n for n in names.values() if n not in ckpt.state]
@@ -256,11 +260,12 @@ def _pop_linear(ckpt: QuantizedCheckpoint, key: str, shape: tuple[int, int], sch
         raise QuantizedCheckpointError(f"{shown['bias']}: shape {tuple(bias.shape)}; expected ({shape[0]},)")
     if round_scale_bf16:
         scale = scale.to(torch.bfloat16)  # lightx2v's non-lazy loader: fp32 -> bf16, upcast by the mm class
-    return W8A8Linear.from_quantized(weight, scale.float().reshape(-1, 1), bias.to(bias_dtype), fmt=scheme)
+    return W8A8Linear.from_quantized(weight, scale.float().reshape(-1, 1), bias.to(bias_dtype), fmt=scheme,
+                                     numerics=numerics)
 
 
 def _install_linears(model: nn.Module, ckpt: QuantizedCheckpoint, scheme: str, round_scale_bf16: bool,
-                     dtype: torch.dtype) -> int:
+                     dtype: torch.dtype, numerics: str) -> int:
     """Replace every block linear of ``model`` by a W8A8Linear built from the checkpoint; returns the count."""
     n = 0
     for i, block in enumerate(model.blocks):
@@ -268,7 +273,7 @@ def _install_linears(model: nn.Module, ckpt: QuantizedCheckpoint, scheme: str, r
             lin = block.get_submodule(name)
             shape = (lin.out_features, lin.in_features)
             block.set_submodule(name, _pop_linear(ckpt, f"blocks.{i}.{name}", shape, scheme,
-                                                  round_scale_bf16, dtype))
+                                                  round_scale_bf16, dtype, numerics))
             n += 1
     return n
 
@@ -347,6 +352,8 @@ def load_quantized_transformer(
     quant_method: str | None = "auto",
     scheme: str | None = None,
     round_scale_bf16: bool = False,
+    numerics: str = "vidquant",
+    cache_conditioning: bool = True,
 ) -> nn.Module:
     """Build the diffusers Wan transformer of ``base_model_path`` with the quantized weights of ``quantized_ckpt``.
 
@@ -361,6 +368,11 @@ def load_quantized_transformer(
         scheme: ``"int8"`` / ``"fp8"`` to insist on a format (e.g. the inference config's); None = as stored.
         round_scale_bf16: round ``weight_scale`` to bf16 before using it in fp32, as lightx2v's non-lazy
             loader does (bit-for-bit parity with lightx2v; slightly less accurate).
+        numerics: the W8A8 linears' activation quantization: ``"vidquant"`` (LLMC's division: what fake-quant
+            computes) or ``"lightx2v"`` (its kernels' reciprocal multiply; ``vidquant infer``'s default, with
+            ``round_scale_bf16``). See :mod:`vidquant.quant.linear`.
+        cache_conditioning: reuse the cross-attention K/V projections of the text (and image) across denoising
+            steps (:mod:`vidquant.runtime.cond_cache`; same outputs, less work).
 
     Returns:
         The transformer in eval mode, without gradients, with ``quant_info`` (:class:`QuantInfo`).
@@ -380,12 +392,16 @@ def load_quantized_transformer(
     if quant_method == "auto":
         quant_method = ckpt.config.get("quant_method")
     model = _empty_model(base)
-    n = _install_linears(model, ckpt, found, round_scale_bf16, dtype)
+    if numerics not in NUMERICS:
+        raise ValueError(f"numerics must be one of {NUMERICS}, got {numerics!r}")
+    n = _install_linears(model, ckpt, found, round_scale_bf16, dtype, numerics)
     smoothing = _smoothing(ckpt, quant_method, len(model.blocks))
     _load_rest(model, ckpt, dtype, smoothing)
-    model.quant_info = QuantInfo(ckpt.path, ckpt.layout, found, quant_method, i2v, n, smoothing, round_scale_bf16)
-    log.info("loaded %s (%s layout): %d %s linears, quant_method=%s", ckpt.path, ckpt.layout, n, found,
-             quant_method)
+    cached = cond_cache.cache_conditioning(model) if cache_conditioning else 0
+    model.quant_info = QuantInfo(ckpt.path, ckpt.layout, found, quant_method, i2v, n, smoothing, round_scale_bf16,
+                                 numerics, cached)
+    log.info("loaded %s (%s layout): %d %s linears, quant_method=%s, numerics=%s", ckpt.path, ckpt.layout, n,
+             found, quant_method, numerics)
     return model.to(device).eval().requires_grad_(False)
 
 

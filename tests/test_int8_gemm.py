@@ -1,0 +1,249 @@
+"""The W8A8 int8 runtime on every CPU class: each GEMM path is exact where it runs, a path that is wrong on
+this CPU is refused, and W8A8Linear computes, bit for bit, an independent numpy reference of both numerics.
+
+CPU classes are covered on any x86 machine by re-running the checks in subprocesses with the ISA limited
+(``ONEDNN_MAX_CPU_ISA``, ``ATEN_CPU_CAPABILITY``), so an AVX-512 / AMX developer machine proves the AVX2
+behaviour; the saturation of CPUs without VNNI is also emulated in-process, so the self-check is shown to
+catch it on any machine.
+
+References (independent of torch's GEMMs): codes from numpy float32 arithmetic (IEEE, round-half-even), sums
+in int64, the epilogue in numpy float32 in the documented order. Tolerance: none (``torch.equal``): every step
+is exact or a single IEEE rounding that both sides perform identically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vidquant.quant import W8A8Linear, quantize_act_per_token
+from vidquant.quant.int8_gemm import (
+    FP32_EXACT_CHUNK,
+    INT8_PATHS,
+    Int8Path,
+    _probe,
+    cpu_flags,
+    eligibility,
+    int8_path,
+    self_check,
+    use_int8_path,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+HAS_VNNI = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
+X86 = "avx2" in cpu_flags()
+
+
+# ----------------------------------------------------------------------------------------------- references
+
+
+def np_act_codes(x: np.ndarray, numerics: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-token int8 codes and scales in numpy float32 (the documented formulas, lightx2v_reference §3.1)."""
+    x = x.astype(np.float32)
+    absmax = np.abs(x).max(axis=-1, keepdims=True)
+    scale = absmax / np.float32(127)
+    if numerics == "vidquant":  # q = round(x / s), s floored at the smallest normal
+        scale = np.maximum(scale, np.finfo(np.float32).tiny)
+        scaled = x / scale
+    else:  # vllm: q = round(x * (127 / absmax)); an all-zero token gives codes 0
+        with np.errstate(divide="ignore"):
+            inv = np.where(absmax > 0, np.float32(127) / absmax, np.float32(0))
+        scaled = x * inv.astype(np.float32)
+    return np.clip(np.rint(scaled), -128, 127).astype(np.float32), scale.astype(np.float32)
+
+
+def np_w8a8(x: np.ndarray, w: np.ndarray, s_w: np.ndarray, bias: np.ndarray, numerics: str) -> np.ndarray:
+    """The whole W8A8 int8 forward: exact int64 sums, then the epilogue in float32 in each numerics' order."""
+    q, s_a = np_act_codes(x, numerics)
+    acc = (q.astype(np.int64) @ w.astype(np.int64).T).astype(np.float32)
+    s_w = s_w.reshape(1, -1).astype(np.float32)
+    out = (acc * s_w) * s_a if numerics == "lightx2v" else (acc * s_a) * s_w
+    return out + bias.astype(np.float32)
+
+
+def _layer(k: int, n: int, seed: int) -> W8A8Linear:
+    torch.manual_seed(seed)
+    lin = torch.nn.Linear(k, n)
+    with torch.no_grad():
+        lin.weight.mul_(torch.logspace(-2, 1, k))  # outlier columns: codes use the whole range
+    return W8A8Linear.from_linear(lin, "int8")
+
+
+def _activations(m: int, k: int, seed: int) -> torch.Tensor:
+    """bf16-valued activations (what the kernels see; they expose rounding-order differences ~100x more often
+    than fp32 values), with outlier channels and an all-zero (padding) token."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, k, generator=g) * torch.logspace(-3, 2, k)
+    x[1] = 0.0
+    return x.bfloat16().float()
+
+
+# ----------------------------------------------------------------------------------------------- paths
+
+
+@pytest.mark.parametrize("name", list(INT8_PATHS))
+def test_each_eligible_path_is_exact_on_random_and_full_range_codes(name):
+    path = INT8_PATHS[name]
+    why_not = eligibility(path)
+    if why_not:
+        pytest.skip(f"{name} not used on this CPU: {why_not} (tests/test_int8_gemm.py::test_cpu_class runs it)")
+    for m, n, k in ((3, 5, 7), (33, 17, FP32_EXACT_CHUNK), (9, 11, 3 * FP32_EXACT_CHUNK + 5)):
+        g = torch.Generator().manual_seed(k)
+        a = torch.randint(-128, 128, (m, k), generator=g).float()
+        w = torch.randint(-127, 128, (n, k), generator=g, dtype=torch.int8)
+        ref = torch.from_numpy((a.numpy().astype(np.int64) @ w.numpy().astype(np.int64).T).astype(np.float32))
+        assert torch.equal(path.matmul(a, path.prepare(w)), ref), (name, m, n, k)
+
+
+def _saturating_matmul(codes: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """What a CPU without VNNI does (vpmaddubsw): (codes + 128) as u8 times s8, each adjacent pair of products
+    summed and saturated to int16, then the zero-point compensation."""
+    u8 = (codes + 128).long()
+    k = u8.shape[1] - u8.shape[1] % 2
+    pairs = u8[:, None, 0:k:2] * w.long()[None, :, 0:k:2] + u8[:, None, 1:k:2] * w.long()[None, :, 1:k:2]
+    acc = pairs.clamp(-(2**15), 2**15 - 1).sum(-1)
+    if k < u8.shape[1]:
+        acc += u8[:, None, -1] * w.long()[None, :, -1]
+    return (acc - 128 * w.long().sum(-1)).float()
+
+
+def test_self_check_refuses_a_saturating_kernel():
+    saturating = Int8Path("vpmaddubsw", "nowhere", lambda: None, lambda w: w, _saturating_matmul)
+    why = self_check(saturating)
+    assert why is not None and "disagrees with the exact int32 result" in why
+    # ... while the same arithmetic without the saturation passes: the probe, not the emulation, makes it fail
+    exact = Int8Path("exact", "everywhere", lambda: None, lambda w: w,
+                     lambda a, w: (a.long() @ w.long().T).float())
+    assert self_check(exact) is None
+
+
+def test_probe_saturates_int16_and_crosses_2_24():
+    a, w = _probe(21, 19, 2 * FP32_EXACT_CHUNK + 64, seed=1)
+    assert a.abs().max() == 128 and w.abs().max() == 127 and (a < 0).any() and (w < 0).any()
+    pair = (a[0, :2] + 128) * w[0, :2].float()
+    assert pair.sum() > 2**15 - 1  # the first row pair overflows int16
+    assert (a.double() @ w.double().T).abs().max() > 2**24
+
+
+def test_all_eligible_paths_give_the_same_bits():
+    layer, x = _layer(2 * FP32_EXACT_CHUNK + 64, 48, seed=3), _activations(40, 2 * FP32_EXACT_CHUNK + 64, 4)
+    outs = {}
+    for name, path in INT8_PATHS.items():
+        if eligibility(path) is None:
+            with use_int8_path(name), torch.no_grad():
+                outs[name] = layer(x.bfloat16())
+    assert outs, "no eligible int8 path"
+    first = next(iter(outs.values()))
+    assert all(torch.equal(o, first) for o in outs.values()), list(outs)
+
+
+def test_forcing_a_refused_path_raises(monkeypatch):
+    bad = Int8Path("broken", "nowhere", lambda: "never exact here", lambda w: w, _saturating_matmul)
+    monkeypatch.setitem(INT8_PATHS, "broken", bad)
+    with pytest.raises(RuntimeError, match="broken.*refused.*never exact here"):
+        with use_int8_path("broken"):
+            pass
+    with pytest.raises(ValueError, match="VIDQUANT_INT8_PATH='nope'"):
+        with use_int8_path("nope"):
+            pass
+
+
+# ----------------------------------------------------------------------------------------------- numerics
+
+
+@pytest.mark.parametrize("numerics", ["vidquant", "lightx2v"])
+@pytest.mark.parametrize("k", [96, 2 * FP32_EXACT_CHUNK + 64])
+def test_w8a8_linear_matches_the_numpy_reference(numerics, k):
+    layer = _layer(k, 40, seed=k)
+    layer.numerics = numerics
+    x = _activations(301, k, seed=k + 1)
+    ref = np_w8a8(x.numpy(), layer.weight.numpy(), layer.weight_scale.numpy(), layer.bias.numpy(), numerics)
+    with torch.no_grad():
+        got = layer(x)
+    assert torch.equal(got, torch.from_numpy(ref)), (numerics, k, int8_path().name)
+
+
+def test_lightx2v_codes_are_the_reciprocal_formula_and_differ_from_division():
+    x = torch.randn(512, 1536).bfloat16()  # activations reach the kernels in bf16 (fp32 inputs rarely differ)
+    ours, _ = quantize_act_per_token(x, "int8", "vidquant")
+    theirs, s = quantize_act_per_token(x, "int8", "lightx2v")
+    ref_codes, ref_scale = np_act_codes(x.float().numpy(), "lightx2v")
+    assert torch.equal(theirs.float(), torch.from_numpy(ref_codes)) and torch.equal(s, torch.from_numpy(ref_scale))
+    moved = (ours != theirs).float().mean().item()
+    assert 0 < moved < 2e-3  # about 3e-4 of the codes move by one step
+    assert (ours.int() - theirs.int()).abs().max() == 1
+
+
+def test_lightx2v_fp8_codes_multiply_by_the_reciprocal():
+    x = torch.randn(512, 1536).bfloat16()
+    theirs, s = quantize_act_per_token(x, "fp8", "lightx2v")
+    xf = x.float().numpy()
+    scale = np.maximum(np.abs(xf).max(-1, keepdims=True) / np.float32(448), np.float32(1 / (448 * 512)))
+    scaled = np.clip(xf * (np.float32(1) / scale), -448, 448)
+    assert torch.equal(theirs, torch.from_numpy(scaled).to(torch.float8_e4m3fn))
+    assert torch.equal(s, torch.from_numpy(scale))
+    ours, _ = quantize_act_per_token(x, "fp8", "vidquant")
+    assert 0 < (ours.float() != theirs.float()).float().mean().item() < 2e-3  # about 5e-4
+
+
+def test_numerics_is_validated():
+    with pytest.raises(ValueError, match="numerics"):
+        quantize_act_per_token(torch.randn(2, 4), "int8", "vllm")
+
+
+# ----------------------------------------------------------------------------------------------- CPU classes
+
+#: label -> environment limiting the ISA of oneDNN and ATen (what an older CPU would have).
+CPU_CLASSES = {
+    "default": {},
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+    "avx512": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "ATEN_CPU_CAPABILITY": "avx512"},
+    "avx512-vnni": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI", "ATEN_CPU_CAPABILITY": "avx512"},
+}
+
+_CHILD = """
+import json, torch
+import test_int8_gemm as t
+from vidquant.quant.int8_gemm import INT8_PATHS, eligibility, int8_path
+report = {"chosen": int8_path().name, "paths": {n: eligibility(p) for n, p in INT8_PATHS.items()}}
+exact = {}
+for numerics in ("vidquant", "lightx2v"):
+    for k in (96, 2112):
+        layer, x = t._layer(k, 40, seed=k), t._activations(37, k, seed=k + 1)
+        layer.numerics = numerics
+        ref = t.np_w8a8(x.numpy(), layer.weight.numpy(), layer.weight_scale.numpy(), layer.bias.numpy(), numerics)
+        with torch.no_grad():
+            exact[f"{numerics}/{k}"] = bool(torch.equal(layer(x), torch.from_numpy(ref)))
+report["exact"] = exact
+print(json.dumps(report))
+"""
+
+
+def run_cpu_class(env: dict[str, str]) -> dict:
+    """Run the checks above in a fresh interpreter with the ISA limited; returns its report."""
+    full = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY",
+                                                             "VIDQUANT_INT8_PATH")}
+    full.update(env, PYTHONPATH=os.pathsep.join([str(REPO / "tests"), str(REPO / "lib")]))
+    res = subprocess.run([sys.executable, "-c", _CHILD], env=full, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not X86, reason="ISA limits are x86 (AVX2 and up); the in-process tests cover this CPU")
+@pytest.mark.parametrize("label", list(CPU_CLASSES))
+def test_cpu_class(label):
+    report = run_cpu_class(CPU_CLASSES[label])
+    assert all(report["exact"].values()), report
+    paths = report["paths"]
+    assert paths[report["chosen"]] is None
+    if label in ("avx2", "avx512"):  # no int8 dot product: the oneDNN paths saturate, fp32-codes is exact
+        assert paths["onednn-u8s8"] and paths["int-mm"] and report["chosen"] == "fp32-codes", report
+    if label == "avx512-vnni" and HAS_VNNI:
+        assert report["chosen"] == "onednn-u8s8", report
