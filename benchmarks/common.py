@@ -47,20 +47,11 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def cpu_flags() -> set[str]:
-    """The CPU feature flags (empty when /proc/cpuinfo is unreadable)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def machine_info(device: str = "cpu") -> dict[str, str]:
     """What every result file records: CPU, cores, threads, ISA, torch version, device (and GPU name)."""
     import torch
+
+    from vidquant.quant.int8_gemm import cpu_flags, int8_path
 
     flags = cpu_flags()
     isa = [f for f in ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16") if f in flags]
@@ -69,6 +60,8 @@ def machine_info(device: str = "cpu") -> dict[str, str]:
         "cores": str(os.cpu_count()),
         "torch_threads": str(torch.get_num_threads()),
         "cpu_isa": f"{torch.backends.cpu.get_cpu_capability()} ({', '.join(isa) or 'no vnni/amx'})",
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "-"),
+        "int8_path": int8_path().name,
         "torch": torch.__version__,
         "device": device,
         "python": platform.python_version(),

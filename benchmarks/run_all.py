@@ -5,9 +5,11 @@
     python benchmarks/run_all.py --quick         # toy sizes, a minute (what the smoke test runs)
     python benchmarks/run_all.py --device cuda   # GEMM and block tables on a GPU (gemm_cuda.*, block_cuda.*)
 
-Stages: ``gemm`` (W8A8 vs bf16/fp32 GEMMs), ``block`` (one Wan-1.3B block, the tiny and the 1.3B-shaped
-denoiser step), ``calibration`` (RTN/SmoothQuant/AWQ/GPTQ time and peak RSS, in memory vs streamed, at 8/16/30
-blocks; AWQ and GPTQ on 8 blocks unless ``--full-calibration``), ``size`` (int8/fp8 export size vs bf16).
+Stages: ``gemm`` (W8A8 vs bf16/fp32 GEMMs), ``cpu_classes`` (the int8 paths and the W8A8 linear on every CPU
+class this machine can impersonate, ISA-limited subprocesses), ``block`` (one Wan-1.3B block, the tiny and the
+1.3B-shaped denoiser step), ``calibration`` (RTN/SmoothQuant/AWQ/GPTQ time and peak RSS, in memory vs
+streamed, at 8/16/30 blocks; AWQ and GPTQ on 8 blocks unless ``--full-calibration``), ``size`` (int8/fp8
+export size vs bf16).
 ``wan14b`` (not in the default run: a Wan-14B-shaped checkpoint, 28.6 GB, quantized by streaming on a
 machine with less RAM than that) runs with ``--only wan14b``. ``summary.md`` records what ran and how long
 it took; ``figures.py`` draws gemm_speedup.png and calibration_memory.png from the tables.
@@ -31,11 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, log, machine_info, machine_line, md_table  # noqa: E402
 
-STAGES = ("gemm", "block", "calibration", "size")
+STAGES = ("gemm", "cpu_classes", "block", "calibration", "size")
 EXTRA_STAGES = ("wan14b",)  # on request only (--only wan14b): ~45 GB of disk and ~20 minutes
 QUICK = {
     "gemm": {"tokens": [32, 64], "models": ["toy"]},
     "block": {"block_tokens": [16], "step_tokens": 16, "repeats": 1},
+    "cpu_classes": {"shapes": [("toy", 64, 32)], "tokens": 16, "repeats": 1, "classes": ["native", "avx2"]},
     "calibration": {"depths": [1, 2], "methods": ["RTN", "SmoothQuant"]},
 }
 TOY_WIDTH = {"num_attention_heads": 2, "attention_head_dim": 32, "ffn_dim": 128, "text_dim": 32}
@@ -69,6 +72,10 @@ def run_stage(name: str, args: argparse.Namespace, state: dict) -> None:
 
         kw = QUICK["block"] if quick else {}
         block.run(out_dir=out, wan13b_layers=2 if quick else 30, device=args.device, suffix=suffix, **kw)
+    elif name == "cpu_classes":
+        import cpu_classes
+
+        cpu_classes.run(out_dir=out, **(QUICK["cpu_classes"] if quick else {}))
     elif name == "calibration":
         import calibration
 
@@ -131,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
 def _write_summary(out: Path, info: dict, timings: list[dict]) -> None:
     text = (f"# make bench\n\nMachine: {machine_line(info)}\n\n"
             f"Wall time per stage (the whole run must stay under 20 minutes on 2 cores):\n\n{md_table(timings)}\n"
-            "Analysis: README.md. Tables: gemm.md, block.md, calibration.md, size.md (csv beside each). "
-            "Figures: gemm_speedup.png, calibration_memory.png.\n")
+            "Analysis: README.md. Tables: gemm.md, cpu_classes.md, block.md, calibration.md, size.md (csv beside "
+            "each). Figures: gemm_speedup.png, calibration_memory.png.\n")
     (out / "summary.md").write_text(text)
 
 

@@ -14,6 +14,7 @@ sys.path.insert(0, str(BENCH))
 import block  # noqa: E402
 import calibration  # noqa: E402
 import common  # noqa: E402
+import cpu_classes  # noqa: E402
 import figures  # noqa: E402
 import gemm  # noqa: E402
 import run_all  # noqa: E402
@@ -77,6 +78,19 @@ def test_block_writes_csv(toy, tmp_path):
     written = _rows(tmp_path / "block.csv")
     assert all(float(r["w8a8_rel_err_vs_bf16"]) < 0.1 for r in written)
     assert all(r["cached_equals_uncached"] == "True" for r in written)  # the K/V cache changes no bit
+
+
+def test_cpu_classes_writes_every_class(tmp_path):
+    """One ISA-limited interpreter per class; on AVX2 the oneDNN paths are measured wrong and refused."""
+    rows = cpu_classes.run(["native", "avx2"], out_dir=tmp_path, shapes=[("toy", 64, 32)], tokens=16, repeats=1)
+    by = {(r["cpu_class"], r["path"]): r for r in rows}
+    assert sum(r["chosen"] for r in rows if r["cpu_class"] == "avx2") == 1
+    assert by["avx2", "fp32-codes"]["chosen"] and by["avx2", "fp32-codes"]["rel_err_vs_exact"] == 0
+    if "avx512_vnni" in common.machine_info()["cpu_isa"]:  # the oneDNN kernels saturate without VNNI
+        assert not by["avx2", "int-mm"]["eligible"] and by["avx2", "int-mm"]["wrong_sums"] > 0
+    chosen = [r for r in rows if r["chosen"]]
+    assert all(r["rel_err_vs_exact"] == 0 and r["w8a8_speedup_vs_fp32"] > 0 for r in chosen)
+    assert "The runtime per class" in (tmp_path / "cpu_classes.md").read_text()
 
 
 @pytest.mark.cuda

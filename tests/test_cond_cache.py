@@ -59,7 +59,7 @@ def test_in_place_changes_and_autograd_bypass_the_cache():
     k = model.blocks[0].attn2.to_k
     x = torch.randn(4, 8)
     with torch.no_grad():
-        out = k(x)
+        k(x)
         x.mul_(2)  # the remembered input changed under us: the entry is dropped
         assert torch.equal(k(x), nn.functional.linear(x, k.weight, k.bias))
         out2 = k(x)

@@ -25,6 +25,7 @@ import torch
 
 from vidquant.quant import W8A8Linear, quantize_act_per_token
 from vidquant.quant.int8_gemm import (
+    CPU_CLASS_LIMITS,
     FP32_EXACT_CHUNK,
     INT8_PATHS,
     Int8Path,
@@ -200,13 +201,7 @@ def test_numerics_is_validated():
 
 # ----------------------------------------------------------------------------------------------- CPU classes
 
-#: label -> environment limiting the ISA of oneDNN and ATen (what an older CPU would have).
-CPU_CLASSES = {
-    "default": {},
-    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
-    "avx512": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "ATEN_CPU_CAPABILITY": "avx512"},
-    "avx512-vnni": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI", "ATEN_CPU_CAPABILITY": "avx512"},
-}
+CPU_CLASSES = {k: v for k, v in CPU_CLASS_LIMITS.items() if k != "avx512-bf16"}
 
 _CHILD = """
 import json, torch

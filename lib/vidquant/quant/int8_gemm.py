@@ -51,6 +51,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "CPU_CLASS_LIMITS",
     "INT8_PATHS",
     "Int8Path",
     "cpu_flags",
@@ -68,6 +69,16 @@ _U8_ZERO_POINT = 128
 _VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 # oneDNN ISA limits without an int8 dot product (oneDNN's ONEDNN_MAX_CPU_ISA names): u8s8 saturates there.
 _ONEDNN_ISAS_WITHOUT_VNNI = {"SSE41", "AVX", "AVX2", "AVX512_CORE", "AVX512_MIC", "AVX512_MIC_4OPS"}
+
+#: CPU classes an x86 machine can impersonate: the environment that keeps oneDNN and ATen to an older ISA.
+#: Set before torch is imported (a subprocess); tests and benchmarks/cpu_classes.py run every class this way.
+CPU_CLASS_LIMITS: dict[str, dict[str, str]] = {
+    "native": {},
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+    "avx512": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "ATEN_CPU_CAPABILITY": "avx512"},
+    "avx512-vnni": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI", "ATEN_CPU_CAPABILITY": "avx512"},
+    "avx512-bf16": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16", "ATEN_CPU_CAPABILITY": "avx512"},
+}
 
 
 @functools.cache
