@@ -1,13 +1,8 @@
 """Training of the tiny Wan models used as quantization subjects (``vidquant train-tiny``).
 
-Importing this package sets ``OMP_WAIT_POLICY=PASSIVE`` unless it is already set (effective only if torch is
-not imported yet): on a small shared CPU, OpenMP's default spin-waiting made a VAE step 10-15× slower as soon
-as another process competed for the cores (measured: 15 s instead of 1.2 s per step at 2 threads).
+Threads: ``vidquant``'s import applies the thread policy (vidquant.threads; on a small shared CPU, OpenMP's
+spin-waiting made a VAE step 10-15x slower: 15 s instead of 1.2 s per step at 2 threads).
 """
-
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __all__ = ["TrainConfig", "train_tiny", "train_tiny_main"]
 
