@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: setup demo test test-slow lint notebooks sweep tables bench clean
+.PHONY: setup demo test test-slow lint notebooks sweep tables bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,10 @@ tables: $(STAMP)
 # Benchmarks use every core (BENCH_THREADS to change it); the tests' one-thread default would halve every figure.
 bench: $(STAMP)
 	OMP_NUM_THREADS=$${BENCH_THREADS:-$$(getconf _NPROCESSORS_ONLN)} $(VPY) benchmarks/run_all.py
+
+# On a CUDA machine: CUDA tests + CUDA GEMM/block benchmarks (< 8 min) -> results/benchmarks/*_cuda.*; else a skip.
+gpu-check:
+	bash scripts/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache
