@@ -242,3 +242,21 @@ def test_cpu_class(label):
         assert paths["onednn-u8s8"] and paths["int-mm"] and report["chosen"] == "fp32-codes", report
     if label == "avx512-vnni" and HAS_VNNI:
         assert report["chosen"] == "onednn-u8s8", report
+
+
+def test_single_gemm_shortcut_only_where_no_partial_sum_can_round():
+    """fp32-codes runs one GEMM only when Σ_k |a[m,k]|·max_n|w[n,k]| ≤ 2^23 (a proof that no partial sum reaches
+    2^24): checked against the bound in exact integer arithmetic on both sides of the threshold. (A single
+    fp32 GEMM often happens to round correctly anyway, since vector lanes split K, so the self-check alone
+    would not notice a loose threshold.)"""
+    from vidquant.quant.int8_gemm import single_gemm_is_exact
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randint(-127, 128, (8, 4096), generator=g, dtype=torch.int8)
+    col_max = w.float().abs().amax(0)
+    for amax in (8, 16, 17, 24, 32, 64, 128):
+        a = torch.randint(-amax, amax + 1, (6, 4096), generator=g).float()
+        exact_bound = int((a.abs().long() @ col_max.long()).max())
+        decision = single_gemm_is_exact(a, col_max)
+        assert decision == (exact_bound <= 2**23), (amax, exact_bound)
+        assert not decision or exact_bound <= 2**24
