@@ -260,3 +260,17 @@ def test_single_gemm_shortcut_only_where_no_partial_sum_can_round():
         decision = single_gemm_is_exact(a, col_max)
         assert decision == (exact_bound <= 2**23), (amax, exact_bound)
         assert not decision or exact_bound <= 2**24
+
+
+def test_compiled_kernels_give_the_eager_bits():
+    """The fused (torch.compile) activation quantization and epilogue: the numpy reference, bit for bit, on a
+    shape other than the self-check's probe."""
+    from vidquant.quant.linear import _compiled_kernels
+
+    if _compiled_kernels("int8", "lightx2v") is None:
+        pytest.skip("torch.compile cannot build CPU kernels here (no C++ compiler): the eager kernels run")
+    layer, x = _layer(160, 24, seed=7), _activations(45, 160, seed=8)
+    layer.numerics, layer.compiled = "lightx2v", True
+    ref = np_w8a8(x.numpy(), layer.weight.numpy(), layer.weight_scale.numpy(), layer.bias.numpy(), "lightx2v")
+    with torch.no_grad():
+        assert torch.equal(layer(x), torch.from_numpy(ref))

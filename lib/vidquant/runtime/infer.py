@@ -74,6 +74,7 @@ class InferSettings:
     dtype: torch.dtype
     round_scale_bf16: bool = False
     numerics: str = "lightx2v"  # W8A8 activation quant: lightx2v's kernels (with bf16 scales) or "vidquant"
+    compile_kernels: bool | None = None  # fused W8A8 act-quant / epilogue kernels; None = for wide models
 
 
 # ----------------------------------------------------------------------------------------------- settings
@@ -143,7 +144,8 @@ def _dtype(flag: str | None) -> torch.dtype:
 
 def resolve_settings(cfg: dict, *, config_path: str | os.PathLike, task: str, model_path: str | os.PathLike,
                      seed: int | None = None, device: str = "auto", dtype: str | None = None,
-                     round_scale_bf16: bool = False, numerics: str = "lightx2v") -> InferSettings:
+                     round_scale_bf16: bool = False, numerics: str = "lightx2v",
+                     compile_kernels: bool | None = None) -> InferSettings:
     """Turn a normalised lightx2v config (``read_lightx2v_config``) plus CLI values into :class:`InferSettings`."""
     from vidquant.models.loading import resolve_device
 
@@ -166,6 +168,7 @@ def resolve_settings(cfg: dict, *, config_path: str | os.PathLike, task: str, mo
         text_len=_text_len(cfg, source), sample_shift=None if shift is None else float(shift),
         device=str(resolve_device(device)), dtype=_dtype(dtype),
         round_scale_bf16=round_scale_bf16 or numerics == "lightx2v", numerics=numerics,
+        compile_kernels=compile_kernels,
     )
 
 
@@ -210,7 +213,7 @@ def load_runtime_pipeline(settings: InferSettings):
         pipe = load_quantized_pipeline(settings.model_path, settings.quantized_ckpt, settings.device,
                                        settings.dtype, quant_method=settings.quant_method,
                                        scheme=settings.scheme, round_scale_bf16=settings.round_scale_bf16,
-                                       numerics=settings.numerics)
+                                       numerics=settings.numerics, compile_kernels=settings.compile_kernels)
     else:
         warnings.warn("the config selects no quantized matmul (mm_type Default / dit_quantized false): running "
                       f"the float transformer of {settings.model_path}", stacklevel=2)
@@ -257,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--numerics", choices=["lightx2v", "vidquant"], default="lightx2v",
                    help="W8A8 activation quantization: lightx2v's kernels bit for bit (x * (127/absmax), bf16-rounded "
                         "weight scales; default) or vidquant's (x / s, fp32 scales: what fake-quant evaluated)")
+    p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                   help="fuse the W8A8 activation quantization and epilogue with torch.compile (CPU; same bits; "
+                        "~10-20 s on first use). auto: for models with hidden size >= 1024")
     return p
 
 
@@ -300,7 +306,8 @@ def run(args: argparse.Namespace) -> Path:
     cfg = read_lightx2v_config(args.config_json)
     settings = resolve_settings(cfg, config_path=args.config_json, task=args.task, model_path=args.model_path,
                                 seed=args.seed, device=args.device, dtype=args.dtype,
-                                round_scale_bf16=args.round_scale_bf16, numerics=args.numerics)
+                                round_scale_bf16=args.round_scale_bf16, numerics=args.numerics,
+                                compile_kernels={"auto": None, "on": True, "off": False}[args.compile])
     what = f"{settings.scheme} W8A8 from {settings.quantized_ckpt}" if settings.quantized else "float"
     print(f"vidquant infer: {args.task} {what}, quant_method={settings.quant_method}, {settings.device}, "
           f"{str(settings.dtype).removeprefix('torch.')}")

@@ -59,6 +59,7 @@ _AFFINE_KEYS = tuple(f"affine_norm{n}.{p}" for n in (1, 3) for p in ("weight", "
 _ARCH_FIELDS = ("num_layers", "num_attention_heads", "attention_head_dim", "ffn_dim", "in_channels",
                 "out_channels", "text_dim", "freq_dim", "image_dim", "added_kv_proj_dim", "patch_size")
 _MAX_LISTED = 8  # keys named per error message before "... and N more"
+_COMPILE_MIN_DIM = 1024  # hidden size from which compiling the W8A8 kernels pays back its first-call cost
 
 
 class QuantizedCheckpointError(CheckpointError):
@@ -354,6 +355,7 @@ def load_quantized_transformer(
     round_scale_bf16: bool = False,
     numerics: str = "vidquant",
     cache_conditioning: bool = True,
+    compile_kernels: bool | None = None,
 ) -> nn.Module:
     """Build the diffusers Wan transformer of ``base_model_path`` with the quantized weights of ``quantized_ckpt``.
 
@@ -373,6 +375,9 @@ def load_quantized_transformer(
             ``round_scale_bf16``). See :mod:`vidquant.quant.linear`.
         cache_conditioning: reuse the cross-attention K/V projections of the text (and image) across denoising
             steps (:mod:`vidquant.runtime.cond_cache`; same outputs, less work).
+        compile_kernels: fuse the W8A8 activation quantization and epilogue with ``torch.compile`` on the CPU
+            (same bits, self-checked; the first call compiles for ~10-20 s). None = when the model is wide enough
+            to pay that back (hidden size >= 1024: every real Wan, not the tiny models).
 
     Returns:
         The transformer in eval mode, without gradients, with ``quant_info`` (:class:`QuantInfo`).
@@ -397,6 +402,11 @@ def load_quantized_transformer(
     n = _install_linears(model, ckpt, found, round_scale_bf16, dtype, numerics)
     smoothing = _smoothing(ckpt, quant_method, len(model.blocks))
     _load_rest(model, ckpt, dtype, smoothing)
+    if compile_kernels is None:
+        compile_kernels = model.config.num_attention_heads * model.config.attention_head_dim >= _COMPILE_MIN_DIM
+    for m in model.modules():
+        if isinstance(m, W8A8Linear):
+            m.compiled = compile_kernels
     cached = cond_cache.cache_conditioning(model) if cache_conditioning else 0
     model.quant_info = QuantInfo(ckpt.path, ckpt.layout, found, quant_method, i2v, n, smoothing, round_scale_bf16,
                                  numerics, cached)
