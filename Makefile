@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: setup demo test test-slow lint notebooks sweep tables bench clean
+.PHONY: setup demo test test-slow lint notebooks sweep tables bench clean mutation
 
 setup: $(STAMP)
 
@@ -45,6 +45,11 @@ tables: $(STAMP)
 # Benchmarks use every core (BENCH_THREADS to change it); the tests' one-thread default would halve every figure.
 bench: $(STAMP)
 	OMP_NUM_THREADS=$${BENCH_THREADS:-$$(getconf _NPROCESSORS_ONLN)} $(VPY) benchmarks/run_all.py
+
+# Mutation testing of the maths (mutmut; minutes to an hour, not part of `make test`): results/mutation/summary.md.
+# MUTATION_ARGS: groups (quant algos export linear) and/or --max-children N.
+mutation: $(STAMP)
+	$(VPY) scripts/mutation.py $(MUTATION_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -360,3 +360,82 @@ def test_build_quantizer_from_project_quant_spec() -> None:
     assert isinstance(q, FloatQuantizer) and q.granularity == "per_token" and q.use_qtorch
     q = build_quantizer(QuantSpec(bit=4, symmetric=False, granularity="per_group", group_size=64))
     assert isinstance(q, IntQuantizer) and (q.bit, q.symmetric, q.group_size) == (4, False, 64)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Edges found by mutation testing (make mutation)
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_fp8_e5m2_static_scale_clamps_both_ends() -> None:
+    # e5m2's cast overflows to ±inf (e4m3fn's saturates), so only the clamp keeps ±1e6 finite: ±57344.
+    out = FloatQuantizer("e5m2").fake_with(torch.tensor([[1e6, -1e6, 3.0]]), torch.tensor([[1.0]]))
+    assert torch.equal(out, torch.tensor([[57344.0, -57344.0, 3.0]]))
+
+
+def test_bit_and_group_size_limits() -> None:
+    q2 = IntQuantizer(2)  # the smallest width: grid -2..1
+    assert (q2.qmin, q2.qmax) == (-2, 1)
+    # absmax 2 -> scale 2/qmax = 2: 2 -> 1, -1 -> -0.5 -> 0 (even), -2 -> -1; with scale 1 the ends clamp.
+    codes = q2.quantize(torch.tensor([[2.0, -1.0, -2.0]])).codes
+    assert torch.equal(codes, torch.tensor([[1, 0, -1]], dtype=torch.int8))
+    assert torch.equal(q2.fake_with(torch.tensor([[5.0, -5.0]]), torch.tensor([[1.0]])), torch.tensor([[1.0, -2.0]]))
+    for bit in (1, 9):
+        with pytest.raises(ValueError, match="bit"):
+            IntQuantizer(bit)
+    with pytest.raises(ValueError, match="group_size"):
+        IntQuantizer(4, granularity="per_group", group_size=0)
+    with pytest.raises(ValueError, match="compute_dtype"):
+        IntQuantizer(8, compute_dtype=torch.int32)
+    with pytest.raises(ValueError, match="granularity"):
+        IntQuantizer(8, granularity="per_row")
+    with pytest.raises(ValueError, match="fmt"):
+        FloatQuantizer("e3m4")
+    with pytest.raises(ValueError, match="zero"):
+        FloatQuantizer("e4m3").quantize_with(torch.ones(1, 2), torch.ones(1, 1), torch.zeros(1, 1))
+
+
+def test_fp8_per_group_and_bf16_compute() -> None:
+    # Groups of 2: [448, -1] -> scale 1; [0.5, 0.25] -> scale 0.5/448; [224, 3.5] -> 0.5; [1, -2] -> 2/448.
+    w = torch.tensor([[448.0, -1.0, 0.5, 0.25], [224.0, 3.5, 1.0, -2.0]])
+    f = FloatQuantizer("e4m3", granularity="per_group", group_size=2)
+    assert f.symmetric is True and f.group_size == 2
+    q = f.quantize(w)
+    assert q.scale.shape == (2, 2)
+    assert torch.equal(q.scale[:, 0], torch.tensor([1.0, 0.5]))
+    assert torch.equal(q.codes.float()[:, :2], torch.tensor([[448.0, -1.0], [448.0, 7.0]]))
+    torch.testing.assert_close(f.dequantize(q), w)
+    fb = FloatQuantizer("e4m3", compute_dtype=torch.bfloat16)
+    assert fb.quantize(w).scale.dtype == torch.bfloat16 and fb.fake(w).dtype == torch.float32
+
+
+def test_reprs_name_the_settings() -> None:
+    assert repr(IntQuantizer(4, symmetric=False)) == "IntQuantizer(bit=4, symmetric=False, granularity='per_channel')"
+    assert repr(IntQuantizer(8, granularity="per_group", group_size=64)) == (
+        "IntQuantizer(bit=8, symmetric=True, granularity='per_group', group_size=64)")
+    assert repr(FloatQuantizer("e5m2", use_qtorch=True)) == (
+        "FloatQuantizer(fmt='e5m2', use_qtorch=True, granularity='per_channel')")
+
+
+def test_build_quantizer_passes_every_field() -> None:
+    base = dict(quant_type="int-quant", bit=8, symmetric=True, granularity="per_channel", group_size=-1,
+                use_qtorch=False)
+    q = build_quantizer(SimpleNamespace(**base), compute_dtype=torch.bfloat16)
+    assert isinstance(q, IntQuantizer) and q.symmetric is True and q.compute_dtype == torch.bfloat16
+    spec = SimpleNamespace(**{**base, "quant_type": "float-quant", "bit": "e5m2", "granularity": "per_group",
+                              "group_size": 32})
+    f = build_quantizer(spec, compute_dtype=torch.bfloat16)
+    assert isinstance(f, FloatQuantizer)
+    assert (f.fmt, f.granularity, f.group_size, f.compute_dtype) == ("e5m2", "per_group", 32, torch.bfloat16)
+
+
+def test_float_quant_symmetric_false_warns_at_the_caller() -> None:
+    spec = dict(quant_type="float-quant", bit="e4m3", granularity="per_channel", group_size=-1, use_qtorch=False)
+    with pytest.warns(UserWarning, match="always symmetric") as rec:
+        build_quantizer(SimpleNamespace(**spec, symmetric=False))
+    assert rec[0].filename == __file__  # stacklevel=2: the warning points at the caller's line
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_quantizer(SimpleNamespace(**spec, symmetric=True))  # no warning
