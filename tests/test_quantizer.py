@@ -438,3 +438,43 @@ def test_float_quant_warns_only_when_asked_for_asymmetric() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         build_quantizer(SimpleNamespace(**spec, symmetric=True))  # no warning
+
+
+def test_asymmetric_zero_point_clamps_at_qmax() -> None:
+    # An all-negative row: min -5, max -1.25 -> scale 3.75/15 = 0.25, qmin - round(min/scale) = 20 clamps to 15
+    # (LLMC does not widen the range to 0), so -5 saturates at code 0 = -3.75 and -1.25 -> code 10.
+    q = IntQuantizer(4, symmetric=False).quantize(torch.tensor([[-5.0, -1.25]]))
+    assert q.zero.item() == 15.0 and q.scale.item() == 0.25
+    assert torch.equal(q.codes, torch.tensor([[0, 10]], dtype=torch.int8))
+    assert torch.equal(q.dequantize(), torch.tensor([[-3.75, -1.25]]))
+
+
+@pytest.mark.parametrize("shape", [(8,), (3, 8), (2, 3, 8)], ids=["1d", "2d", "3d"])
+@pytest.mark.parametrize("group_size", [2, 4])
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+def test_per_group_static_params_of_any_rank(shape, group_size, symmetric) -> None:
+    """qparams returns (*lead, last // g) and quantize_with expands it back to the groups of x, for any rank."""
+    quant = IntQuantizer(4, symmetric=symmetric, granularity="per_group", group_size=group_size)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(7))
+    scale, zero = quant.qparams(x)
+    assert scale.shape == (*shape[:-1], shape[-1] // group_size)
+    assert (zero is None) == symmetric and (zero is None or zero.shape == scale.shape)
+    static = quant.quantize_with(x, scale, zero)
+    assert static.codes.dtype == torch.int8 and static.codes.shape == x.shape
+    assert torch.equal(static.codes, quant.quantize(x).codes)
+    assert torch.equal(quant.fake_with(x, scale, zero), quant.fake(x))
+
+
+def test_compute_dtype_applies_to_static_params_and_output_dtype() -> None:
+    # bf16 arithmetic (LLMC parity) on an fp32 tensor: qparams, quantize_with and fake_with all compute in bf16,
+    # so they reproduce quantize()'s bf16 codes, which differ from the fp32 ones here; outputs keep x's dtype.
+    x = torch.randn(8, 64, generator=torch.Generator().manual_seed(3))
+    bf = IntQuantizer(8, compute_dtype=torch.bfloat16)
+    scale, _ = bf.qparams(x)
+    assert scale.dtype == torch.bfloat16
+    static = bf.quantize_with(x, scale.float())
+    assert static.scale.dtype == torch.bfloat16
+    assert torch.equal(static.codes, bf.quantize(x).codes)
+    assert not torch.equal(static.codes, IntQuantizer(8).quantize(x).codes)
+    assert static.dequantize().dtype == torch.float32
+    assert bf.fake_with(x.bfloat16(), scale).dtype == torch.bfloat16
