@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: setup demo test test-slow lint notebooks sweep tables bench gpu-check clean
+.PHONY: setup demo test test-slow lint notebooks sweep tables bench gpu-check clean mutation
 
 setup: $(STAMP)
 
@@ -49,6 +49,11 @@ bench: $(STAMP)
 # On a CUDA machine: CUDA tests + CUDA GEMM/block benchmarks (< 8 min) -> results/benchmarks/*_cuda.*; else a skip.
 gpu-check:
 	bash scripts/gpu_check.sh
+
+# Mutation testing of the maths (mutmut; minutes to an hour, not part of `make test`): results/mutation/summary.md.
+# MUTATION_ARGS: groups (quant algos export linear) and/or --max-children N.
+mutation: $(STAMP)
+	$(VPY) scripts/mutation.py $(MUTATION_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -65,8 +65,8 @@ def test_config_built_in_code_matches_the_seed_recipe(tmp_path):
     assert (vg.weight.bit, vg.weight.granularity, vg.act.bit, vg.act.granularity) == (8, "per_channel", 8, "per_token")
     assert cfg.save.save_lightx2v and cfg.save.save_path == str(tmp_path / "out" / "llmc")
     shipped = REPO / "configs/quantization/video_gen/tiny_i2v/smoothquant_w_a.yaml"
-    if shipped.is_file():  # the in-code fallback is the shipped recipe
-        assert build_config(shipped, tmp_path / "m", tmp_path / "o").quant == cfg.quant
+    assert shipped.is_file()  # the in-code fallback is the shipped recipe
+    assert build_config(shipped, tmp_path / "m", tmp_path / "o").quant == cfg.quant
 
 
 def test_comparison_grid_layout():

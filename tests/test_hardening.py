@@ -4,7 +4,6 @@ raised before expensive work starts where possible."""
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import time
 
 import pytest
 import torch
-from tests_support import tiny_config, write_config
+from tests_support import deny_write, tiny_config, write_config
 
 from vidquant.algos.engine import build_algorithms, run_blockwise
 from vidquant.calib.capture import CalibData
@@ -52,17 +51,17 @@ def test_config_vs_checkpoint_task_mismatch(tmp_path, tiny_dirs):
         prepare(cfg)
 
 
-def test_existing_or_unwritable_output_refused_up_front(tmp_path, tiny_dirs):
+def test_existing_or_unwritable_output_refused_up_front(tmp_path, tiny_dirs, monkeypatch):
     cfg = _prepare_with(tmp_path, tiny_dirs)
     (tmp_path / "save" / "lightx2v_quant_model").mkdir(parents=True)
     with pytest.raises(FileExistsError, match="lightx2v_quant_model: export directory already exists"):
         prepare(cfg)
-    if os.geteuid() != 0:  # root can write anywhere
-        locked = tmp_path / "locked"
-        locked.mkdir(mode=0o500)
-        cfg = _prepare_with(tmp_path, tiny_dirs, **{"save.save_path": str(locked / "out")})
-        with pytest.raises(PermissionError, match="not writable"):
-            prepare(cfg)
+    locked = tmp_path / "locked"
+    deny_write(monkeypatch, locked)  # read-only; simulated for root, who may write anywhere
+    cfg = _prepare_with(tmp_path, tiny_dirs, **{"save.save_path": str(locked / "out")})
+    with pytest.raises(PermissionError, match="locked: not writable"):
+        prepare(cfg)
+    assert list(locked.iterdir()) == []
 
 
 def test_truncated_checkpoint_is_a_clear_error(tmp_path, tiny_dirs):

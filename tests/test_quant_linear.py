@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vidquant.quant import (
@@ -81,16 +80,21 @@ def test_act_int8_matches_int_quantizer_per_token() -> None:
 
 
 @pytest.mark.parametrize("fmt", FMTS)
-def test_w8a8_matches_fake_quant_reference(fmt: str) -> None:
+def test_w8a8_matches_exact_reference(fmt: str) -> None:
     lin = _linear()
     layer = W8A8Linear.from_linear(lin, fmt)
     x = _randn(3, 7, 96)
-    q_a, s_a = quantize_act_per_token(x, fmt)
-    ref = F.linear(q_a.float() * s_a, layer.dequantized_weight(), lin.bias.detach())
-    # Same codes and scales on both sides; only the order of fp32 operations differs (the real path scales
-    # one exact int32 / fp32-accumulated sum, the reference sums K=96 pre-scaled products), so agreement is
-    # to a few fp32 ulps of the largest |output| (~2): 1e-5 absolute is ~100 ulps of slack.
-    torch.testing.assert_close(layer(x), ref, rtol=1e-5, atol=1e-5)
+    q_a, s_a = quantize_act_per_token(x, fmt)  # pinned on hand cases above
+    # Reference: the GEMM of the codes in int64 (int8) or float64 (fp8: every e4m3 value and every product of
+    # two is exact in float64, sums of 96 of them too), then the epilogue s_a · s_w · acc + b in float64.
+    if fmt == "int8":
+        acc = (q_a.long() @ layer.weight.long().T).double()
+    else:
+        acc = q_a.double() @ layer.weight.double().T
+    ref = acc * s_a.double() * layer.weight_scale.double().T + lin.bias.detach().double()
+    # The real path computes the epilogue in fp32 (and fp8 accumulates in fp32): a few fp32 ulps of the
+    # largest |output| (~2), so 1e-5 absolute is ~100 ulps of slack; a wrong scale or code is off by >1e-2.
+    torch.testing.assert_close(layer(x).double(), ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(("fmt", "bound"), [("int8", 0.02), ("fp8", 0.06)])
@@ -176,24 +180,39 @@ def test_w8a8_from_quantized_normalises_scale_and_checks_dtype() -> None:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def test_fake_quant_linear_matches_definition() -> None:
-    lin = _linear().bfloat16()
-    wq, aq = IntQuantizer(4, symmetric=False), IntQuantizer(8, granularity="per_token")
-    layer = FakeQuantLinear.from_linear(lin, wq, aq)
-    w_fq = wq.fake(lin.weight.detach())
-    assert layer.weight.dtype == torch.bfloat16 and torch.equal(layer.weight, w_fq)
+def test_fake_quant_linear_hand_case() -> None:
+    # Weights, int4 asymmetric per row: row 0 min -1 max 2.75 -> scale 0.25, zero 4: -1, 0, 0.625 (2.5 steps,
+    # tie -> 2), 2.75 dequantize to -1, 0, 0.5, 2.75; row 1 min 1 max 4.75 -> zero clamps to 0 and 4.75
+    # saturates at 15 steps = 3.75: 1, 3.75, 1, 2.
+    # Activations, int8 per token: token 0 absmax 254 -> scale 2: 254, 1 (0.5 -> 0), -3 (-1.5 -> -2), 0
+    # dequantize to 254, 0, -4, 0; token 1 absmax 127 -> scale 1: 2.5 -> 2, 3.5 -> 4, -1.5 -> -2.
+    lin = nn.Linear(4, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[-1.0, 0.0, 0.625, 2.75], [1.0, 4.75, 1.0, 2.0]]))
+        lin.bias.copy_(torch.tensor([0.5, -1.0]))
+    layer = FakeQuantLinear.from_linear(lin, IntQuantizer(4, symmetric=False), IntQuantizer(8, granularity="per_token"))
+    assert torch.equal(layer.weight, torch.tensor([[-1.0, 0.0, 0.5, 2.75], [1.0, 3.75, 1.0, 2.0]]))
     assert dict(layer.named_parameters()) == {}  # buffers only: an eval module
-    x = _randn(2, 3, 96).bfloat16()
-    # Same ops in the same order on both sides: bit-identical.
-    assert torch.equal(layer(x), F.linear(aq.fake(x), w_fq, lin.bias.detach()))
+    x = torch.tensor([[254.0, 1.0, -3.0, 0.0], [127.0, 2.5, 3.5, -1.5]])
+    # token 0: -254 - 2 + 0.5 = -255.5 and 254 - 4 - 1 = 249; token 1: -127 + 2 - 5.5 + 0.5 = -130 and
+    # 127 + 7.5 + 4 - 4 - 1 = 133.5 (all exact in fp32).
+    assert torch.equal(layer(x), torch.tensor([[-255.5, 249.0], [-130.0, 133.5]]))
+    # The weight is quantized once, in the source dtype, and the output keeps the input's leading dims.
+    bf = FakeQuantLinear.from_linear(lin.bfloat16(), IntQuantizer(4, symmetric=False))
+    assert bf.weight.dtype == torch.bfloat16 and bf(x.bfloat16()[None]).shape == (1, 2, 2)
 
 
-def test_fake_quant_linear_weight_only() -> None:
-    lin = _linear()
-    wq = FloatQuantizer("e4m3")
-    layer = FakeQuantLinear.from_linear(lin, wq)
-    x = _randn(4, 96)
-    assert torch.equal(layer(x), F.linear(x, wq.fake(lin.weight.detach()), lin.bias.detach()))
+def test_fake_quant_linear_weight_only_hand_case() -> None:
+    # e4m3 per row: row 0 absmax 224 -> scale 0.5: 448, -2, 17 (tie -> 16, even) -> 224, -1, 8;
+    # row 1 absmax 448 -> scale 1: 17 -> 16, -10.5 -> -10. No activation quantization: x is used as is.
+    lin = nn.Linear(3, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[224.0, -1.0, 8.5], [448.0, 17.0, -10.5]]))
+    layer = FakeQuantLinear.from_linear(lin, FloatQuantizer("e4m3"))
+    assert torch.equal(layer.weight, torch.tensor([[224.0, -1.0, 8.0], [448.0, 16.0, -10.0]]))
+    # 224 - 2.02 + 4.0 and 448 + 32.32 - 5.0 with x = (1, 2.02, 0.5): 2.02 is unquantized (inexact, fp32).
+    out = layer(torch.tensor([[1.0, 2.02, 0.5]]))
+    torch.testing.assert_close(out, torch.tensor([[225.98, 475.32]]), rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize("fmt", FMTS)

@@ -103,8 +103,8 @@ def test_per_group_hand_case() -> None:
     assert torch.equal(q.codes, torch.tensor([[127, 32, -127, 2], [0, 0, 127, -1]], dtype=torch.int8))
     assert torch.equal(q.scale[0], torch.tensor([1 / 32, 2.0]))
     assert q.scale[1, 1] == 1.0
-    # 1e-5/127 is not exact in fp32: compare to the same fp32 division, to fp32 resolution.
-    torch.testing.assert_close(q.scale[1, 0], torch.tensor(1e-5) / 127, rtol=1e-6, atol=0)
+    # 1e-5/127 is not exact in fp32: the fp32 floor 1e-5 divided by 127, to fp32 resolution.
+    assert q.scale[1, 0].item() == pytest.approx(1e-5 / 127, rel=1e-6)
     expected = torch.tensor([[127 / 32, 1.0, -254.0, 4.0], [0.0, 0.0, 127.0, -1.0]])
     assert torch.equal(quant.dequantize(q), expected)
 
@@ -125,11 +125,11 @@ def test_per_tensor_scalar_scale() -> None:
 
 
 def test_per_token_activation_shapes_and_values() -> None:
-    # [B=2, L=3, C=4]: one scale per token. Token (0, 1) has absmax 12.7 -> scale 0.1 (not exact in fp32),
-    # so its codes are compared with the formula rather than literals.
+    # [B=2, L=3, C=4]: one scale per token. Token (0, 1) has absmax 12.7 -> scale fp32(12.7)/127 ≈ 0.1, not
+    # exact; its quotients 127, -63, 10, 30 are within ~1e-5 of integers, far from any rounding boundary.
     x = torch.zeros(2, 3, 4)
     x[0, 0] = torch.tensor([127.0, -63.5, 1.0, 0.0])
-    x[0, 1] = torch.tensor([12.7, -6.35, 1.0, 3.0])
+    x[0, 1] = torch.tensor([12.7, -6.3, 1.0, 3.0])
     x[1, 2] = torch.tensor([-254.0, 2.0, 3.0, 1.0])
     per_token = IntQuantizer(8, granularity="per_token")
     q = per_token.quantize(x)
@@ -137,8 +137,8 @@ def test_per_token_activation_shapes_and_values() -> None:
     assert q.scale.shape == (2, 3, 1)
     assert torch.equal(q.codes[0, 0], torch.tensor([127, -64, 1, 0], dtype=torch.int8))  # -63.5 -> -64 (even)
     assert torch.equal(q.codes[1, 2], torch.tensor([-127, 1, 2, 0], dtype=torch.int8))  # scale 2: 1.5 -> 2
-    expected_01 = torch.round(x[0, 1] / (torch.tensor(12.7) / 127)).to(torch.int8)
-    assert torch.equal(q.codes[0, 1], expected_01)
+    assert torch.equal(q.codes[0, 1], torch.tensor([127, -63, 10, 30], dtype=torch.int8))
+    assert q.scale[0, 1].item() == pytest.approx(0.1, rel=1e-6)
     assert torch.equal(q.codes[1, 0], torch.zeros(4, dtype=torch.int8))  # all-zero token
     # per_channel is the same reduction (last dim, keepdim), as in LLMC.
     assert torch.equal(IntQuantizer(8, granularity="per_channel").fake(x), per_token.fake(x))
@@ -222,9 +222,10 @@ def test_fp8_scale_and_dequant() -> None:
     w = torch.tensor([[224.0, -1.0], [0.5, 0.25]])
     quant = FloatQuantizer("e4m3")
     q = quant.quantize(w)
-    # scale = absmax / 448: row 0 -> 0.5 (exact), row 1 -> 0.5/448 (fp32 division, compared to itself).
+    # scale = absmax / 448: row 0 -> 0.5 (exact), row 1 -> 0.5/448 correctly rounded to fp32 (float64 quotient
+    # rounded once to fp32: 53 >= 2·24 + 2 bits, so that is the fp32 division's result).
     assert q.scale[0].item() == 0.5
-    torch.testing.assert_close(q.scale[1], torch.tensor([0.5]) / 448, rtol=0, atol=0)
+    assert q.scale[1].item() == torch.tensor(0.5 / 448, dtype=torch.float64).float().item()
     assert torch.equal(q.codes.float()[0], torch.tensor([448.0, -2.0]))
     torch.testing.assert_close(quant.dequantize(q), w)  # every value is on the grid: only fp32 rounding
 
@@ -276,15 +277,27 @@ def test_fake_keeps_dtype_and_fp32_scales() -> None:
         assert quant.quantize(w).scale.dtype == torch.float32
 
 
+def _bf16(v: float) -> float:
+    """Round a float64 value to bf16 (round to nearest even) and back."""
+    return torch.tensor(v, dtype=torch.float64).to(torch.bfloat16).item()
+
+
 def test_bf16_compute_reproduces_llmc_arithmetic() -> None:
-    # LLMC: absmax, scale and x/scale all in bf16 (llmc_reference §7.2 "Precision").
+    # LLMC: absmax, scale and x/scale all in bf16 (llmc_reference §7.2 "Precision"). Reference: every step in
+    # float64 (Python floats), rounded to bf16 where LLMC rounds; a float64 quotient rounded to bf16 is the
+    # correctly rounded bf16 quotient (53 >= 2·8 + 2 bits, so the double rounding is harmless), and Python's
+    # round() ties to even like torch.round.
     w = torch.randn(8, 32, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
     q = IntQuantizer(8, compute_dtype=torch.bfloat16).quantize(w)
-    scale_ref = w.abs().amax(dim=-1, keepdim=True).clamp_min(1e-5) / 127
-    codes_ref = torch.clamp(torch.round(w / scale_ref), -128, 127).to(torch.int8)
     assert q.scale.dtype == torch.bfloat16
-    assert torch.equal(q.scale, scale_ref)
-    assert torch.equal(q.codes, codes_ref)
+    codes_differ_from_fp32 = False
+    for r, row in enumerate(w.tolist()):
+        scale = _bf16(max(abs(v) for v in row) / 127)
+        assert q.scale[r, 0].item() == scale
+        codes = [max(-128, min(127, round(_bf16(v / scale)))) for v in row]
+        assert q.codes[r].tolist() == codes, r
+        codes_differ_from_fp32 |= codes != [max(-128, min(127, round(v / (max(map(abs, row)) / 127)))) for v in row]
+    assert codes_differ_from_fp32  # bf16 arithmetic changes some codes here, so the test tells the two apart
 
 
 def test_qtensor_is_self_describing() -> None:
@@ -347,3 +360,121 @@ def test_build_quantizer_from_project_quant_spec() -> None:
     assert isinstance(q, FloatQuantizer) and q.granularity == "per_token" and q.use_qtorch
     q = build_quantizer(QuantSpec(bit=4, symmetric=False, granularity="per_group", group_size=64))
     assert isinstance(q, IntQuantizer) and (q.bit, q.symmetric, q.group_size) == (4, False, 64)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Edges found by mutation testing (make mutation)
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_fp8_e5m2_static_scale_clamps_both_ends() -> None:
+    # e5m2's cast overflows to ±inf (e4m3fn's saturates), so only the clamp keeps ±1e6 finite: ±57344.
+    out = FloatQuantizer("e5m2").fake_with(torch.tensor([[1e6, -1e6, 3.0]]), torch.tensor([[1.0]]))
+    assert torch.equal(out, torch.tensor([[57344.0, -57344.0, 3.0]]))
+
+
+def test_bit_and_group_size_limits() -> None:
+    q2 = IntQuantizer(2)  # the smallest width: grid -2..1
+    assert (q2.qmin, q2.qmax) == (-2, 1)
+    # absmax 2 -> scale 2/qmax = 2: 2 -> 1, -1 -> -0.5 -> 0 (even), -2 -> -1; with scale 1 the ends clamp.
+    codes = q2.quantize(torch.tensor([[2.0, -1.0, -2.0]])).codes
+    assert torch.equal(codes, torch.tensor([[1, 0, -1]], dtype=torch.int8))
+    assert torch.equal(q2.fake_with(torch.tensor([[5.0, -5.0]]), torch.tensor([[1.0]])), torch.tensor([[1.0, -2.0]]))
+    for bit in (1, 9):
+        with pytest.raises(ValueError, match="bit"):
+            IntQuantizer(bit)
+    with pytest.raises(ValueError, match="group_size"):
+        IntQuantizer(4, granularity="per_group", group_size=0)
+    with pytest.raises(ValueError, match="compute_dtype"):
+        IntQuantizer(8, compute_dtype=torch.int32)
+    with pytest.raises(ValueError, match="granularity"):
+        IntQuantizer(8, granularity="per_row")
+    with pytest.raises(ValueError, match="fmt"):
+        FloatQuantizer("e3m4")
+    with pytest.raises(ValueError, match="zero"):
+        FloatQuantizer("e4m3").quantize_with(torch.ones(1, 2), torch.ones(1, 1), torch.zeros(1, 1))
+
+
+def test_fp8_per_group_and_bf16_compute() -> None:
+    # Groups of 2: [448, -1] -> scale 1; [0.5, 0.25] -> scale 0.5/448; [224, 3.5] -> 0.5; [1, -2] -> 2/448.
+    w = torch.tensor([[448.0, -1.0, 0.5, 0.25], [224.0, 3.5, 1.0, -2.0]])
+    f = FloatQuantizer("e4m3", granularity="per_group", group_size=2)
+    assert f.symmetric is True and f.group_size == 2
+    q = f.quantize(w)
+    assert q.scale.shape == (2, 2)
+    assert torch.equal(q.scale[:, 0], torch.tensor([1.0, 0.5]))
+    assert torch.equal(q.codes.float()[:, :2], torch.tensor([[448.0, -1.0], [448.0, 7.0]]))
+    torch.testing.assert_close(f.dequantize(q), w)
+    fb = FloatQuantizer("e4m3", compute_dtype=torch.bfloat16)
+    assert fb.quantize(w).scale.dtype == torch.bfloat16 and fb.fake(w).dtype == torch.float32
+
+
+def test_reprs_name_the_settings() -> None:
+    assert repr(IntQuantizer(4, symmetric=False)) == "IntQuantizer(bit=4, symmetric=False, granularity='per_channel')"
+    assert repr(IntQuantizer(8, granularity="per_group", group_size=64)) == (
+        "IntQuantizer(bit=8, symmetric=True, granularity='per_group', group_size=64)")
+    assert repr(FloatQuantizer("e5m2", use_qtorch=True)) == (
+        "FloatQuantizer(fmt='e5m2', use_qtorch=True, granularity='per_channel')")
+
+
+def test_build_quantizer_passes_every_field() -> None:
+    base = dict(quant_type="int-quant", bit=8, symmetric=True, granularity="per_channel", group_size=-1,
+                use_qtorch=False)
+    q = build_quantizer(SimpleNamespace(**base), compute_dtype=torch.bfloat16)
+    assert isinstance(q, IntQuantizer) and q.symmetric is True and q.compute_dtype == torch.bfloat16
+    spec = SimpleNamespace(**{**base, "quant_type": "float-quant", "bit": "e5m2", "granularity": "per_group",
+                              "group_size": 32})
+    f = build_quantizer(spec, compute_dtype=torch.bfloat16)
+    assert isinstance(f, FloatQuantizer)
+    assert (f.fmt, f.granularity, f.group_size, f.compute_dtype) == ("e5m2", "per_group", 32, torch.bfloat16)
+
+
+def test_float_quant_warns_only_when_asked_for_asymmetric() -> None:
+    spec = dict(quant_type="float-quant", bit="e4m3", granularity="per_channel", group_size=-1, use_qtorch=False)
+    with pytest.warns(UserWarning, match="always symmetric"):
+        build_quantizer(SimpleNamespace(**spec, symmetric=False))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_quantizer(SimpleNamespace(**spec, symmetric=True))  # no warning
+
+
+def test_asymmetric_zero_point_clamps_at_qmax() -> None:
+    # An all-negative row: min -5, max -1.25 -> scale 3.75/15 = 0.25, qmin - round(min/scale) = 20 clamps to 15
+    # (LLMC does not widen the range to 0), so -5 saturates at code 0 = -3.75 and -1.25 -> code 10.
+    q = IntQuantizer(4, symmetric=False).quantize(torch.tensor([[-5.0, -1.25]]))
+    assert q.zero.item() == 15.0 and q.scale.item() == 0.25
+    assert torch.equal(q.codes, torch.tensor([[0, 10]], dtype=torch.int8))
+    assert torch.equal(q.dequantize(), torch.tensor([[-3.75, -1.25]]))
+
+
+@pytest.mark.parametrize("shape", [(8,), (3, 8), (2, 3, 8)], ids=["1d", "2d", "3d"])
+@pytest.mark.parametrize("group_size", [2, 4])
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+def test_per_group_static_params_of_any_rank(shape, group_size, symmetric) -> None:
+    """qparams returns (*lead, last // g) and quantize_with expands it back to the groups of x, for any rank."""
+    quant = IntQuantizer(4, symmetric=symmetric, granularity="per_group", group_size=group_size)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(7))
+    scale, zero = quant.qparams(x)
+    assert scale.shape == (*shape[:-1], shape[-1] // group_size)
+    assert (zero is None) == symmetric and (zero is None or zero.shape == scale.shape)
+    static = quant.quantize_with(x, scale, zero)
+    assert static.codes.dtype == torch.int8 and static.codes.shape == x.shape
+    assert torch.equal(static.codes, quant.quantize(x).codes)
+    assert torch.equal(quant.fake_with(x, scale, zero), quant.fake(x))
+
+
+def test_compute_dtype_applies_to_static_params_and_output_dtype() -> None:
+    # bf16 arithmetic (LLMC parity) on an fp32 tensor: qparams, quantize_with and fake_with all compute in bf16,
+    # so they reproduce quantize()'s bf16 codes, which differ from the fp32 ones here; outputs keep x's dtype.
+    x = torch.randn(8, 64, generator=torch.Generator().manual_seed(3))
+    bf = IntQuantizer(8, compute_dtype=torch.bfloat16)
+    scale, _ = bf.qparams(x)
+    assert scale.dtype == torch.bfloat16
+    static = bf.quantize_with(x, scale.float())
+    assert static.scale.dtype == torch.bfloat16
+    assert torch.equal(static.codes, bf.quantize(x).codes)
+    assert not torch.equal(static.codes, IntQuantizer(8).quantize(x).codes)
+    assert static.dequantize().dtype == torch.float32
+    assert bf.fake_with(x.bfloat16(), scale).dtype == torch.bfloat16

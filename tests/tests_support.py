@@ -27,3 +27,27 @@ def write_config(tmp_path, cfg) -> str:
     p = tmp_path / "cfg.yaml"
     p.write_text(yaml.safe_dump(cfg))
     return str(p)
+
+
+def deny_write(monkeypatch, path) -> None:
+    """Make the directory `path` unwritable for the code under test, whoever runs the tests.
+
+    It is made read-only (mode 0o500); root ignores that (CI runs as root), so when the process can still
+    write there, os.access is patched to say what a normal user's would: no write permission for `path`.
+    """
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    path.mkdir(mode=0o500, exist_ok=True)
+    path.chmod(0o500)
+    if not os.access(path, os.W_OK):
+        return
+    real_access = os.access
+
+    def access(p, mode, *args, **kwargs):
+        if Path(p).absolute() == path.absolute() and mode & os.W_OK:
+            return False
+        return real_access(p, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)

@@ -1,0 +1,187 @@
+"""Mutation testing of the maths with mutmut (`make mutation`; not part of `make test`).
+
+mutmut 3 derives module names from file paths and only understands `./`, `src/` or `source/` layouts, so each
+group is run in a staging folder `.mutation/<group>/` holding a copy of `lib/vidquant` as `src/vidquant`, the
+tests, and this repository's pyproject.toml with the group's `[tool.mutmut]` section appended (the settings
+common to all groups are in pyproject.toml's `[tool.mutmut]`). mutmut maps every mutated function to the
+tests that execute it and runs only those, one mutant at a time (`--max-children`, default 1).
+
+Each group's verdicts go to results/mutation/<group>.json; results/mutation/summary.md is rebuilt from every
+group file present, with the mutants listed in EQUIVALENT (results/mutation/equivalent.json: mutant name ->
+one-line reason) counted as equivalent rather than surviving.
+
+    python scripts/mutation.py                 # every group
+    python scripts/mutation.py quant algos     # some groups
+    python scripts/mutation.py --summary-only  # rebuild summary.md from the group files
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STAGE = REPO / ".mutation"
+OUT = REPO / "results" / "mutation"
+EQUIVALENT = OUT / "equivalent.json"
+
+#: group -> (files under lib/vidquant to mutate, the fast tests that exercise them).
+GROUPS: dict[str, tuple[list[str], list[str]]] = {
+    "quant": (["quant/quantizer.py"], ["tests/test_quantizer.py", "tests/test_quant_linear.py"]),
+    "algos": (["algos/gptq.py", "algos/smoothquant.py", "algos/awq.py", "algos/fold.py", "algos/base.py",
+               "algos/engine.py", "algos/deploy.py", "algos/rtn.py"],
+              ["tests/test_gptq.py", "tests/test_smoothquant.py", "tests/test_awq.py", "tests/test_layer_metrics.py"]),
+    "export": (["export/keymap.py", "export/converter.py"], ["tests/test_keymap.py", "tests/test_converter.py"]),
+    "linear": (["quant/linear.py", "quant/int8_gemm.py"], ["tests/test_quant_linear.py", "tests/test_int8_gemm.py"]),
+}
+STATUSES = ("killed", "survived", "no tests", "timeout", "suspicious", "skipped", "not checked", "segfault")
+
+
+def stage(group: str) -> Path:
+    """Fresh copy of the sources and tests in .mutation/<group>, keeping mutmut's cache (mutants/) if any."""
+    files, tests = GROUPS[group]
+    root = STAGE / group
+    for sub in ("src", "tests"):
+        shutil.rmtree(root / sub, ignore_errors=True)
+    root.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(REPO / "lib" / "vidquant", root / "src" / "vidquant", ignore=ignore)
+    shutil.copytree(REPO / "tests", root / "tests", ignore=ignore)
+    section = (
+        "\n[tool.mutmut]\n"
+        + "".join(f"{k} = {json.dumps(v)}\n" for k, v in _common_config().items())
+        + 'source_paths = ["src/vidquant"]\n'
+        + f"only_mutate = {json.dumps([f'src/vidquant/{f}' for f in files])}\n"
+        + f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
+    )
+    text = (REPO / "pyproject.toml").read_text()
+    text = re.sub(r"\n\[tool\.mutmut\]\n(?:(?!\n\[).)*", "\n", text, flags=re.S)  # replaced by the section
+    (root / "pyproject.toml").write_text(text + section)
+    return root
+
+
+def _common_config() -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]
+
+
+def run_group(group: str, max_children: int) -> dict:
+    root = stage(group)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the staged copy, not lib/, is imported
+    mutmut = [sys.executable, "-m", "mutmut"]
+    started = dt.datetime.now(dt.timezone.utc)
+    subprocess.run([*mutmut, "run", "--max-children", str(max_children)], cwd=root, env=env, check=True)
+    seconds = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
+    listing = subprocess.run([*mutmut, "results", "--all", "true"], cwd=root, env=env, check=True,
+                             capture_output=True, text=True).stdout
+    verdicts = {}
+    for line in listing.splitlines():
+        name, _, status = line.strip().rpartition(": ")
+        if status in STATUSES:
+            verdicts[name] = status
+    diffs = {name: _diff(mutmut, root, env, name) for name, status in verdicts.items() if status == "survived"}
+    record = {"group": group, "files": GROUPS[group][0], "tests": GROUPS[group][1],
+              "command": f"mutmut run --max-children {max_children} (in .mutation/{group}, via scripts/mutation.py)",
+              "date": started.strftime("%Y-%m-%d %H:%M UTC"), "seconds": round(seconds), "cpu": cpu_name(),
+              "verdicts": verdicts, "survivor_diffs": diffs}
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{group}.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    return record
+
+
+def _diff(mutmut: list[str], root: Path, env: dict, name: str) -> str:
+    out = subprocess.run([*mutmut, "show", name], cwd=root, env=env, capture_output=True, text=True).stdout
+    return "\n".join(line for line in out.splitlines()
+                     if line[:1] in "+-" and not line.startswith(("+++", "---")))
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def module_of(mutant: str) -> str:
+    """'vidquant.quant.quantizer.xǁIntQuantizerǁ__init____mutmut_7' -> 'quant/quantizer.py'."""
+    parts = mutant.split(".")
+    i = next(k for k, p in enumerate(parts) if p.startswith(("x_", "xǁ")))
+    return "/".join(parts[1:i]) + ".py"
+
+
+def write_summary() -> Path:
+    equivalent = json.loads(EQUIVALENT.read_text()) if EQUIVALENT.exists() else {}
+    records = [json.loads((OUT / f"{g}.json").read_text()) for g in GROUPS if (OUT / f"{g}.json").exists()]
+    lines = ["# Mutation testing summary", "",
+             "Generated by `make mutation` (scripts/mutation.py, mutmut; settings in pyproject.toml "
+             "`[tool.mutmut]`). Error, warning and log message text is not mutated (`do_not_mutate_patterns`); the "
+             "conditions that raise are. *Equivalent*: a surviving mutant listed in results/mutation/"
+             "equivalent.json with the reason no test can tell it apart. Survival rate = survived / (killed + "
+             "survived + equivalent).", "",
+             "| module | mutants | killed | survived | equivalent | no tests | timeout | survived % | "
+             "survived+equivalent % |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    survivors, equivalents = [], []
+    for rec in records:
+        per: dict[str, dict[str, int]] = {}
+        for name, status in rec["verdicts"].items():
+            if status == "survived" and name in equivalent:
+                status = "equivalent"
+                equivalents.append((name, equivalent[name]))
+            elif status == "survived":
+                survivors.append((name, rec["survivor_diffs"].get(name, "")))
+            per.setdefault(module_of(name), {}).setdefault(status, 0)
+            per[module_of(name)][status] += 1
+        for module, c in sorted(per.items()):
+            k, s, e = c.get("killed", 0) + c.get("timeout", 0), c.get("survived", 0), c.get("equivalent", 0)
+            tested = max(k + s + e, 1)
+            lines.append(f"| {module} | {sum(c.values())} | {c.get('killed', 0)} | {s} | {e} | "
+                         f"{c.get('no tests', 0)} | {c.get('timeout', 0)} | {100 * s / tested:.1f} | "
+                         f"{100 * (s + e) / tested:.1f} |")
+    lines += ["", "## Runs", ""]
+    for rec in records:
+        lines.append(f"- **{rec['group']}** ({', '.join(rec['files'])}): `{rec['command']}`, tests "
+                     f"{', '.join(rec['tests'])}; {rec['date']}, {rec['seconds']} s on {rec['cpu']}.")
+    lines += ["", "## Equivalent mutants", ""]
+    lines += [f"- `{n}`: {reason}" for n, reason in sorted(equivalents)] or ["(none)"]
+    lines += ["", "## Surviving mutants (not yet killed nor explained)", ""]
+    for name, diff in sorted(survivors):
+        lines += [f"- `{name}`", "  ```diff", *[f"  {d}" for d in diff.splitlines()], "  ```"]
+    if not survivors:
+        lines.append("(none)")
+    path = OUT / "summary.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("groups", nargs="*", help=f"groups to run, of {', '.join(GROUPS)} (default: all)")
+    parser.add_argument("--max-children", type=int, default=1, help="mutants run in parallel (default 1)")
+    parser.add_argument("--summary-only", action="store_true", help="only rebuild summary.md")
+    args = parser.parse_args()
+    unknown = sorted(set(args.groups) - set(GROUPS))
+    if unknown:
+        parser.error(f"unknown group(s) {unknown}; choose from {list(GROUPS)}")
+    if not args.summary_only:
+        for group in args.groups or list(GROUPS):
+            run_group(group, args.max_children)
+    print(f"wrote {write_summary()}")
+
+
+if __name__ == "__main__":
+    main()
