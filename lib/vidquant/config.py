@@ -8,9 +8,13 @@ any model is loaded. Fields marked "ours" are vidquant extensions with LLMC-comp
 from __future__ import annotations
 
 import difflib
+import logging
+import math
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -23,8 +27,17 @@ __all__ = [
     "parse_config",
     "apply_overrides",
     "dump_config",
+    "read_yaml",
+    "parse_scalar",
     "METHODS",
+    "SPECIAL_RULES",
+    "MAX_SEED",
 ]
+
+log = logging.getLogger("vidquant")
+MAX_SEED = 2**63 - 1  # torch.manual_seed's range (non-negative part)
+SeedInt = Annotated[int, Field(ge=0, le=MAX_SEED)]
+SIZE_MULTIPLE = 16  # Wan: VAE stride 8 x patch 2
 
 
 class ConfigError(ValueError):
@@ -32,12 +45,31 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: a quoted 'false' is not a bool, '8' is not an int, true is not a float
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
+
+
+class _GenSection(_Section):
+    """Checks shared by `calib` and `eval`: sizes the model can run."""
+
+    @field_validator("target_height", "target_width", check_fields=False)
+    @classmethod
+    def _multiple(cls, v: int) -> int:
+        if v % SIZE_MULTIPLE:
+            raise ValueError(f"got {v}; allowed: multiples of {SIZE_MULTIPLE} (Wan's VAE stride 8 x patch 2)")
+        return v
+
+    @field_validator("num_frames", check_fields=False)
+    @classmethod
+    def _frames(cls, v: int) -> int:
+        if (v - 1) % 4:
+            raise ValueError(f"got {v}; allowed: 4k+1 frames (Wan's VAE packs 4 frames after the first)")
+        return v
 
 
 # --------------------------------------------------------------------------------------------------- base
 class BaseSection(_Section):
-    seed: int = 42
+    seed: SeedInt = 42
 
 
 class ModelSection(_Section):
@@ -49,6 +81,21 @@ class ModelSection(_Section):
     tokenizer_mode: str | None = None
     use_cpu_to_save_cuda_mem_for_catcher: bool = False
     device: str = "auto"  # ours: "auto" = cuda if available else cpu
+    lora_strength: float = 1.0  # ours: the multiplier of model.lora_path (LLMC has none: 1.0)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
+            raise ValueError(f"got {v!r}; allowed: auto, cpu, cuda, cuda:N, mps")
+        return v
+
+    @field_validator("lora_strength")
+    @classmethod
+    def _strength(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError(f"got {v}; allowed: a finite number")
+        return v
 
     @field_validator("torch_dtype")
     @classmethod
@@ -59,7 +106,7 @@ class ModelSection(_Section):
         return v
 
 
-class CalibSection(_Section):
+class CalibSection(_GenSection):
     name: Literal["t2v", "i2v"]
     download: bool = False
     path: str
@@ -68,8 +115,8 @@ class CalibSection(_Section):
     target_height: int = Field(480, gt=0)
     target_width: int = Field(832, gt=0)
     num_frames: int = Field(81, gt=0)
-    guidance_scale: float = 5.0
-    seed: int = 42
+    guidance_scale: float = Field(5.0, ge=0, allow_inf_nan=False)
+    seed: SeedInt = 42
     # Read by LLMC but ignored for video; accepted so LLMC files load.
     n_samples: int | None = None
     preproc: str | None = None
@@ -92,7 +139,7 @@ class CalibSection(_Section):
 EvalPos = Literal["pretrain", "transformed", "fake_quant", "fake_quant_wo_kv"]
 
 
-class EvalSection(_Section):
+class EvalSection(_GenSection):
     eval_pos: list[EvalPos] = ["fake_quant"]
     type: Literal["video_gen"] = "video_gen"
     name: Literal["t2v", "i2v"]
@@ -102,7 +149,7 @@ class EvalSection(_Section):
     target_height: int = Field(480, gt=0)
     target_width: int = Field(832, gt=0)
     num_frames: int = Field(81, gt=0)
-    guidance_scale: float = 5.0
+    guidance_scale: float = Field(5.0, ge=0, allow_inf_nan=False)
     output_video_path: str
     fps: int = Field(15, gt=0)
     seq_len: int | None = None
@@ -197,6 +244,85 @@ METHODS: dict[str, dict[str, Any]] = {
 }
 # Generic keys LLMC accepts for any method.
 _GENERIC_SPECIAL = {"true_sequential": False, "online_rotate": False, "do_gqa_trans": False}
+
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _is_int(lo: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _is_number(lo: float, hi: float = math.inf, *, above: bool = False) -> Callable[[Any], bool]:
+    def check(v: Any) -> bool:
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        return ok and (v > lo if above else v >= lo) and v <= hi
+    return check
+
+
+def _one_of(*choices: str) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, str) and v in choices
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+def _is_false(v: Any) -> bool:
+    return v is False
+
+
+# Each `special` option: (check, what is allowed). Types are strict (a quoted 'false' is not a bool, true is not
+# a number); options LLMC has but vidquant does not implement must stay off. Checked before any model loads.
+SPECIAL_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "alpha": (_is_number(0.0, 1.0), "a number in [0, 1]"),
+    "trans": (_is_bool, "true or false"),
+    "trans_version": (_one_of("v1", "v2"), "'v1' or 'v2'"),
+    "weight_clip": (_is_bool, "true or false"),
+    "clip_sym": (_optional(_is_bool), "true, false or null (= the weight quantizer's symmetric)"),
+    "clip_version": (_one_of("v1", "v2"), "'v1' or 'v2' (v2 only without weight_clip)"),
+    "awq_bs": (_optional(_is_int(1)), "an integer >= 1 or null"),
+    "save_mem": (_is_bool, "true or false"),
+    "save_scale": (_is_false, "false (saving AWQ scales is not implemented; they are in BlockwiseResult.smooth)"),
+    "scale_path": (_optional(lambda v: isinstance(v, str)), "a path string or null"),
+    "save_clip": (_is_false, "false (saving clip ranges is not implemented)"),
+    "clip_path": (_optional(lambda v: isinstance(v, str)), "a path string or null"),
+    "n_grid": (_is_int(1), "an integer >= 1"),
+    "ratio_selection": (_one_of("mean", "first_sample"), "'mean' or 'first_sample'"),
+    "clip_max_tokens": (_is_int(1), "an integer >= 1"),
+    "true_sequential": (_is_bool, "true or false"),
+    "static_groups": (_is_bool, "true or false"),
+    "actorder": (_is_bool, "true or false"),
+    "percdamp": (_is_number(0.0, above=True), "a finite number > 0"),
+    "blocksize": (_is_int(1), "an integer >= 1"),
+    "chunk_num": (_is_int(1), "an integer >= 1"),
+    "owq": (_is_false, "false (outlier-aware GPTQ is not implemented)"),
+    "n_outs": (_optional(_is_int(0)), "an integer >= 0 or null"),
+    "online_rotate": (_is_false, "false (online rotation is not implemented for Wan)"),
+    "do_gqa_trans": (_is_false, "false (Wan has no grouped-query attention)"),
+}
+
+
+def _rule_for(key: str, default: Any) -> tuple[Callable[[Any], bool], str]:
+    """The rule of a `special` option; one without an entry is typed by its default (None: anything)."""
+    if key in SPECIAL_RULES:
+        return SPECIAL_RULES[key]
+    if isinstance(default, bool):
+        return _is_bool, "true or false"
+    if isinstance(default, int):
+        return _is_int(-(2**63)), "an integer"
+    if isinstance(default, float):
+        return _is_number(-math.inf), "a finite number"
+    if isinstance(default, str):
+        return (lambda v: isinstance(v, str)), "a string"
+    return (lambda v: True), "anything"
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """repr(value), cut to `limit` characters (a YAML alias bomb must not print megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 _METHOD_ALIASES = {"awq": "Awq", "AWQ": "Awq", "gptq": "GPTQ", "Gptq": "GPTQ", "rtn": "RTN",
                    "smoothquant": "SmoothQuant"}
 
@@ -228,19 +354,36 @@ class VideoGenQuant(_Section):
         allowed = dict(_GENERIC_SPECIAL)
         for m in self.methods:
             allowed.update(METHODS[m])
-        for key in self.special:
+        for key, value in self.special.items():
             if key not in allowed:
                 raise ValueError(
                     f"special.{key}: unknown for {'+'.join(self.methods)}; allowed: "
                     f"{', '.join(sorted(allowed)) or 'none'}{_suggest(key, allowed)}"
                 )
-        if "alpha" in self.special and not 0.0 <= float(self.special["alpha"]) <= 1.0:
-            raise ValueError(f"special.alpha: got {self.special['alpha']!r}; allowed: 0 <= alpha <= 1")
+            check, what = _rule_for(key, allowed[key])
+            if not check(value):
+                raise ValueError(f"special.{key}: got {_short(value)}; allowed: {what}")
+        self._check_combinations()
         if self.act is not None and self.act.granularity not in ("per_token", "per_tensor"):
             raise ValueError(f"act.granularity: got {self.act.granularity!r}; allowed: per_token, per_tensor")
         if self.weight.granularity == "per_token":
             raise ValueError("weight.granularity: got 'per_token'; allowed: per_tensor, per_channel, per_group")
         return self
+
+    def _check_combinations(self) -> None:
+        """Option combinations the algorithms would refuse only after calibration."""
+        for m in self.methods:
+            sp = self.special_for(m)
+            if m == "Awq" and sp["weight_clip"]:
+                if sp["clip_version"] != "v1":
+                    raise ValueError(f"special.clip_version: got {sp['clip_version']!r}; allowed with weight_clip: "
+                                     "'v1' (LLMC's v2 needs calib_algo: learnable, not implemented)")
+                if self.weight.granularity == "per_tensor":
+                    raise ValueError("special.weight_clip: got True; allowed only with per_channel or per_group "
+                                     "weights (weight.granularity is per_tensor)")
+            if m == "GPTQ" and sp["actorder"] and self.weight.granularity == "per_group" and not sp["static_groups"]:
+                raise ValueError("special.actorder: got True with per_group weights; allowed only with "
+                                 "static_groups: true (group grids must stay contiguous for the export)")
 
     @property
     def methods(self) -> list[str]:
@@ -266,6 +409,23 @@ class SaveSection(_Section):
     max_shard_size: str = "10GB"
 
 
+# Fields LLMC reads and that have no effect for Wan: accepted so LLMC files load, with a warning when set to a
+# value that would change something in LLMC.
+_NO_EFFECT = {
+    ("model", "tokenizer_mode"): "Wan has no tokenizer mode",
+    ("model", "use_cpu_to_save_cuda_mem_for_catcher"): "unused by the Wan capture path (also in LLMC)",
+    ("calib", "n_samples"): "every sample in samples.json is used (as LLMC for video)",
+    ("calib", "preproc"): "unused for video (also in LLMC)",
+    ("calib", "padding"): "unused for video (also in LLMC)",
+    ("calib", "apply_chat_template"): "unused for video (also in LLMC)",
+    ("calib", "seq_len"): "AWQ's clip token count is quant.video_gen.special.clip_max_tokens",
+    ("eval", "seq_len"): "unused for video (also in LLMC)",
+    ("eval", "inference_per_block"): "the whole model is always evaluated",
+    ("save", "save_fake"): "fake-quant checkpoints are not written; use save_lightx2v",
+    ("save", "save_trans"): "transformed checkpoints are not written; use save_lightx2v",
+}
+
+
 class Config(_Section):
     """A whole LLMC video_gen config."""
 
@@ -289,7 +449,29 @@ class Config(_Section):
         needs_data = set(self.quant.video_gen.methods) - {"RTN"}
         if needs_data and self.calib is None:
             raise ValueError(f"calib: missing; {', '.join(sorted(needs_data))} needs calibration data")
+        if self.quant.video_gen.ignored_layers:
+            raise ValueError("quant.video_gen.ignored_layers: got a non-empty value; not implemented (every block "
+                             "linear is quantized, which is what lightx2v loads)")
+        for spec in (self.quant.video_gen.weight, self.quant.video_gen.act):
+            for name in ("head_num", "block_size", "ste", "tp"):
+                if spec is not None and getattr(spec, name) not in (None, False, 1):
+                    raise ValueError(f"quant.video_gen: {name}: got {getattr(spec, name)!r}; not implemented for "
+                                     "Wan (per_head / per_block granularities are refused too)")
         return self
+
+    def warn_no_effect(self) -> list[str]:
+        """Log (and return) a warning for each LLMC field that is set but does nothing for Wan."""
+        sections = {"model": [self.model], "calib": [self.calib] if self.calib else [], "eval": self.evals,
+                    "save": [self.save]}
+        notes = []
+        for (section, name), why in _NO_EFFECT.items():
+            for sec in sections[section]:
+                value = getattr(sec, name)
+                if value not in (None, False):
+                    notes.append(f"{section}.{name}: {_short(value)} has no effect ({why})")
+        for note in notes:
+            log.warning("%s", note)
+        return notes
 
     @property
     def source(self) -> str | None:
@@ -342,9 +524,9 @@ def _format_error(err: ValidationError, source: str | None) -> str:
             head, sep, rest = msg.partition(": ")
             if sep and " " not in head:
                 loc, msg = (f"{loc}.{head}" if loc else head), rest
-            shown = "" if isinstance(value, dict) or "got " in msg else f" (value: {value!r})"
+            shown = "" if isinstance(value, dict) or "got " in msg else f" (value: {_short(value)})"
             lines.append(f"{where}{loc}: {msg}{shown}")
-    return "invalid config\n  " + "\n  ".join(lines)
+    return "; ".join(lines)  # one line: the CLI prints it after "error: "
 
 
 def _section_for(loc: tuple) -> type[BaseModel] | None:
@@ -370,9 +552,93 @@ _SECTIONS = [BaseSection, ModelSection, CalibSection, EvalSection, QuantSpec, Vi
              SaveSection, Config]
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML with three changes: a duplicate key is an error (not a silent overwrite), aliases may not expand
+    past _MAX_NODES nodes (a "billion laughs" file), and 1e-3 is a float as in YAML 1.2 (PyYAML's YAML 1.1 rules
+    read it as the string '1e-3')."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r} (first at line {seen[key].line + 1})",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+_MAX_NODES = 100_000
+
+
+def _expanded_size(node, sizes: dict[int, int], active: set[int]) -> int:
+    """Number of nodes once every alias is expanded (aliased nodes are shared objects in the graph)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in active:
+        raise yaml.YAMLError("recursive alias (a node that contains itself)")
+    active.add(key)
+    children = node.value if isinstance(node, yaml.SequenceNode) else (
+        [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+    total = 1
+    for child in children:
+        total += _expanded_size(child, sizes, active)
+        if total > _MAX_NODES:
+            raise yaml.YAMLError(f"aliases expand to more than {_MAX_NODES} nodes; refusing (a YAML alias bomb?)")
+    active.discard(key)
+    sizes[key] = total
+    return total
+
+
+def _load_yaml_text(text: str) -> Any:
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, {}, set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """A YAML file as Python data, with the strict rules of `_StrictLoader`, or ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        return _load_yaml_text(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{path}: malformed YAML{where}: {_short(problem, 200)}") from None
+
+
+def parse_scalar(text: str) -> Any:
+    """A command-line value as YAML reads it (with 1e-3 a float): 0.75, true, [a, b], e4m3, null."""
+    if text == "":
+        return ""
+    try:
+        return _load_yaml_text(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"value {_short(text)}: not a YAML value ({_short(getattr(err, 'problem', err))})") from None
+
+
 def _parse_value(text: str) -> Any:
     """CLI / notebook override values are YAML scalars: 0.75, true, [a, b], e4m3, null."""
-    return yaml.safe_load(text) if text != "" else ""
+    return parse_scalar(text)
 
 
 def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any] | None) -> dict:
@@ -396,9 +662,15 @@ def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any] | None) -> 
 
 def _split(item: str) -> tuple[str, Any]:
     if "=" not in item:
-        raise ConfigError(f"override {item!r}: expected the form a.b.c=value")
+        raise ConfigError(f"--set {_short(item)}: expected the form a.b.c=value")
     key, text = item.split("=", 1)
-    return key.strip(), _parse_value(text.strip())
+    key = key.strip()
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+        raise ConfigError(f"--set {_short(item)}: the field {key!r} is not a dotted name like quant.video_gen.method")
+    try:
+        return key, _parse_value(text.strip())
+    except ConfigError as err:
+        raise ConfigError(f"--set {key}: {err}") from None
 
 
 def parse_config(raw: dict, source: str | None = None) -> Config:
@@ -415,15 +687,9 @@ def parse_config(raw: dict, source: str | None = None) -> Config:
 
 def load_config(path: str | os.PathLike, overrides: list[str] | dict[str, Any] | None = None) -> Config:
     """Load an LLMC video_gen YAML file, apply overrides, validate."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: malformed YAML{where}: {getattr(err, 'problem', err)}") from None
+    raw = read_yaml(path)
+    if raw is not None and not isinstance(raw, dict):
+        return parse_config(raw, source=str(path))  # refuses it, naming the file
     return parse_config(apply_overrides(raw or {}, overrides), source=str(path))
 
 
