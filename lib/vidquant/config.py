@@ -503,11 +503,23 @@ def _suggest(name: str, choices) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _is_branch(part: Any) -> bool:
+    """A union branch pydantic puts in error locations (`eval.EvalSection.fps`, `eval.list[EvalSection]`)."""
+    return isinstance(part, str) and (part in {c.__name__ for c in _SECTIONS} or part.startswith("list["))
+
+
+def _relevant(errors: list) -> list:
+    """Drop "should be a list / a dict" complaints from the union branch the input did not choose."""
+    wrong_branch = ("list_type", "model_type", "dict_type", "model_attributes_type")
+    kept = [e for e in errors if not (e["type"] in wrong_branch and any(map(_is_branch, e["loc"])))]
+    return kept or errors
+
+
 def _format_error(err: ValidationError, source: str | None) -> str:
     where = f"{source}: " if source else ""
     lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
+    for e in _relevant(err.errors()):
+        loc = ".".join(str(p) for p in e["loc"] if not _is_branch(p))
         value = e.get("input")
         if e["type"] == "extra_forbidden":
             field = str(e["loc"][-1])
@@ -662,11 +674,11 @@ def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any] | None) -> 
 
 def _split(item: str) -> tuple[str, Any]:
     if "=" not in item:
-        raise ConfigError(f"--set {_short(item)}: expected the form a.b.c=value")
+        raise ConfigError(f"--set {item[:80]}: expected the form a.b.c=value")
     key, text = item.split("=", 1)
     key = key.strip()
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
-        raise ConfigError(f"--set {_short(item)}: the field {key!r} is not a dotted name like quant.video_gen.method")
+        raise ConfigError(f"--set {item[:80]}: the field {key!r} is not a dotted name like quant.video_gen.method")
     try:
         return key, _parse_value(text.strip())
     except ConfigError as err:
