@@ -215,14 +215,16 @@ def test_lora_with_foreign_keys_is_refused_before_loading(tmp_path, tiny_dirs, c
     from safetensors.torch import save_file
 
     save_file({"vae.decoder.weight": torch.zeros(2)}, tmp_path / "l.safetensors")
-    rc, line = _quantize(capsys, _config(tmp_path, tiny_dirs, sets={"model.lora_path": str(tmp_path / "l.safetensors")}))
+    path = _config(tmp_path, tiny_dirs, sets={"model.lora_path": str(tmp_path / "l.safetensors")})
+    rc, line = _quantize(capsys, path)
     assert rc == 2 and "'vae.decoder.weight' is not a LoRA key" in line
     _nothing_written(tmp_path)
 
 
 def test_output_video_path_that_is_a_file(tmp_path, tiny_dirs, capsys):
     (tmp_path / "clips.mp4").write_bytes(b"x")
-    rc, line = _quantize(capsys, _config(tmp_path, tiny_dirs, sets={"eval.output_video_path": str(tmp_path / "clips.mp4")}))
+    path = _config(tmp_path, tiny_dirs, sets={"eval.output_video_path": str(tmp_path / "clips.mp4")})
+    rc, line = _quantize(capsys, path)
     assert rc == 2 and "clips.mp4: exists and is not a directory (eval.output_video_path" in line
     assert (tmp_path / "clips.mp4").read_bytes() == b"x"
     _nothing_written(tmp_path)
@@ -230,7 +232,8 @@ def test_output_video_path_that_is_a_file(tmp_path, tiny_dirs, capsys):
 
 def test_output_video_path_under_a_file(tmp_path, tiny_dirs, capsys):
     (tmp_path / "f").write_text("x")
-    rc, line = _quantize(capsys, _config(tmp_path, tiny_dirs, sets={"eval.output_video_path": str(tmp_path / "f" / "v")}))
+    path = _config(tmp_path, tiny_dirs, sets={"eval.output_video_path": str(tmp_path / "f" / "v")})
+    rc, line = _quantize(capsys, path)
     assert rc == 2 and "is a file" in line and "eval.output_video_path" in line
 
 
