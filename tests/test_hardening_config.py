@@ -105,6 +105,11 @@ def test_special_options_are_typed_and_range_checked_up_front(tmp_path, tiny_dir
     ({"model.lora_strength": float("inf")}, ["model.lora_strength", "finite"]),
     ({"quant.video_gen.ignored_layers": {"block_ids": [0]}}, ["ignored_layers", "not implemented"]),
     ({"quant.video_gen.weight.head_num": 4}, ["head_num", "not implemented"]),
+    ({"quant.video_gen.weight.round_zp": False}, ["weight.round_zp", "got False", "implemented"]),
+    ({"eval.download": True}, ["eval.download", "never downloads"]),
+    ({"eval.num_samples": 0}, ["eval.num_samples", "greater than 0"]),
+    ({"save.max_shard_size": "10 parsecs"}, ["save.max_shard_size", "'10GB'"]),
+    ({"save.max_shard_size": "0MB"}, ["save.max_shard_size", "positive"]),
 ])
 def test_fields_are_strict_and_range_checked(tmp_path, tiny_dirs, capsys, sets, words):
     rc, line = _quantize(capsys, _config(tmp_path, tiny_dirs, sets=sets))

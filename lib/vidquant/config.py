@@ -50,7 +50,14 @@ class _Section(BaseModel):
 
 
 class _GenSection(_Section):
-    """Checks shared by `calib` and `eval`: sizes the model can run."""
+    """Checks shared by `calib` and `eval`: sizes the model can run, local data only."""
+
+    @field_validator("download", check_fields=False)
+    @classmethod
+    def _no_download(cls, v: bool) -> bool:
+        if v:
+            raise ValueError("got True; allowed: False (vidquant never downloads; point `path` at a local folder)")
+        return v
 
     @field_validator("target_height", "target_width", check_fields=False)
     @classmethod
@@ -128,13 +135,6 @@ class CalibSection(_GenSection):
     max_sequence_length: int = Field(512, gt=0)
     step_selection: Literal["uniform", "first"] = "uniform"
 
-    @field_validator("download")
-    @classmethod
-    def _no_download(cls, v: bool) -> bool:
-        if v:
-            raise ValueError("got True; allowed: False (vidquant never downloads; point `path` at a local folder)")
-        return v
-
 
 EvalPos = Literal["pretrain", "transformed", "fake_quant", "fake_quant_wo_kv"]
 
@@ -153,7 +153,7 @@ class EvalSection(_GenSection):
     output_video_path: str
     fps: int = Field(15, gt=0)
     seq_len: int | None = None
-    num_samples: int | None = None
+    num_samples: int | None = Field(None, gt=0)
     inference_per_block: bool | None = None
     # ours
     num_inference_steps: int = Field(50, gt=0)
@@ -198,6 +198,8 @@ class QuantSpec(_Section):
             raise ValueError(f"group_size: got {self.group_size}; per_group needs a positive group_size")
         if self.static:
             raise ValueError("static: got True; only dynamic activation quantization is supported (as lightx2v)")
+        if not self.round_zp:
+            raise ValueError("round_zp: got False; only LLMC's default (rounded zero points) is implemented")
         return self
 
     @property
@@ -407,6 +409,20 @@ class SaveSection(_Section):
     overwrite: bool = False
     weight_scale_dtype: Literal["float32", "bfloat16"] = "float32"  # LLMC writes bfloat16
     max_shard_size: str = "10GB"
+
+    @field_validator("max_shard_size")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        parse_size(v)
+        return v
+
+
+def parse_size(text: str) -> int:
+    """'10GB', '500MB', '20KB', '1024B' -> bytes (powers of 1024); ValueError otherwise."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?B)\s*", str(text).upper())
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"got {text!r}; allowed: a positive size such as '10GB', '500MB' or '20KB'")
+    return int(float(m.group(1)) * {"B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30}[m.group(2)])
 
 
 # Fields LLMC reads and that have no effect for Wan: accepted so LLMC files load, with a warning when set to a
