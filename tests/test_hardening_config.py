@@ -102,7 +102,7 @@ def test_special_options_are_typed_and_range_checked_up_front(tmp_path, tiny_dir
     ({"eval.num_frames": 6}, ["eval.num_frames", "4k+1"]),
     ({"eval.guidance_scale": float("nan")}, ["eval.guidance_scale", "finite"]),
     ({"model.device": "gpu"}, ["model.device", "'gpu'"]),
-    ({"model.lora_strength": float("inf")}, ["model.lora_strength", "finite"]),
+    ({"model.lora_alpha": float("inf")}, ["model.lora_alpha", "finite"]),
     ({"quant.video_gen.ignored_layers": {"block_ids": [0]}}, ["ignored_layers", "not implemented"]),
     ({"quant.video_gen.weight.head_num": 4}, ["head_num", "not implemented"]),
     ({"quant.video_gen.weight.round_zp": False}, ["weight.round_zp", "got False", "implemented"]),

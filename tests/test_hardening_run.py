@@ -54,17 +54,17 @@ def _export_scale(export_dir, key):
     return tensors[key]
 
 
-@pytest.mark.parametrize("strength", [1.0, 0.5])
-def test_lora_path_is_merged_before_quantization(tmp_path, tiny_dirs, strength):
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_lora_path_is_merged_before_quantization(tmp_path, tiny_dirs, alpha):
     from diffusers import WanTransformer3DModel
 
     base = WanTransformer3DModel.from_pretrained(tiny_dirs["t2v"] / "transformer")
     weight = base.get_submodule(TARGET).weight.detach().float()
     lora, delta = _llmc_lora(tmp_path / "lora", weight.shape[1])
-    cfg = _rtn_config(tmp_path, tiny_dirs, **{"model.lora_path": str(lora), "model.lora_strength": strength})
+    cfg = _rtn_config(tmp_path, tiny_dirs, **{"model.lora_path": str(lora), "model.lora_alpha": alpha})
     result = quantize(cfg, progress=False)
     scale = _export_scale(result.export_dir, f"{TARGET}.weight_scale").float().flatten()
-    merged = weight + strength * delta
+    merged = weight + alpha * delta
     expected = merged.abs().amax(dim=1) / 127  # int8 symmetric per-channel RTN
     assert torch.allclose(scale, expected, rtol=1e-6)
     assert scale[0] > 1.5 * weight[0].abs().max() / 127  # row 0 really moved

@@ -88,7 +88,8 @@ class ModelSection(_Section):
     tokenizer_mode: str | None = None
     use_cpu_to_save_cuda_mem_for_catcher: bool = False
     device: str = "auto"  # ours: "auto" = cuda if available else cpu
-    lora_strength: float = 1.0  # ours: the multiplier of model.lora_path (LLMC has none: 1.0)
+    # the multiplier of lora_path; LLMC's load_lora_weights(alpha=1.0) has it as a fixed argument, here a field
+    lora_alpha: float = 1.0
 
     @field_validator("device")
     @classmethod
@@ -97,9 +98,9 @@ class ModelSection(_Section):
             raise ValueError(f"got {v!r}; allowed: auto, cpu, cuda, cuda:N, mps")
         return v
 
-    @field_validator("lora_strength")
+    @field_validator("lora_alpha")
     @classmethod
-    def _strength(cls, v: float) -> float:
+    def _lora_alpha(cls, v: float) -> float:
         if not math.isfinite(v):
             raise ValueError(f"got {v}; allowed: a finite number")
         return v

@@ -7,8 +7,9 @@ export all see the merged weights. vidquant does the same, with the converter's 
 (:func:`vidquant.export.converter.merge_lora`), and differs on purpose in three ways:
 
 * T2V models merge the LoRA too (LLMC silently ignores ``lora_path`` for WanT2V).
-* ``model.lora_strength`` (ours, default 1.0 = LLMC) multiplies the update; a stored ``<module>.alpha`` scales by
-  alpha/rank (LLMC would refuse such a file).
+* ``model.lora_alpha`` multiplies the update (LLMC's ``load_lora_weights(alpha=1.0)`` argument, which its
+  configs cannot set; default 1.0 as LLMC); a stored ``<module>.alpha`` scales by alpha/rank (LLMC would
+  refuse such a file).
 * A single ``.safetensors`` file or a folder without an index is accepted; every LoRA key must match a weight,
   and a merge that gives NaN/Inf is an error.
 """
@@ -48,8 +49,8 @@ def check_lora(path: str | os.PathLike) -> list[str]:
     return keys
 
 
-def merge_lora_into(transformer: nn.Module, path: str | os.PathLike, strength: float = 1.0) -> int:
-    """Merge the LoRA at ``path`` into ``transformer`` in place (``W += strength * B @ A``); returns the number of
+def merge_lora_into(transformer: nn.Module, path: str | os.PathLike, alpha: float = 1.0) -> int:
+    """Merge the LoRA at ``path`` into ``transformer`` in place (``W += alpha * B @ A``); returns the number of
     weights changed. Raises LoraError naming the file and key when it does not fit or the result is not finite."""
     from vidquant.export.converter import ConverterError, merge_lora
     from vidquant.export.io import CheckpointError, load_state_dict
@@ -58,7 +59,7 @@ def merge_lora_into(transformer: nn.Module, path: str | os.PathLike, strength: f
         lora = load_state_dict(path)
         state = dict(transformer.state_dict())
         before = {k: id(v) for k, v in state.items()}
-        n = merge_lora(state, lora, strength, source=str(path))
+        n = merge_lora(state, lora, alpha, source=str(path))
     except (ConverterError, CheckpointError) as err:
         raise LoraError(f"model.lora_path: {err}") from None
     changed = {k: v for k, v in state.items() if id(v) != before[k]}

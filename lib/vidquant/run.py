@@ -228,8 +228,8 @@ def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool
     seed_all(cfg.base.seed)
     pipe = load_pipeline(checks["checkpoint"].path, cfg.model.type, cfg.model.torch_dtype, device)
     if cfg.model.lora_path:  # as LLMC: merged at build time, before the float reference and calibration
-        n = merge_lora_into(pipe.transformer, cfg.resolve_path(cfg.model.lora_path), cfg.model.lora_strength)
-        log.info("merged %d LoRA updates from %s (strength %g)", n, cfg.model.lora_path, cfg.model.lora_strength)
+        n = merge_lora_into(pipe.transformer, cfg.resolve_path(cfg.model.lora_path), cfg.model.lora_alpha)
+        log.info("merged %d LoRA updates from %s (alpha %g)", n, cfg.model.lora_path, cfg.model.lora_alpha)
     wq, aq = build_quantizers(cfg)
     vg = cfg.quant.video_gen
 
