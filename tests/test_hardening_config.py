@@ -110,6 +110,8 @@ def test_special_options_are_typed_and_range_checked_up_front(tmp_path, tiny_dir
     ({"eval.num_samples": 0}, ["eval.num_samples", "greater than 0"]),
     ({"save.max_shard_size": "10 parsecs"}, ["save.max_shard_size", "'10GB'"]),
     ({"save.max_shard_size": "0MB"}, ["save.max_shard_size", "positive"]),
+    ({"eval.output_video_path": "clips/out.mp4"}, ["eval.output_video_path", "not a video file name"]),
+    ({"eval.output_video_path": " "}, ["eval.output_video_path", "a folder path"]),
 ])
 def test_fields_are_strict_and_range_checked(tmp_path, tiny_dirs, capsys, sets, words):
     rc, line = _quantize(capsys, _config(tmp_path, tiny_dirs, sets=sets))
@@ -227,11 +229,11 @@ def test_lora_with_foreign_keys_is_refused_before_loading(tmp_path, tiny_dirs, c
 
 
 def test_output_video_path_that_is_a_file(tmp_path, tiny_dirs, capsys):
-    (tmp_path / "clips.mp4").write_bytes(b"x")
-    path = _config(tmp_path, tiny_dirs, sets={"eval.output_video_path": str(tmp_path / "clips.mp4")})
+    (tmp_path / "clips").write_bytes(b"x")
+    path = _config(tmp_path, tiny_dirs, sets={"eval.output_video_path": str(tmp_path / "clips")})
     rc, line = _quantize(capsys, path)
-    assert rc == 2 and "clips.mp4: exists and is not a directory (eval.output_video_path" in line
-    assert (tmp_path / "clips.mp4").read_bytes() == b"x"
+    assert rc == 2 and "clips: exists and is not a directory (eval.output_video_path" in line
+    assert (tmp_path / "clips").read_bytes() == b"x"
     _nothing_written(tmp_path)
 
 

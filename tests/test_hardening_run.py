@@ -93,14 +93,30 @@ def _listing(root):
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
 
 
-def test_failure_after_calibration_leaves_nothing_and_the_rerun_works(tmp_path, tiny_dirs, monkeypatch):
+def _disk_full_in_metrics(*a, **k):
+    raise OSError("No space left on device")
+
+
+def _disk_full_mid_video(real_save_video):
+    def save_video(clip, path, fps=16):
+        """Half an mp4 on disk, then the disk is full (what left truncated clips before)."""
+        if "fake_quant" in str(path):
+            path.write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
+            raise OSError("No space left on device")
+        return real_save_video(clip, path, fps)
+    return save_video
+
+
+@pytest.mark.parametrize("where", ["video_metrics", "save_video"])
+def test_failure_after_calibration_leaves_nothing_and_the_rerun_works(tmp_path, tiny_dirs, monkeypatch, where):
     cfg = _rtn_config(tmp_path, tiny_dirs, with_eval=True)
-    real = run_mod.video_metrics
-    monkeypatch.setattr(run_mod, "video_metrics", lambda *a, **k: (_ for _ in ()).throw(OSError("No space left")))
+    real = getattr(run_mod, where)
+    broken = _disk_full_in_metrics if where == "video_metrics" else _disk_full_mid_video(real)
+    monkeypatch.setattr(run_mod, where, broken)
     with pytest.raises(OSError, match="No space left"):
         quantize(cfg, progress=False)
     assert _listing(tmp_path / "save") == [] and _listing(tmp_path / "videos") == []  # no export, clips, tables
-    monkeypatch.setattr(run_mod, "video_metrics", real)
+    monkeypatch.setattr(run_mod, where, real)
     result = quantize(cfg, progress=False)  # no "export already exists" from the failed attempt
     assert (result.export_dir / "config.json").is_file() and (tmp_path / "save" / "summary.json").is_file()
     names = _listing(tmp_path / "videos")

@@ -38,6 +38,7 @@ log = logging.getLogger("vidquant")
 MAX_SEED = 2**63 - 1  # torch.manual_seed's range (non-negative part)
 SeedInt = Annotated[int, Field(ge=0, le=MAX_SEED)]
 SIZE_MULTIPLE = 16  # Wan: VAE stride 8 x patch 2
+VIDEO_SUFFIXES = (".mp4", ".gif", ".avi", ".mov", ".mkv", ".webm")
 
 
 class ConfigError(ValueError):
@@ -159,6 +160,16 @@ class EvalSection(_GenSection):
     # ours
     num_inference_steps: int = Field(50, gt=0)
     max_sequence_length: int = Field(512, gt=0)
+
+    @field_validator("output_video_path")
+    @classmethod
+    def _video_folder(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("got ''; allowed: a folder path")
+        if Path(v).suffix.lower() in VIDEO_SUFFIXES:
+            raise ValueError(f"got {v!r}; allowed: a folder (the clips are written into it as "
+                             "fake_quant_output_<i>.mp4, as LLMC), not a video file name")
+        return v
 
 
 class QuantSpec(_Section):
