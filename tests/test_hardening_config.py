@@ -202,6 +202,23 @@ def test_bad_config_is_rejected_fast_without_importing_torch(tmp_path):
     assert wall < 2.0, wall
 
 
+@pytest.mark.parametrize("sets, words", [
+    ({"model.path": "/nonexistent/wan"}, ["model.path: /nonexistent/wan does not exist"]),
+    ({"calib.path": "/nonexistent/calib"}, ["calib.path: /nonexistent/calib does not exist"]),
+    ({"eval.path": "."}, ["eval.path:", "samples.json does not exist"]),
+    ({"model.lora_path": "/nonexistent/lora"}, ["model.lora_path: /nonexistent/lora does not exist"]),
+])
+def test_missing_paths_are_rejected_fast_without_importing_torch(tmp_path, tiny_dirs, sets, words):
+    path = _config(tmp_path, tiny_dirs, sets=sets)
+    code = ("import sys; from vidquant.cli import main; "
+            f"rc = main(['quantize', '--config', {str(path)!r}]); print(rc, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO,
+                          env={"PYTHONPATH": str(REPO / "lib"), "PATH": "/usr/bin:/bin"})
+    assert proc.stdout.split() == ["2", "False"], proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and all(w in proc.stderr for w in words), proc.stderr
+    _nothing_written(tmp_path)
+
+
 # ----------------------------------------------------------------------------------------------- prepare
 
 

@@ -41,6 +41,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from vidquant.config import load_config
 
     cfg = load_config(args.config, args.set)  # before the heavy imports: a bad config is rejected at once
+    cfg.check_paths()
     from vidquant.run import quantize
 
     result = quantize(cfg, progress=not args.quiet)

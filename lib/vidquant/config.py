@@ -487,6 +487,20 @@ class Config(_Section):
                                      "Wan (per_head / per_block granularities are refused too)")
         return self
 
+    def check_paths(self) -> None:
+        """Raise ConfigError if a path the run reads does not exist: a quick first pass (no heavy imports) so a
+        mistyped path is reported at once; `vidquant.run.prepare` then checks the contents."""
+        wanted = [("model.path", self.model.path, ""), ("model.lora_path", self.model.lora_path, "")]
+        wanted += [("calib.path", self.calib.path, "samples.json")] if self.calib else []
+        wanted += [("eval.path", ev.path, "samples.json") for ev in self.evals]
+        for field, value, inside in wanted:
+            if value is None:
+                continue
+            path = self.resolve_path(value)
+            if not (path / inside if inside else path).exists():
+                what = f"{path / inside} does not exist" if inside and path.is_dir() else f"{path} does not exist"
+                raise ConfigError(f"{self.source or 'config'}: {field}: {what}")
+
     def warn_no_effect(self) -> list[str]:
         """Log (and return) a warning for each LLMC field that is set but does nothing for Wan."""
         sections = {"model": [self.model], "calib": [self.calib] if self.calib else [], "eval": self.evals,
