@@ -9,6 +9,7 @@ Each step is a plain function a notebook can call on its own; `quantize` strings
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from vidquant.algos.deploy import deploy_fake_quant
 from vidquant.algos.engine import BlockwiseResult, build_algorithms, run_blockwise
 from vidquant.calib.capture import CalibData, capture_block_inputs
 from vidquant.calib.samples import Sample, load_samples
-from vidquant.config import Config
+from vidquant.config import Config, ConfigError
 from vidquant.eval.denoiser import denoiser_outputs, timestep_errors
 from vidquant.eval.video import save_video, side_by_side
 from vidquant.export.lightx2v_export import EXPORT_DIRNAME, check_lightx2v_exportable, export_lightx2v
@@ -97,8 +98,6 @@ def prepare(cfg: Config) -> dict:
 
 def _check_device(device: str) -> None:
     if device.startswith("cuda") and not torch.cuda.is_available():
-        from vidquant.config import ConfigError
-
         raise ConfigError(f"model.device: got {device!r}; CUDA is not available on this machine (use cpu or auto)")
 
 
@@ -170,10 +169,12 @@ class _Staging:
 
     def __init__(self) -> None:
         self.dirs: dict[Path, Path] = {}  # final folder -> its staging folder
+        self.created: list[Path] = []  # folders that did not exist before the run
 
     def folder(self, final: Path) -> Path:
         final = Path(final).absolute()
         if final not in self.dirs:
+            self.created += [p for p in (final, *final.parents) if not p.exists()][::-1]
             final.mkdir(parents=True, exist_ok=True)
             clean_stale(final)
             self.dirs[final] = fresh_sibling(final, "run", "tmp")
@@ -181,8 +182,8 @@ class _Staging:
 
     def commit(self, overwrite: bool) -> None:
         """Move everything into place; summary.json (the mark of a complete run) last of all."""
-        last = lambda item: (item[1] / "summary.json").exists()  # noqa: E731
-        for final, tmp in sorted(self.dirs.items(), key=last):
+        self.created = []
+        for final, tmp in sorted(self.dirs.items(), key=lambda item: (item[1] / "summary.json").exists()):
             normal_permissions(tmp)
             for entry in sorted(tmp.iterdir(), key=lambda p: (p.name == "summary.json", p.name)):
                 target = final / entry.name
@@ -194,8 +195,12 @@ class _Staging:
                     os.replace(entry, target)
 
     def discard(self) -> None:
+        """Remove the temporaries, and after a failure the (then empty) folders the run created."""
         for tmp in self.dirs.values():
             shutil.rmtree(tmp, ignore_errors=True)
+        for folder in reversed(self.created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
 
 
 def _finite_clip(clip: np.ndarray, what: str) -> np.ndarray:
