@@ -306,6 +306,21 @@ def test_bad_sample_sets_are_one_line(tmp_path, tiny_dirs, capsys, monkeypatch, 
     _nothing_written(tmp_path)
 
 
+@pytest.mark.parametrize("content, words", [
+    (b"\xff\xfe{}", ["model_index.json: not valid JSON"]),
+    (b'["WanPipeline"]', ["model_index.json: _class_name is None"]),
+])
+def test_broken_model_index_is_one_line(tmp_path, tiny_dirs, capsys, content, words):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_dirs["t2v"], model)
+    (model / "model_index.json").write_bytes(content)
+    rc, line = _quantize(capsys, _config(tmp_path, tiny_dirs, sets={"model.path": str(model)}))
+    assert rc == 2 and all(w in line for w in words), line
+    _nothing_written(tmp_path)
+
+
 def test_fields_with_no_effect_are_warned(tmp_path, tiny_dirs, caplog):
     from vidquant.run import prepare
 

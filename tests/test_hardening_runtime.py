@@ -176,3 +176,13 @@ def test_a_good_checkpoint_still_runs_and_writes_atomically(ckpt, tmp_path):
     out = tmp_path / "out.mp4"
     assert _infer(ckpt, _config(tmp_path, ckpt["converted"]), out) == 0
     assert out.stat().st_size > 0 and sorted(p.name for p in tmp_path.iterdir()) == ["cfg.json", "out.mp4"]
+
+
+def test_non_utf8_checkpoint_config_is_one_line(ckpt, tmp_path, capsys):
+    bad = tmp_path / "ckpt"
+    shutil.copytree(ckpt["converted"], bad)
+    (bad / "config.json").write_bytes(b'{"quant_method": "\xff"}')
+    assert verify_main([str(bad)]) == 1
+    assert "cannot read config.json" in capsys.readouterr().out
+    assert _infer(ckpt, _config(tmp_path, bad), tmp_path / "o.mp4") == 2
+    _error(capsys, "config.json", "cannot read")

@@ -251,7 +251,7 @@ def _advanced_ptq(scan: _Scan, flag: bool | None) -> bool:
         return False
     try:
         data = json.loads(config.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
         scan.add(str(config), None, f"cannot read config.json: {exc}")
         return False
     return isinstance(data, dict) and data.get("quant_method") == "advanced_ptq"

@@ -119,7 +119,7 @@ def _checkpoint_quant_method(ckpt: Path, cfg: dict) -> str | None:
     if cfg.get("dit_quantized_ckpt") and config.is_file():
         try:
             method = json.loads(config.read_text()).get("quant_method", method)
-        except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        except (OSError, ValueError, AttributeError) as exc:  # ValueError: bad JSON or not UTF-8
             raise InferError(f"{config}: cannot read the checkpoint's config.json: {exc}") from exc
     return method
 

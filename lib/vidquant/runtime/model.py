@@ -126,7 +126,7 @@ def _read_config(path: Path) -> dict:
         return {}
     try:
         data = json.loads(config.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
         raise QuantizedCheckpointError(f"{config}: cannot read: {exc}") from exc
     if not isinstance(data, dict):
         raise QuantizedCheckpointError(f"{config}: expected a JSON object")
