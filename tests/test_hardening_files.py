@@ -268,3 +268,12 @@ def test_missing_lora_is_refused_before_loading(wan_ckpt, tmp_path, capsys):
                          str(tmp_path / "nope.safetensors")]) == 2
     _one_line_error(capsys, "nope.safetensors", "not found")
     assert not (tmp_path / "out").exists()
+
+
+# ids avoid the bare word "cuda": conftest skips tests with that keyword on machines without CUDA
+@pytest.mark.parametrize("device", ["gpu", "cuda:x"] + ([] if torch.cuda.is_available() else [
+    pytest.param("cuda", id="no-cuda-here"), pytest.param("cuda:1", id="no-cuda-1-here")]))
+def test_converter_device_is_checked_before_loading(wan_ckpt, tmp_path, capsys, device):
+    assert convert_main(["-s", str(wan_ckpt), "-o", str(tmp_path / "out"), "--device", device]) == 2
+    _one_line_error(capsys, "--device", repr(device))
+    assert not (tmp_path / "out").exists()

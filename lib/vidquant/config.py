@@ -32,12 +32,14 @@ __all__ = [
     "METHODS",
     "SPECIAL_RULES",
     "MAX_SEED",
+    "check_device",
 ]
 
 log = logging.getLogger("vidquant")
 MAX_SEED = 2**63 - 1  # torch.manual_seed's range (non-negative part)
 SeedInt = Annotated[int, Field(ge=0, le=MAX_SEED)]
 SIZE_MULTIPLE = 16  # Wan: VAE stride 8 x patch 2
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 VIDEO_SUFFIXES = (".mp4", ".gif", ".avi", ".mov", ".mkv", ".webm")
 
 
@@ -95,7 +97,7 @@ class ModelSection(_Section):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
+        if not DEVICE_PATTERN.fullmatch(v):
             raise ValueError(f"got {v!r}; allowed: auto, cpu, cuda, cuda:N, mps")
         return v
 
@@ -540,6 +542,21 @@ class Config(_Section):
 
 
 # --------------------------------------------------------------------------------------------------- io
+def check_device(device: str, field: str = "model.device") -> None:
+    """Raise ConfigError unless `device` is auto, cpu, mps, cuda or cuda:N, and CUDA is there when named.
+    (Imports torch: call it after the config itself has been validated.)"""
+    if not DEVICE_PATTERN.fullmatch(device):
+        raise ConfigError(f"{field}: got {device!r}; allowed: auto, cpu, cuda, cuda:N, mps")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{field}: got {device!r}; CUDA is not available on this machine (use cpu or auto)")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"{field}: got {device!r}; this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
 def _suggest(name: str, choices) -> str:
     close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""

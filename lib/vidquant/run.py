@@ -28,7 +28,7 @@ from vidquant.algos.deploy import deploy_fake_quant
 from vidquant.algos.engine import BlockwiseResult, build_algorithms, run_blockwise
 from vidquant.calib.capture import CalibData, capture_block_inputs
 from vidquant.calib.samples import Sample, load_samples
-from vidquant.config import Config, ConfigError
+from vidquant.config import Config, check_device
 from vidquant.eval.denoiser import denoiser_outputs, timestep_errors
 from vidquant.eval.video import save_video, side_by_side
 from vidquant.export.lightx2v_export import EXPORT_DIRNAME, check_lightx2v_exportable, export_lightx2v
@@ -73,7 +73,7 @@ def prepare(cfg: Config) -> dict:
     """Every check that can fail before expensive work: config ↔ export, checkpoint, sample sets, output folders,
     device, LoRA."""
     cfg.warn_no_effect()
-    _check_device(cfg.model.device)
+    check_device(cfg.model.device)
     info = inspect_checkpoint(cfg.resolve_path(cfg.model.path))
     check_task(info, cfg.model.type)
     checks = {"checkpoint": info}
@@ -94,11 +94,6 @@ def prepare(cfg: Config) -> dict:
     checks["eval_samples"] = [load_samples(cfg.resolve_path(ev.path), cfg.task) for ev in cfg.evals]
     build_quantizers(cfg)
     return checks
-
-
-def _check_device(device: str) -> None:
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"model.device: got {device!r}; CUDA is not available on this machine (use cpu or auto)")
 
 
 def _check_output(path: Path, overwrite: bool, field: str) -> None:

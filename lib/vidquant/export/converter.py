@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from vidquant.config import ConfigError, check_device
 from vidquant.export import keymap
 from vidquant.export.io import (
     INDEX_SUFFIX,
@@ -442,6 +443,10 @@ def convert(
     for path in lora_paths:
         if not Path(path).exists():
             raise CheckpointError(f"{path}: LoRA file or directory not found (--lora_path)")
+    try:
+        check_device(device, "--device")
+    except ConfigError as exc:
+        raise ConverterError(str(exc)) from None
 
     with atomic_dir(output, overwrite=overwrite, inputs=[source, *lora_paths]) as tmp:
         state_dict = load_state_dict(source, device=device)

@@ -286,12 +286,13 @@ def _check_video_path(path: Path) -> None:
 
 
 def _check_device(device: str) -> None:
+    from vidquant.config import ConfigError as BaseConfigError
+    from vidquant.config import check_device
+
     try:
-        dev = torch.device("cpu" if device == "auto" else device)
-    except (RuntimeError, ValueError):
-        raise InferError(f"--device {device!r}: expected cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InferError(f"--device {device}: CUDA is not available on this machine; use --device cpu or auto")
+        check_device(device, "--device")
+    except BaseConfigError as exc:
+        raise InferError(str(exc)) from None
 
 
 def _check_image(path: Path) -> None:
