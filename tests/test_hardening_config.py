@@ -261,6 +261,13 @@ def test_output_video_path_under_a_file(tmp_path, tiny_dirs, capsys):
     assert rc == 2 and "is a file" in line and "eval.output_video_path" in line
 
 
+def test_videos_inside_the_export_directory_are_refused(tmp_path, tiny_dirs, capsys):
+    videos = str(tmp_path / "save" / "lightx2v_quant_model" / "clips")
+    rc, line = _quantize(capsys, _config(tmp_path, tiny_dirs, sets={"eval.output_video_path": videos}))
+    assert rc == 2 and "eval.output_video_path" in line and "inside the export directory" in line
+    _nothing_written(tmp_path)
+
+
 def test_export_that_would_replace_the_model_is_refused(tmp_path, tiny_dirs, capsys):
     import shutil
 

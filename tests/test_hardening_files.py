@@ -210,6 +210,15 @@ def test_pickle_payload_in_pth_is_refused_in_one_line(tmp_path, capsys, monkeypa
     assert not (tmp_path / "pwned.txt").exists() and not (tmp_path / "out").exists()
 
 
+def test_verify_refuses_a_pickle_payload_without_running_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(pickle.dumps({"w": _Evil()}))
+    problems = [str(p) for p in verify(evil)]
+    assert len(problems) == 1 and "refused" in problems[0] and "evil.pth" in problems[0]
+    assert not (tmp_path / "pwned.txt").exists()
+
+
 def test_one_tensor_under_both_naming_layouts(tmp_path, capsys):
     sd = wan_state_dict()
     sd["blocks.0.attn1.to_q.weight"] = sd["blocks.0.self_attn.q.weight"].clone()

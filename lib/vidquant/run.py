@@ -28,11 +28,11 @@ from vidquant.algos.deploy import deploy_fake_quant
 from vidquant.algos.engine import BlockwiseResult, build_algorithms, run_blockwise
 from vidquant.calib.capture import CalibData, capture_block_inputs
 from vidquant.calib.samples import Sample, load_samples
-from vidquant.config import Config, check_device
+from vidquant.config import Config, ConfigError, check_device
 from vidquant.eval.denoiser import denoiser_outputs, timestep_errors
 from vidquant.eval.video import save_video, side_by_side
 from vidquant.export.lightx2v_export import EXPORT_DIRNAME, check_lightx2v_exportable, export_lightx2v
-from vidquant.fsutil import clean_stale, fresh_sibling, normal_permissions, refuse_overlap, replace_dir
+from vidquant.fsutil import clean_stale, contains, fresh_sibling, normal_permissions, refuse_overlap, replace_dir
 from vidquant.generate import GenParams, generate_video
 from vidquant.lora import check_lora, merge_lora_into
 from vidquant.models.loading import check_task, inspect_checkpoint, load_pipeline, resolve_device
@@ -88,7 +88,11 @@ def prepare(cfg: Config) -> dict:
         refuse_overlap(export, inputs, "export directory (save.save_path)")
     _check_output(cfg.resolve_path(cfg.save.save_path), True, "save.save_path")
     for ev in cfg.evals:
-        _check_output(cfg.resolve_path(ev.output_video_path), True, "eval.output_video_path")
+        videos = cfg.resolve_path(ev.output_video_path)
+        _check_output(videos, True, "eval.output_video_path")
+        if cfg.save.save_lightx2v and contains(cfg.resolve_path(cfg.save.save_path) / EXPORT_DIRNAME, videos):
+            raise ConfigError(f"eval.output_video_path: {videos} is inside the export directory, which is written "
+                              "as a whole; choose a folder outside it")
     if cfg.calib is not None:
         checks["calib_samples"] = load_samples(cfg.resolve_path(cfg.calib.path), cfg.task)
     checks["eval_samples"] = [load_samples(cfg.resolve_path(ev.path), cfg.task) for ev in cfg.evals]

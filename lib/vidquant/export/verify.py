@@ -106,7 +106,12 @@ def _iter_tensors(path: Path):
     """(key, tensor) pairs, one tensor in memory at a time for safetensors."""
     if path.suffix in TORCH_SUFFIXES:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:  # a legacy (non-zip) .pth cannot be memory-mapped: read it whole
+                if "mmap" not in str(exc):
+                    raise
+                state = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             raise ValueError(f"refused: not a plain tensor state dict ({str(exc).splitlines()[0]})") from None
         if not isinstance(state, dict):
