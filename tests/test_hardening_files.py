@@ -140,6 +140,7 @@ def test_outputs_get_normal_permissions(wan_ckpt, tmp_path):
 def test_atomic_file_replaces_whole_or_not_at_all(tmp_path):
     target = tmp_path / "clip.mp4"
     target.write_bytes(b"old")
+    (tmp_path / f".clip.mp4.tmp-{_dead_pid()}-0123abcd.mp4").write_bytes(b"half of a killed write")
     with pytest.raises(OSError), fsutil.atomic_file(target) as tmp:
         tmp.write_bytes(b"half")
         raise OSError("disk full")

@@ -195,9 +195,11 @@ def replace_dir(src: Path, dst: Path) -> None:
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix, so writers that pick a format by extension work);
-    it replaces ``path`` only when the block succeeds, and is removed otherwise."""
+    it replaces ``path`` only when the block succeeds, and is removed otherwise. Temporaries that killed writers
+    left in the folder are removed first (:func:`clean_stale`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(path.parent)
     tmp = fresh_sibling(path.parent, path.name, "tmp", path.suffix, make_dir=False)
     try:
         yield tmp
