@@ -16,29 +16,34 @@ EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
 
 
+# The user-error classes, by module. Only modules already imported are consulted: an error cannot come from a
+# module that was never loaded, and importing one here (torch, diffusers) would make a bad config slow to reject.
+_USER_ERRORS = {
+    "vidquant.config": "ConfigError",
+    "vidquant.calib.samples": "SampleSetError",
+    "vidquant.export.io": "CheckpointError",
+    "vidquant.export.lightx2v_export": "ExportError",
+    "vidquant.models.loading": "ModelLoadError",
+    "vidquant.export.converter": "ConverterError",
+    "vidquant.lora": "LoraError",
+}
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from vidquant.calib.samples import SampleSetError
-    from vidquant.config import ConfigError
-    from vidquant.export.io import CheckpointError
-    from vidquant.export.lightx2v_export import ExportError
-    from vidquant.models.loading import ModelLoadError
-
-    errors: list[type[BaseException]] = [ConfigError, ModelLoadError, SampleSetError, ExportError, CheckpointError,
-                                         FileExistsError, FileNotFoundError, PermissionError]
-    try:
-        from vidquant.export.converter import ConverterError
-
-        errors.append(ConverterError)
-    except ImportError:
-        pass
+    errors: list[type[BaseException]] = [FileExistsError, FileNotFoundError, PermissionError]
+    for module, name in _USER_ERRORS.items():
+        if module in sys.modules and hasattr(sys.modules[module], name):
+            errors.append(getattr(sys.modules[module], name))
     return tuple(errors)
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from vidquant.config import load_config
+
+    cfg = load_config(args.config, args.set)  # before the heavy imports: a bad config is rejected at once
+    cfg.check_paths()
     from vidquant.run import quantize
 
-    cfg = load_config(args.config, args.set)
     result = quantize(cfg, progress=not args.quiet)
     print(f"results: {result.out_dir}")
     if result.export_dir:

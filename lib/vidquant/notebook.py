@@ -19,9 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
-from vidquant.config import Config, ConfigError, apply_overrides, parse_config
+from vidquant.config import Config, ConfigError, apply_overrides, parse_config, read_yaml
 
 __all__ = [
     "repo_root",
@@ -161,7 +160,7 @@ def notebook_config(
     path = Path(config)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found (working directory: {os.getcwd()})")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml(path) or {}  # strict YAML: duplicate keys, alias bombs, encodings
     sections: dict[str, Any] = {}
     if model_path is not None:
         raw.setdefault("model", {})["path"] = str(model_path)

@@ -9,11 +9,13 @@ Each step is a plain function a notebook can call on its own; `quantize` strings
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import random
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +28,13 @@ from vidquant.algos.deploy import deploy_fake_quant
 from vidquant.algos.engine import BlockwiseResult, build_algorithms, run_blockwise
 from vidquant.calib.capture import CalibData, capture_block_inputs
 from vidquant.calib.samples import Sample, load_samples
-from vidquant.config import Config
+from vidquant.config import Config, ConfigError, check_device
 from vidquant.eval.denoiser import denoiser_outputs, timestep_errors
 from vidquant.eval.video import save_video, side_by_side
 from vidquant.export.lightx2v_export import EXPORT_DIRNAME, check_lightx2v_exportable, export_lightx2v
+from vidquant.fsutil import clean_stale, contains, fresh_sibling, normal_permissions, refuse_overlap, replace_dir
 from vidquant.generate import GenParams, generate_video
+from vidquant.lora import check_lora, merge_lora_into
 from vidquant.models.loading import check_task, inspect_checkpoint, load_pipeline, resolve_device
 from vidquant.quant import build_quantizer
 
@@ -66,13 +70,29 @@ def build_quantizers(cfg: Config):
 
 
 def prepare(cfg: Config) -> dict:
-    """Every check that can fail before expensive work: config ↔ export, checkpoint, sample sets."""
+    """Every check that can fail before expensive work: config ↔ export, checkpoint, sample sets, output folders,
+    device, LoRA."""
+    cfg.warn_no_effect()
+    check_device(cfg.model.device)
     info = inspect_checkpoint(cfg.resolve_path(cfg.model.path))
     check_task(info, cfg.model.type)
     checks = {"checkpoint": info}
+    inputs = [cfg.resolve_path(p) for p in (cfg.model.path, cfg.model.lora_path, cfg.calib and cfg.calib.path,
+                                            *(ev.path for ev in cfg.evals)) if p]
+    if cfg.model.lora_path:
+        checks["lora_keys"] = check_lora(cfg.resolve_path(cfg.model.lora_path))
     if cfg.save.save_lightx2v:
         checks["scheme"] = check_lightx2v_exportable(cfg.quant.video_gen)
-        _check_output(cfg.resolve_path(cfg.save.save_path) / EXPORT_DIRNAME, cfg.save.overwrite)
+        export = cfg.resolve_path(cfg.save.save_path) / EXPORT_DIRNAME
+        _check_output(export, cfg.save.overwrite, "save.save_path")
+        refuse_overlap(export, inputs, "export directory (save.save_path)")
+    _check_output(cfg.resolve_path(cfg.save.save_path), True, "save.save_path")
+    for ev in cfg.evals:
+        videos = cfg.resolve_path(ev.output_video_path)
+        _check_output(videos, True, "eval.output_video_path")
+        if cfg.save.save_lightx2v and contains(cfg.resolve_path(cfg.save.save_path) / EXPORT_DIRNAME, videos):
+            raise ConfigError(f"eval.output_video_path: {videos} is inside the export directory, which is written "
+                              "as a whole; choose a folder outside it")
     if cfg.calib is not None:
         checks["calib_samples"] = load_samples(cfg.resolve_path(cfg.calib.path), cfg.task)
     checks["eval_samples"] = [load_samples(cfg.resolve_path(ev.path), cfg.task) for ev in cfg.evals]
@@ -80,13 +100,18 @@ def prepare(cfg: Config) -> dict:
     return checks
 
 
-def _check_output(path: Path, overwrite: bool) -> None:
-    """Refuse an existing export (unless overwrite) or an unwritable location before any work is done."""
+def _check_output(path: Path, overwrite: bool, field: str) -> None:
+    """Refuse an existing output (unless overwrite), a file where a folder goes, or an unwritable location,
+    before any work is done."""
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path}: exists and is not a directory ({field} names a folder)")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: export directory already exists (set save.overwrite: true to replace it)")
     parent = next((p for p in [path, *path.parents] if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise FileExistsError(f"{parent}: is a file, so {path} cannot be created ({field})")
     if not os.access(parent, os.W_OK):
-        raise PermissionError(f"{parent}: not writable (save.save_path)")
+        raise PermissionError(f"{parent}: not writable ({field})")
 
 
 def load_eval_samples(cfg: Config) -> list[tuple]:
@@ -136,16 +161,79 @@ def _generate_all(pipe, samples: list[Sample], params: GenParams, seed: int) -> 
     return [generate_video(pipe, s, params) for s in samples]
 
 
+class _Staging:
+    """Everything a run writes, held in hidden temporaries (one inside each output folder, so moves are renames)
+    until the whole run has succeeded: then moved into place, summary.json last; on failure, removed. Results,
+    clips and export are complete or absent; a killed run leaves only temporaries, cleaned at the next run."""
+
+    def __init__(self) -> None:
+        self.dirs: dict[Path, Path] = {}  # final folder -> its staging folder
+        self.created: list[Path] = []  # folders that did not exist before the run
+
+    def folder(self, final: Path) -> Path:
+        final = Path(final).absolute()
+        if final not in self.dirs:
+            self.created += [p for p in (final, *final.parents) if not p.exists()][::-1]
+            final.mkdir(parents=True, exist_ok=True)
+            clean_stale(final)
+            self.dirs[final] = fresh_sibling(final, "run", "tmp")
+        return self.dirs[final]
+
+    def commit(self, overwrite: bool) -> None:
+        """Move everything into place; summary.json (the mark of a complete run) last of all."""
+        self.created = []
+        for final, tmp in sorted(self.dirs.items(), key=lambda item: (item[1] / "summary.json").exists()):
+            normal_permissions(tmp)
+            for entry in sorted(tmp.iterdir(), key=lambda p: (p.name == "summary.json", p.name)):
+                target = final / entry.name
+                if entry.is_dir():
+                    if target.exists() and not overwrite:
+                        raise FileExistsError(f"{target}: appeared during the run (set save.overwrite: true)")
+                    replace_dir(entry, target)
+                else:
+                    os.replace(entry, target)
+
+    def discard(self) -> None:
+        """Remove the temporaries, and after a failure the (then empty) folders the run created."""
+        for tmp in self.dirs.values():
+            shutil.rmtree(tmp, ignore_errors=True)
+        for folder in reversed(self.created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
+
+
+def _finite_clip(clip: np.ndarray, what: str) -> np.ndarray:
+    bad = int(clip.size - np.isfinite(clip).sum())
+    if bad:
+        raise FloatingPointError(f"{what}: {bad} NaN/Inf values in the generated video; nothing is written")
+    return clip
+
+
 def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = None) -> RunResult:
-    """Run a config end to end and write its results under `save.save_path` (or `out_dir`)."""
+    """Run a config end to end and write its results under `save.save_path` (or `out_dir`): all of them once
+    the run succeeds, none if it fails (see :class:`_Staging`)."""
     t0 = time.time()
     checks = prepare(cfg)
     out = Path(out_dir or cfg.resolve_path(cfg.save.save_path))
-    out.mkdir(parents=True, exist_ok=True)
+    staging = _Staging()
+    try:
+        result = _run(cfg, checks, out, staging, progress)
+        result.summary = summarize(result, time.time() - t0)
+        write_tables(result, staging.folder(out))
+        staging.commit(cfg.save.overwrite)
+    finally:
+        staging.discard()
+    return result
+
+
+def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool) -> RunResult:
     result = RunResult(cfg, out)
     device = resolve_device(cfg.model.device)
     seed_all(cfg.base.seed)
     pipe = load_pipeline(checks["checkpoint"].path, cfg.model.type, cfg.model.torch_dtype, device)
+    if cfg.model.lora_path:  # as LLMC: merged at build time, before the float reference and calibration
+        n = merge_lora_into(pipe.transformer, cfg.resolve_path(cfg.model.lora_path), cfg.model.lora_alpha)
+        log.info("merged %d LoRA updates from %s (alpha %g)", n, cfg.model.lora_path, cfg.model.lora_alpha)
     wq, aq = build_quantizers(cfg)
     vg = cfg.quant.video_gen
 
@@ -153,7 +241,8 @@ def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = No
     reference = {}
     for ev, samples in evals:
         params = GenParams.from_section(ev, cfg.base.seed)
-        reference[ev.path] = _generate_all(pipe, samples, params, cfg.base.seed)
+        reference[ev.path] = [_finite_clip(c, f"{ev.path}: float reference")
+                              for c in _generate_all(pipe, samples, params, cfg.base.seed)]
 
     calib: CalibData | None = None
     float_preds = None
@@ -169,9 +258,9 @@ def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = No
 
     if cfg.save.save_lightx2v:
         scale_dtype = torch.float32 if cfg.save.weight_scale_dtype == "float32" else torch.bfloat16
-        result.export_dir = export_lightx2v(pipe.transformer, wq, out, weight_qparams=qparams,
-                                            scale_dtype=scale_dtype, max_shard_size=cfg.save.max_shard_size,
-                                            overwrite=cfg.save.overwrite)
+        export_lightx2v(pipe.transformer, wq, staging.folder(out), weight_qparams=qparams, scale_dtype=scale_dtype,
+                        max_shard_size=cfg.save.max_shard_size)
+        result.export_dir = out.absolute() / EXPORT_DIRNAME
 
     deploy_fake_quant(pipe.transformer, wq, aq, qparams)
     if calib is not None:
@@ -181,8 +270,9 @@ def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = No
     rows = []
     for ev, samples in evals:
         params = GenParams.from_section(ev, cfg.base.seed)
-        clips = _generate_all(pipe, samples, params, cfg.base.seed)
-        video_dir = cfg.resolve_path(ev.output_video_path)
+        clips = [_finite_clip(c, f"{ev.path}: fake-quant model")
+                 for c in _generate_all(pipe, samples, params, cfg.base.seed)]
+        video_dir = staging.folder(cfg.resolve_path(ev.output_video_path))
         for i, (clip, ref, sample) in enumerate(zip(clips, reference[ev.path], samples)):
             if "pretrain" in ev.eval_pos or "transformed" in ev.eval_pos:
                 save_video(ref, video_dir / f"pretrain_output_{i}.mp4", ev.fps)
@@ -192,8 +282,6 @@ def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = No
                          **video_metrics(clip, ref, sample.prompt)})
             result.videos[(ev.path, i)] = (ref, clip)
     result.video_metrics = pd.DataFrame(rows)
-    result.summary = summarize(result, time.time() - t0)
-    write_tables(result)
     return result
 
 
@@ -220,8 +308,9 @@ def summarize(result: RunResult, seconds: float) -> dict:
     return s
 
 
-def write_tables(result: RunResult) -> None:
-    out = result.out_dir
+def write_tables(result: RunResult, out: Path | None = None) -> None:
+    """The metrics tables and summary.json, into `out` (default: the run's folder)."""
+    out = Path(out or result.out_dir)
     for name, df in (("layer_metrics", result.layer_metrics), ("timestep_metrics", result.timestep_metrics),
                      ("video_metrics", result.video_metrics)):
         if not df.empty:

@@ -6,18 +6,28 @@ A run executes one notebook with one set of parameters into its own folder
 whatever the notebook writes to its ``output_dir``: clips, tables). The sweep injects two parameters every
 notebook has: ``output_dir`` (the run folder) and ``metrics_path`` (a temporary name in it). When the
 notebook finishes, the temporary metrics file is renamed to ``metrics.json``: a run is complete exactly when
-``metrics.json`` exists, so a killed run is redone and a complete one is skipped (``--force`` redoes it).
-A failing run does not stop the others; failures are listed at the end and the exit status is 1.
+``metrics.json`` holds a JSON object, so a killed run (or an empty, corrupt metrics file) is redone and a
+complete one is skipped. ``--force`` redoes it, keeping the complete run aside until the redo has succeeded
+(a failing redo puts it back). A failing run does not stop the others; failures are listed at the end and the
+exit status is 1.
 
-Afterwards the complete runs of the grid are aggregated into ``<tables>/<stem>.csv`` and ``.md`` (one row per
-run: its parameters, then its metrics) and each executed notebook is rendered to
-``<rendered>/<stem>/<slug>.html``.
+Integrity: each distinct parameter set has its own folder (the slug is readable, plus a hash of the exact
+values when the readable form would lose something: ``"a b"`` / ``"a_b"``, ``0.5`` / ``'0.5'``); a run holds
+a lock on its folder while it runs (two sweeps on one folder wait for each other instead of racing); values on
+the command line are YAML scalars with ``1e-3`` a float.
+
+Afterwards every complete run on disk under ``<out>/<stem>/`` (this grid's first, in grid order, then earlier
+ones) is aggregated into ``<tables>/<stem>.csv`` and ``.md`` (one row per run: its parameters, then its
+metrics; written atomically) and each executed notebook is rendered to ``<rendered>/<stem>/<slug>.html``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
+import fcntl
+import hashlib
 import itertools
 import json
 import logging
@@ -32,8 +42,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
+from vidquant.config import ConfigError, parse_scalar
+from vidquant.fsutil import clean_stale, fresh_sibling, write_text_atomic
 from vidquant.notebook import read_metrics, repo_root
 
 __all__ = ["Run", "SweepError", "expand_grid", "parse_value", "slug", "notebook_parameters", "run_notebook",
@@ -84,8 +95,8 @@ def parse_value(text: str) -> Any:
     if text in ("True", "False"):
         return text == "True"
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
+        value = parse_scalar(text)
+    except ConfigError:
         return text
     return text if isinstance(value, dict) or value is None else value
 
@@ -96,12 +107,16 @@ def expand_grid(grid: Sequence[tuple[str, Sequence[Any]]]) -> list[dict[str, Any
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise SweepError(f"parameter(s) {dup} given more than once; give every value after one -p")
-    out: list[dict[str, Any]] = []
+    out: dict[str, dict[str, Any]] = {}
     for combo in itertools.product(*[list(values) for _, values in grid]):
         params = dict(zip(names, combo))
-        if params not in out:
-            out.append(params)
-    return out
+        out.setdefault(_canonical(params), params)  # by exact value: 1, 1.0, True and '1' are all different
+    return list(out.values())
+
+
+def _canonical(params: Mapping[str, Any]) -> str:
+    """The exact parameter values as text (JSON tells 1, 1.0, true and "1" apart)."""
+    return json.dumps(params, sort_keys=True, default=repr)
 
 
 def _fmt(value: Any) -> str:
@@ -110,11 +125,32 @@ def _fmt(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", str(value)).strip("_") or "_"
 
 
+_READABLE = re.compile(r"[A-Za-z0-9.+-]+(?:_[A-Za-z0-9.+-]+)*")
+MAX_SLUG = 120
+
+
+def _readable(value: Any) -> bool:
+    """Whether `_fmt(value)` names `value` alone: a number, a bool, None, or a plain word that the command line
+    would read back as the same string (so '0.5', 'True', 'a b' and lists are not)."""
+    if value is None or isinstance(value, bool | int):
+        return True
+    if isinstance(value, float):
+        return value == value  # NaN: repr is fine, but keep the rule simple
+    return isinstance(value, str) and bool(_READABLE.fullmatch(value)) and parse_value(value) == value \
+        and isinstance(parse_value(value), str)
+
+
 def slug(params: Mapping[str, Any]) -> str:
-    """Folder name of a run: ``alpha-0.75``, ``alpha-0.75__w_bit-4``; ``defaults`` for no parameters."""
+    """Folder name of a run: ``alpha-0.75``, ``alpha-0.75__w_bit-4``; ``defaults`` for no parameters. When the
+    readable form could name two parameter sets (or is long), ``__h<hash of the exact values>`` is appended, so
+    every distinct parameter set has its own folder."""
     if not params:
         return DEFAULT_SLUG
-    return "__".join(f"{name}-{_fmt(value)}" for name, value in params.items())
+    text = "__".join(f"{name}-{_fmt(value)}" for name, value in params.items())
+    if all(_readable(v) for v in params.values()) and len(text) <= MAX_SLUG:
+        return text
+    digest = hashlib.sha256(_canonical(params).encode()).hexdigest()[:10]
+    return f"{text[:MAX_SLUG]}__h{digest}"
 
 
 # ------------------------------------------------------------------------------------------------ one run
@@ -184,21 +220,82 @@ def run_notebook(
 ) -> Run:
     """Execute `notebook` into `run_dir` with `params` (plus `output_dir` / `metrics_path`).
 
-    Skips the run when ``run_dir/metrics.json`` exists (unless `force`); otherwise clears what a previous,
-    unfinished attempt left. Exceptions from the notebook are caught and reported in the returned Run.
+    Skips the run when it is complete (unless `force`); otherwise clears what a previous, unfinished attempt
+    left. With `force`, a complete run is kept aside until the redo succeeds. The folder is locked meanwhile.
+    Exceptions from the notebook are caught and reported in the returned Run.
     """
+    notebook, run_dir = Path(notebook), Path(run_dir)
+    run = Run(notebook, dict(params or {}), run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(run_dir):
+        _tidy(run_dir)
+        done = complete_metrics(run_dir)
+        if done is not None and not force:
+            run.status, run.metrics = "skipped", done
+            return run
+        kept = _set_aside(run_dir)
+        try:
+            _execute(run, kernel, html, timeout)
+        finally:
+            _settle(run_dir, kept, run.status == "done")
+    return run
+
+
+def complete_metrics(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The metrics of a complete run, None when ``metrics.json`` is absent, empty or not a JSON object."""
+    try:
+        metrics = read_metrics(Path(run_dir) / METRICS_NAME)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
+
+
+@contextlib.contextmanager
+def _locked(run_dir: Path):
+    """Hold an exclusive lock on ``.<slug>.lock`` beside the run folder (released when the process dies)."""
+    with open(run_dir.parent / f".{run_dir.name}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _tidy(run_dir: Path) -> None:
+    """Undo what a killed run left: an unfinished folder goes, a complete run it had set aside comes back."""
+    if run_dir.exists() and complete_metrics(run_dir) is None:
+        shutil.rmtree(run_dir)
+    clean_stale(run_dir.parent)
+
+
+def _set_aside(run_dir: Path) -> Path | None:
+    """Move a complete run out of the way of its redo; returns where it went."""
+    if not run_dir.exists():
+        return None
+    aside = fresh_sibling(run_dir.parent, run_dir.name, "old")
+    os.rename(run_dir, aside / run_dir.name)
+    return aside
+
+
+def _settle(run_dir: Path, kept: Path | None, success: bool) -> None:
+    """After a redo: drop the old run if the redo succeeded, else put it back in place of the failed attempt."""
+    if kept is None:
+        return
+    if not success:
+        failed = run_dir.with_name(run_dir.name + ".failed")
+        shutil.rmtree(failed, ignore_errors=True)
+        if run_dir.exists():
+            os.rename(run_dir, failed)  # kept for reading; never aggregated (no params match, hidden from skip)
+        os.rename(kept / run_dir.name, run_dir)
+    shutil.rmtree(kept, ignore_errors=True)
+
+
+def _execute(run: Run, kernel: str, html: str | os.PathLike | None, timeout: int | None) -> None:
     import papermill
 
     logging.getLogger("papermill").setLevel(logging.WARNING)
-    notebook, run_dir = Path(notebook), Path(run_dir)
-    run = Run(notebook, dict(params or {}), run_dir)
+    notebook, run_dir = run.notebook, run.run_dir
     metrics = run_dir / METRICS_NAME
-    if metrics.is_file() and not force:
-        run.status = "skipped"
-        run.metrics = read_metrics(metrics)
-        return run
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     partial = run_dir / (METRICS_NAME + PARTIAL_SUFFIX)
     (run_dir / PARAMS_NAME).write_text(json.dumps(run.params, indent=2, sort_keys=True, default=str) + "\n")
@@ -211,6 +308,9 @@ def run_notebook(
         if not partial.is_file():
             raise RuntimeError(f"the notebook finished without recording metrics at {partial} "
                                "(its last cell should call vidquant.notebook.record_metrics(..., metrics_path))")
+        recorded = json.loads(partial.read_text())
+        if not isinstance(recorded, dict):
+            raise RuntimeError(f"{partial}: the recorded metrics are not a JSON object")
         os.replace(partial, metrics)
         run.status = "done"
         run.metrics = read_metrics(metrics)
@@ -222,7 +322,6 @@ def run_notebook(
             run.html = render_html(executed, html)
         except Exception as err:  # noqa: BLE001 - a render failure should not lose the run
             log.warning("could not render %s: %s", executed, err)
-    return run
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -231,14 +330,36 @@ HEADLINE = ("video_psnr", "video_ssim", "mean_sqnr_db", "min_sqnr_db", "mean_tim
             "video_direction_ok")
 
 
-def aggregate(runs: Sequence[Run], tables_dir: str | os.PathLike, name: str) -> pd.DataFrame:
+def runs_on_disk(folder: str | os.PathLike) -> list[Run]:
+    """Every complete run in a notebook's run folder (``<out>/<stem>``), by folder name."""
+    folder = Path(folder)
+    found = []
+    for run_dir in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if run_dir.name.startswith(".") or not run_dir.is_dir():
+            continue
+        metrics = complete_metrics(run_dir)
+        try:
+            params = json.loads((run_dir / PARAMS_NAME).read_text())
+        except (OSError, ValueError):
+            continue
+        if metrics is not None and isinstance(params, dict) and slug(params) == run_dir.name:
+            found.append(Run(Path(folder.name), params, run_dir, "skipped", metrics=metrics))
+    return found
+
+
+def aggregate(runs: Sequence[Run], tables_dir: str | os.PathLike, name: str,
+              disk: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per complete run → ``<tables_dir>/<name>.csv`` (run, parameters, headline metrics, every other
-    metric) and ``<name>.md`` (run, parameters and the headline metrics with their RTN baselines)."""
+    metric) and ``<name>.md`` (run, parameters and the headline metrics with their RTN baselines). With `disk`
+    (the notebook's run folder), the complete runs found there that `runs` lacks are added after them, so a
+    partial sweep never shrinks the table."""
+    chosen = [r for r in runs if r.complete]
+    if disk is not None:
+        seen = {r.slug for r in chosen}
+        chosen += [r for r in runs_on_disk(disk) if r.slug not in seen]
     rows = []
     param_names: list[str] = []
-    for run in runs:
-        if not run.complete:
-            continue
+    for run in chosen:
         for p in run.params:
             if p not in param_names:
                 param_names.append(p)
@@ -252,9 +373,9 @@ def aggregate(runs: Sequence[Run], tables_dir: str | os.PathLike, name: str) -> 
         short = df[["run", *param_names, *first]]
     tables_dir = Path(tables_dir)
     tables_dir.mkdir(parents=True, exist_ok=True)
-    df.to_csv(tables_dir / f"{name}.csv", index=False)
+    write_text_atomic(tables_dir / f"{name}.csv", df.to_csv(index=False))
     note = f"Headline metrics; every column in `{name}.csv`." if not df.empty else ""
-    (tables_dir / f"{name}.md").write_text(_markdown(short, name, note) + "\n")
+    write_text_atomic(tables_dir / f"{name}.md", _markdown(short, name, note) + "\n")
     return df
 
 
@@ -309,7 +430,7 @@ def sweep(
         run = run_notebook(notebook, run_dir, params, kernel=kernel, html=html, force=force, timeout=timeout)
         echo(_status_line(run))
         runs.append(run)
-    table = aggregate(runs, tables, stem)
+    table = aggregate(runs, tables, stem, disk=Path(out) / stem)
     return runs, table
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["Sample", "SampleSetError", "load_samples", "i2v_size", "load_conditioning_image"]
+__all__ = ["Sample", "SampleSetError", "check_image", "load_samples", "i2v_size", "load_conditioning_image"]
 
 
 class SampleSetError(ValueError):
@@ -35,7 +36,9 @@ def load_samples(folder: str | os.PathLike, task: str) -> list[Sample]:
     if not path.is_file():
         raise SampleSetError(f"{path}: not found (calib.path / eval.path must be a folder with samples.json)")
     try:
-        entries = json.loads(path.read_text())
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise SampleSetError(f"{path}: not UTF-8 text ({err})") from None
     except json.JSONDecodeError as err:
         raise SampleSetError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(entries, list) or not entries:
@@ -51,27 +54,41 @@ def _parse(entry, i: int, folder: Path, path: Path, task: str) -> Sample:
     if not isinstance(prompt, str) or not prompt.strip():
         raise SampleSetError(f"{where}: 'prompt' must be a non-empty string")
     negative = entry.get("negative_prompt", "") or ""
+    if not isinstance(negative, str):
+        raise SampleSetError(f"{where}: 'negative_prompt' must be a string, got {type(negative).__name__}")
     image = entry.get("image")
     if isinstance(image, list):  # LLMC allows a list; Wan I2V uses the first image
         image = image[0] if image else None
+    if image is not None and not isinstance(image, str):
+        raise SampleSetError(f"{where}: 'image' must be a file name (string) or a list of them, "
+                             f"got {type(image).__name__} {image!r}")
     if task == "i2v":
         if not image:
             raise SampleSetError(f"{where}: 'image' is required for i2v")
         image = folder / image
-        _check_image(image, where)
+        if not image.is_file():
+            raise SampleSetError(f"{where}: image {image} does not exist")
+        try:
+            check_image(image)
+        except SampleSetError as err:
+            raise SampleSetError(f"{where}: {err}") from None
     else:
         image = None
     return Sample(prompt=prompt, negative_prompt=str(negative), image=image)
 
 
-def _check_image(path: Path, where: str) -> None:
-    if not path.is_file():
-        raise SampleSetError(f"{where}: image {path} does not exist")
+def check_image(path: Path) -> None:
+    """Raise SampleSetError naming ``path`` unless it is a readable image of a sane size (Pillow's
+    decompression-bomb limit: a small file that decodes to gigapixels is refused, not decoded)."""
     try:
-        with Image.open(path) as im:
-            im.verify()
-    except (UnidentifiedImageError, OSError) as err:
-        raise SampleSetError(f"{where}: {path} is not a readable image ({err})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.verify()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise SampleSetError(f"{path}: image too large to decode safely ({err})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise SampleSetError(f"{path} is not a readable image ({err})") from None
 
 
 def i2v_size(image_hw: tuple[int, int], target_height: int, target_width: int, mod: int = 16) -> tuple[int, int]:

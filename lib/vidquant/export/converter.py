@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import re
 import shutil
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from vidquant.config import ConfigError, check_device
 from vidquant.export import keymap
 from vidquant.export.io import (
     INDEX_SUFFIX,
@@ -39,6 +41,7 @@ from vidquant.export.io import (
     save_file_deterministic,
     write_index,
 )
+from vidquant.fsutil import contains, is_plain_name
 
 __all__ = ["ConverterError", "UnsupportedModelError", "build_parser", "convert", "main", "merge_lora"]
 
@@ -120,8 +123,13 @@ def merge_lora(
     diffs (``.diff``, ``.diff_b``, ``.diff_m``) are added as ``alpha * diff``. Arithmetic is fp32, the
     result keeps the weight's dtype. ``source`` names the LoRA in error messages.
     """
+    if not math.isfinite(alpha):
+        raise ConverterError(f"{source}: LoRA alpha is {alpha}; expected a finite number")
     parts: dict[str, dict[str, tuple[str, torch.Tensor]]] = defaultdict(dict)
     for key, tensor in lora.items():
+        if not tensor.is_floating_point() or not bool(torch.isfinite(tensor).all()):
+            raise ConverterError(f"{source}: LoRA tensor {key!r} is {tensor.dtype} with non-finite or non-float "
+                                 "values; expected finite floating-point values")
         parsed = _parse_lora_key(key)
         if parsed is None:
             raise ConverterError(f"{source}: unrecognised LoRA key {key!r}")
@@ -154,7 +162,11 @@ def _merge_one(
             )
         delta = up @ down
         if "alpha" in roles:
-            delta = delta * (float(roles["alpha"][1]) / down.shape[0])
+            stored = roles["alpha"][1]
+            if stored.numel() != 1:
+                raise ConverterError(f"{source}: {roles['alpha'][0]!r} has shape {tuple(stored.shape)}; "
+                                     "expected one number (the LoRA's alpha)")
+            delta = delta * (float(stored) / down.shape[0])
     else:
         keys = ", ".join(repr(k) for k, _ in roles.values())
         raise ConverterError(f"{source}: incomplete LoRA for {target!r}: only {keys}")
@@ -163,7 +175,11 @@ def _merge_one(
             f"{source}: LoRA update for {target!r} has shape {tuple(delta.shape)}, "
             f"weight is {tuple(weight.shape)}"
         )
-    state_dict[target] = (weight.float() + alpha * delta.to(weight.device)).to(weight.dtype)
+    merged = (weight.float() + alpha * delta.to(weight.device)).to(weight.dtype)
+    if not bool(torch.isfinite(merged).all()):
+        raise ConverterError(f"{source}: merging into {target!r} gives NaN/Inf values (alpha {alpha}); "
+                             "refusing to write a broken checkpoint")
+    state_dict[target] = merged
 
 
 # ----------------------------------------------------------------------------------------------- quantization
@@ -304,13 +320,21 @@ def save_converted(
     return written
 
 
-def copy_non_weight_files(source_dir: Path, out_dir: Path) -> list[Path]:
-    """Copy every file under ``source_dir`` except weights and index jsons, keeping relative paths."""
+def copy_non_weight_files(source_dir: Path, out_dir: Path, skip: Sequence[Path] = ()) -> list[Path]:
+    """Copy every file under ``source_dir`` except weights and index jsons, keeping relative paths.
+
+    Symlinks are copied as their content only when they point inside ``source_dir``; a link out of it is
+    skipped with a warning (following it would copy, say, a home directory's files into the output). Files
+    under ``out_dir`` or ``skip`` (the output being written inside the source) are not copied.
+    """
     copied = []
     for src in sorted(p for p in source_dir.rglob("*") if p.is_file()):
         if src.name.endswith(WEIGHT_SUFFIXES) or src.name.endswith(".index.json"):
             continue
-        if out_dir.resolve() in src.resolve().parents:  # the output is being written inside the source
+        if any(contains(d, src) for d in (out_dir, *skip)):
+            continue
+        if not contains(source_dir, src):
+            log.warning("--copy_no_weight_files: %s links outside %s; not copied", src, source_dir)
             continue
         dst = out_dir / src.relative_to(source_dir)
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -338,6 +362,9 @@ def _as_dtype(
 def _lora_alphas(lora_paths: Sequence, lora_alphas: Sequence[float]) -> list[float]:
     """One alpha per LoRA; a single alpha is broadcast to all of them (upstream's rule)."""
     alphas = list(lora_alphas) or [1.0]
+    bad = [a for a in alphas if not math.isfinite(a)]
+    if bad:
+        raise ConverterError(f"--lora_alpha: got {bad[0]}; expected finite numbers")
     if len(alphas) == 1:
         return alphas * len(lora_paths)
     if len(alphas) != len(lora_paths):
@@ -348,7 +375,7 @@ def _lora_alphas(lora_paths: Sequence, lora_alphas: Sequence[float]) -> list[flo
 
 
 def _check_options(model_type: str, output_ext: str, chunk_size: int, save_by_block: bool,
-                   quantized: bool, bits: int, linear_dtype) -> None:
+                   quantized: bool, bits: int, linear_dtype, output_name: str = "converted") -> None:
     if model_type != "wan_dit":
         if model_type in MODEL_TYPES:
             raise UnsupportedModelError(f"--model_type {model_type}: not implemented here (only wan_dit)")
@@ -363,6 +390,9 @@ def _check_options(model_type: str, output_ext: str, chunk_size: int, save_by_bl
         raise ConverterError(f"--bits: only 8-bit quantization is supported, got {bits}")
     if quantized and linear_dtype is None:
         raise ConverterError("--quantized needs --linear_dtype torch.int8 or torch.float8_e4m3fn")
+    if not is_plain_name(output_name):
+        raise ConverterError(f"--output_name: got {output_name!r}; expected a plain file-name prefix (no path "
+                             "separators, no '..'): the files always go into --output")
 
 
 def convert(
@@ -399,7 +429,7 @@ def convert(
     """
     linear_dtype = _as_dtype(linear_dtype, LINEAR_DTYPES, "--linear_dtype")
     non_linear_dtype = _as_dtype(non_linear_dtype, NON_LINEAR_DTYPES, "--non_linear_dtype")
-    _check_options(model_type, output_ext, chunk_size, save_by_block, quantized, bits, linear_dtype)
+    _check_options(model_type, output_ext, chunk_size, save_by_block, quantized, bits, linear_dtype, output_name)
     if direction not in (None, "forward", "backward"):
         raise ConverterError(f"--direction must be forward or backward, got {direction!r}")
     if isinstance(lora_paths, (str, os.PathLike)):
@@ -410,8 +440,15 @@ def convert(
     source, output = Path(source), Path(output)
     if not source.exists():
         raise CheckpointError(f"{source}: no such file or directory")
+    for path in lora_paths:
+        if not Path(path).exists():
+            raise CheckpointError(f"{path}: LoRA file or directory not found (--lora_path)")
+    try:
+        check_device(device, "--device")
+    except ConfigError as exc:
+        raise ConverterError(str(exc)) from None
 
-    with atomic_dir(output, overwrite=overwrite) as tmp:
+    with atomic_dir(output, overwrite=overwrite, inputs=[source, *lora_paths]) as tmp:
         state_dict = load_state_dict(source, device=device)
         if not state_dict:
             raise ConverterError(f"{source}: checkpoint has no tensors")
@@ -420,14 +457,17 @@ def convert(
             n = merge_lora(state_dict, load_state_dict(path, device=device), alpha, source=str(path))
             log.info("merged %d LoRA updates from %s (alpha %g)", n, path, alpha)
         if direction is not None:
-            state_dict = keymap.rename_state_dict(state_dict, direction)
+            try:
+                state_dict = keymap.rename_state_dict(state_dict, direction)
+            except ValueError as exc:  # one tensor under both naming layouts
+                raise ConverterError(f"{source}: {exc}; the checkpoint holds the same tensor twice") from None
         if quantized:
             state_dict = quantize_state_dict(state_dict, linear_dtype, non_linear_dtype, progress=progress)
         save_converted(state_dict, tmp, output_ext=output_ext, output_name=output_name, chunk_size=chunk_size,
                        save_by_block=save_by_block, progress=progress)
         if copy_no_weight_files:
             if source.is_dir():
-                copy_non_weight_files(source, tmp)
+                copy_non_weight_files(source, tmp, skip=[output])
             else:
                 log.warning("--copy_no_weight_files: source %s is a file; nothing to copy", source)
     log.info("wrote %s", output)

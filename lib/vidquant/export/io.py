@@ -11,18 +11,18 @@ Three jobs, each with errors that name the offending file:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
-import shutil
-from collections.abc import Iterator, Mapping
+import pickle
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+
+from vidquant.fsutil import atomic_dir, is_plain_name
 
 __all__ = [
     "CheckpointError",
@@ -67,11 +67,15 @@ def read_index(index_path: str | os.PathLike) -> dict:
     index_path = Path(index_path)
     try:
         index = json.loads(index_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{index_path}: cannot read index json: {exc}") from exc
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
+        raise CheckpointError(f"{index_path}: cannot read index json: {exc}") from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise CheckpointError(f"{index_path}: expected a 'weight_map' object mapping keys to file names")
+    for key, name in weight_map.items():
+        if not is_plain_name(name):  # checked before anything is read: the index must not leave its folder
+            raise CheckpointError(f"{index_path}: weight_map[{key!r}] is {name!r}; expected a file name in the "
+                                  "index's own folder (no path separators, no '..')")
     return index
 
 
@@ -117,8 +121,16 @@ def _load_one(path: Path, device: str) -> dict[str, torch.Tensor]:
         return load_file(path, device=device)
     except CheckpointError:
         raise
+    except pickle.UnpicklingError as exc:  # weights_only refused a pickle that would run code
+        raise CheckpointError(f"{path}: refused: not a plain tensor state dict ({_first_line(exc)})") from None
     except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"{path}: corrupt or truncated weight file: {exc}") from exc
+        raise CheckpointError(f"{path}: corrupt or truncated weight file: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of a library's message (torch's weights_only errors run to a page)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_state_dict(path_or_dir: str | os.PathLike, *, device: str = "cpu") -> dict[str, torch.Tensor]:
@@ -235,66 +247,3 @@ def save_sharded(
         total = sum(t.numel() * t.element_size() for t in tensors.values())
         written.append(write_index(out_dir, split.tensor_to_filename, total, base_name + INDEX_SUFFIX))
     return written
-
-
-# ------------------------------------------------------------------------------------------ atomic output
-
-
-def _check_target(final_dir: Path, overwrite: bool) -> None:
-    if final_dir.exists() and not final_dir.is_dir():
-        raise FileExistsError(f"{final_dir}: output path exists and is not a directory")
-    if final_dir.exists() and not overwrite:
-        raise FileExistsError(f"{final_dir}: output directory already exists (pass overwrite to replace it)")
-
-
-def _fresh_sibling(parent: Path, name: str, tag: str) -> Path:
-    """Create a new hidden sibling directory. Plain ``mkdir`` (unlike ``mkdtemp``'s 0700) honours the
-    umask, so the renamed output gets normal permissions."""
-    while True:
-        candidate = parent / f".{name}.{tag}-{secrets.token_hex(4)}"
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-
-
-@contextlib.contextmanager
-def atomic_dir(final_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of ``final_dir``; rename it onto ``final_dir`` only on success.
-
-    On any exception (KeyboardInterrupt included) the temporary directory is removed and
-    ``final_dir`` is left as it was. A hard kill can leave a hidden ``.<name>.tmp-*`` sibling behind,
-    but never a partial ``final_dir``. The parent is created if needed and must be writable; an
-    existing ``final_dir`` is refused unless ``overwrite``.
-    """
-    final_dir = Path(final_dir).absolute()
-    _check_target(final_dir, overwrite)
-    parent = final_dir.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"{parent}: parent of the output directory is not writable")
-    tmp = _fresh_sibling(parent, final_dir.name, "tmp")
-    try:
-        yield tmp
-        _check_target(final_dir, overwrite)  # someone may have created it meanwhile
-        _replace_dir(tmp, final_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Rename ``src`` onto ``dst``; an existing ``dst`` is moved aside first and restored on failure."""
-    if not dst.exists():
-        os.rename(src, dst)
-        return
-    trash = _fresh_sibling(dst.parent, dst.name, "old")
-    os.rename(dst, trash / dst.name)
-    try:
-        os.rename(src, dst)
-    except BaseException:
-        os.rename(trash / dst.name, dst)
-        raise
-    finally:
-        shutil.rmtree(trash, ignore_errors=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from numbers import Real
 from pathlib import Path
@@ -69,6 +70,7 @@ TASKS = ("t2v", "i2v")
 VOCABULARIES = ("mm_type", "dit_quant_scheme", "both")
 # Defaults lightx2v applies when a field is absent (reference §4.3).
 DEFAULTS = {"seed": 42, "fps": 16, "target_video_length": 81}
+MAX_SEED = 2**63 - 1
 
 
 class ConfigError(BaseConfigError):
@@ -90,10 +92,16 @@ def _check_int(cfg: dict, field: str, source: str, *, minimum: int = 1) -> None:
         raise _fail(source, field, f"expected an integer >= {minimum}, got {value!r}")
 
 
-def _check_number(cfg: dict, field: str, source: str) -> None:
+def _check_number(cfg: dict, field: str, source: str, *, minimum: float | None = None,
+                  exclusive: bool = False) -> None:
+    """A finite number (not a bool), optionally ``>= minimum`` (``> minimum`` when ``exclusive``)."""
     value = cfg.get(field)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
-        raise _fail(source, field, f"expected a number, got {value!r}")
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise _fail(source, field, f"expected a finite number, got {value!r}")
+    if minimum is not None and (value <= minimum if exclusive else value < minimum):
+        raise _fail(source, field, f"expected a number {'>' if exclusive else '>='} {minimum}, got {value!r}")
 
 
 def _check_bool(cfg: dict, field: str, source: str) -> None:
@@ -210,9 +218,14 @@ def normalize_lightx2v_config(config: dict[str, Any], *, source: str = "config")
     for field in ("infer_steps", "target_height", "target_width", "fps"):
         _check_int(cfg, field, source)
     _check_int(cfg, "seed", source, minimum=0)
+    if isinstance(cfg.get("seed"), int) and cfg["seed"] > MAX_SEED:
+        raise _fail(source, "seed", f"expected an integer in 0..{MAX_SEED} (torch's seed range), got {cfg['seed']}")
+    for field in ("target_height", "target_width"):
+        if isinstance(cfg.get(field), int) and cfg[field] % 16:
+            raise _fail(source, field, f"must be a multiple of 16 (VAE stride 8 x patch 2), got {cfg[field]}")
     _check_video_length(cfg, source)
-    for field in ("sample_guide_scale", "sample_shift"):
-        _check_number(cfg, field, source)
+    _check_number(cfg, "sample_guide_scale", source, minimum=0.0)
+    _check_number(cfg, "sample_shift", source, minimum=0.0, exclusive=True)
     _check_bool(cfg, "enable_cfg", source)
     if cfg.get("task") is not None and cfg["task"] not in TASKS:
         raise _fail(source, "task", f"expected one of {TASKS}, got {cfg['task']!r}")
@@ -232,9 +245,9 @@ def read_lightx2v_config(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read as UTF-8 text: {exc}") from None
     # Blank out comment lines rather than dropping them, so JSON error line numbers stay right.
     text = "\n".join("" if line.lstrip().startswith("//") else line for line in text.splitlines())
     try:

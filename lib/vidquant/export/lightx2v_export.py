@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from vidquant.algos.deploy import quantize_weight
+from vidquant.config import parse_size
 from vidquant.export.io import atomic_dir, save_sharded
 from vidquant.models.block import make_transformer_smoothable
 from vidquant.models.layout import block_linears
@@ -76,10 +76,10 @@ def lightx2v_state_dict(transformer: nn.Module, wq, weight_qparams: dict | None 
 
 
 def _parse_size(text: str) -> int:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?B)\s*", str(text).upper())
-    if not m:
-        raise ExportError(f"save.max_shard_size: got {text!r}; expected e.g. '10GB' or '500MB'")
-    return int(float(m.group(1)) * {"B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30}[m.group(2)])
+    try:
+        return parse_size(text)
+    except ValueError as err:
+        raise ExportError(f"save.max_shard_size: {err}") from None
 
 
 def export_lightx2v(transformer: nn.Module, wq, save_path: str | os.PathLike, *, weight_qparams: dict | None = None,

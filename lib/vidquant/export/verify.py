@@ -7,8 +7,13 @@ than stopping at the first.
 
 Checks: the index json matches the files; every block (counted from the keys) has all its
 quantized linears (10 T2V, 12 I2V) with int8/fp8 ``weight`` (out, in), a float ``weight_scale``
-(out, 1) that is positive and finite, and a ``bias`` (out,); with advanced PTQ each block has
-``affine_norm1`` / ``affine_norm3`` weight and bias of shape (dim,); no tensor holds NaN or Inf.
+(out, 1) that is positive and finite, and a ``bias`` (out,); every block stores a layer kind (e.g.
+``attn1.to_q``) in one format; with advanced PTQ each block has ``affine_norm1`` / ``affine_norm3`` weight
+and bias of shape (dim,), the weights without zeros (a zero smoothing entry erases its channel); no tensor
+holds NaN or Inf.
+
+:func:`check_state_dict` runs the value checks on a state dict already in memory: the runtime loader calls it,
+so inference refuses what ``verify`` rejects.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +33,7 @@ from safetensors import SafetensorError, safe_open
 from vidquant.export import keymap
 from vidquant.export.io import TORCH_SUFFIXES, CheckpointError, find_index, read_index
 
-__all__ = ["Problem", "main", "verify"]
+__all__ = ["Problem", "check_state_dict", "main", "verify"]
 
 QUANT_DTYPES = (torch.int8, torch.float8_e4m3fn)
 
@@ -99,7 +105,17 @@ def _files_to_scan(scan: _Scan) -> list[Path]:
 def _iter_tensors(path: Path):
     """(key, tensor) pairs, one tensor in memory at a time for safetensors."""
     if path.suffix in TORCH_SUFFIXES:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:  # a legacy (non-zip) .pth cannot be memory-mapped: read it whole
+                if "mmap" not in str(exc):
+                    raise
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise ValueError(f"refused: not a plain tensor state dict ({str(exc).splitlines()[0]})") from None
+        if not isinstance(state, dict):
+            raise ValueError(f"expected a state dict, got {type(state).__name__}")
         yield from state.items()
         return
     with safe_open(str(path), framework="pt") as f:
@@ -107,16 +123,29 @@ def _iter_tensors(path: Path):
             yield key, f.get_tensor(key)
 
 
-def _check_values(scan: _Scan, file: str, key: str, t: torch.Tensor) -> None:
+def _value_problems(key: str, t: torch.Tensor) -> list[str]:
+    """What is wrong with one tensor's values: NaN/Inf anywhere, scales <= 0, zeros in a smoothing vector."""
     if not t.is_floating_point():
-        return
+        return []
     values = t.float()
     finite = torch.isfinite(values)
+    problems = []
     if not bool(finite.all()):
-        scan.add(file, key, f"{int((~finite).sum())} NaN/Inf values; expected all finite")
-    nonpositive = int((values[finite] <= 0).sum())
-    if key.endswith("_scale") and nonpositive:
-        scan.add(file, key, f"{nonpositive} scales <= 0; expected positive per-channel scales")
+        problems.append(f"{int((~finite).sum())} NaN/Inf values; expected all finite")
+    if key.endswith("_scale"):
+        nonpositive = int((values[finite] <= 0).sum())
+        if nonpositive:
+            problems.append(f"{nonpositive} scales <= 0; expected positive per-channel scales")
+    if ".affine_norm" in key and key.endswith(".weight"):
+        zeros = int((values == 0).sum())
+        if zeros:
+            problems.append(f"{zeros} zero entries; a smoothing vector must be non-zero (it divides the input)")
+    return problems
+
+
+def _check_values(scan: _Scan, file: str, key: str, t: torch.Tensor) -> None:
+    for message in _value_problems(key, t):
+        scan.add(file, key, message)
 
 
 def _scan_file(scan: _Scan, path: Path) -> None:
@@ -227,7 +256,7 @@ def _advanced_ptq(scan: _Scan, flag: bool | None) -> bool:
         return False
     try:
         data = json.loads(config.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
         scan.add(str(config), None, f"cannot read config.json: {exc}")
         return False
     return isinstance(data, dict) and data.get("quant_method") == "advanced_ptq"
@@ -254,10 +283,53 @@ def _check_model(scan: _Scan, advanced_ptq: bool) -> dict:
         dims = [_check_linear(scan, file, f"blocks.{block}.{lin}") for lin in linears]
         if advanced_ptq:
             _check_affine(scan, file, block, dims[0])
+    _check_one_format_per_kind(scan, blocks, keymap.block_linears(layout, i2v))
     return {"layout": layout, "blocks": len(blocks), "i2v": i2v, "advanced_ptq": advanced_ptq}
 
 
+def _check_one_format_per_kind(scan: _Scan, blocks: list[int], linears: Sequence[str]) -> None:
+    """Each layer kind (e.g. ``attn1.to_q``) is stored in one format in every block: a kernel is picked per
+    kind, so a block in another format would be run with the wrong one."""
+    for lin in linears:
+        found = {b: scan.tensors[f"blocks.{b}.{lin}.weight"] for b in blocks
+                 if f"blocks.{b}.{lin}.weight" in scan.tensors}
+        dtypes = sorted({str(i.dtype) for i in found.values()})
+        if len(dtypes) > 1:
+            first = next(iter(found.values())).dtype
+            odd = [b for b, i in found.items() if i.dtype != first]
+            scan.add(found[odd[0]].file, f"blocks.{odd[0]}.{lin}.weight",
+                     f"{found[odd[0]].dtype}, but other blocks store {lin} as {first}; expected one format per "
+                     f"layer kind (found {', '.join(dtypes)})")
+
+
 # ----------------------------------------------------------------------------------------------- API
+
+
+def check_state_dict(state: dict[str, torch.Tensor], where: str | os.PathLike, *,
+                     files: dict[str, str] | None = None, advanced_ptq: bool = False,
+                     stored_name: Callable[[str], str] = str, shown: int = 3) -> None:
+    """Raise CheckpointError (one line) if a loaded quantized state dict holds values ``verify`` rejects.
+
+    Checks every tensor's values (finite; ``*_scale`` positive; with ``advanced_ptq`` the ``affine_norm1/3``
+    weights non-zero) and one format per layer kind. Missing or unexpected tensors are the loader's to report
+    (it knows the base model). ``files`` maps keys to the file they came from and ``stored_name`` to the name
+    on disk (the runtime renames Wan keys), for the message.
+    """
+    files = files or {}
+    problems = [Problem(files.get(k, str(where)), stored_name(k), m) for k, t in state.items()
+                for m in _value_problems(k, t) if advanced_ptq or ".affine_norm" not in k]
+    scan = _Scan(Path(where), {k: _Info(files.get(k, str(where)), t.dtype, tuple(t.shape)) for k, t in state.items()})
+    blocks = sorted({i for i in map(keymap.block_index, state) if i is not None})
+    layout = keymap.detect_layout(state)
+    if layout in ("wan", "diffusers"):
+        _check_one_format_per_kind(scan, blocks, keymap.block_linears(layout, keymap.is_i2v(state)))
+    problems += scan.problems
+    if problems:
+        more = f"; ... and {len(problems) - shown} more" if len(problems) > shown else ""
+        raise CheckpointError(f"{where}: {len(problems)} problem(s) that `vidquant verify` reports, refusing to "
+                              f"run it: " + "; ".join(str(p) for p in problems[:shown]) + more)
+
+
 
 
 def inspect_checkpoint(

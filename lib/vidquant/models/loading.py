@@ -52,9 +52,9 @@ def inspect_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
         raise ModelLoadError(f"{index}: missing; {path} is not a diffusers pipeline directory")
     try:
         meta = json.loads(index.read_text())
-    except json.JSONDecodeError as err:
+    except ValueError as err:  # bad JSON or not UTF-8
         raise ModelLoadError(f"{index}: not valid JSON ({err})") from None
-    cls = meta.get("_class_name")
+    cls = meta.get("_class_name") if isinstance(meta, dict) else None
     if cls not in _PIPELINE_TASK:
         raise ModelLoadError(f"{index}: _class_name is {cls!r}; expected one of {sorted(_PIPELINE_TASK)}")
     task = _PIPELINE_TASK[cls]

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidquant.export.lightx2v_config import ConfigError, read_lightx2v_config
+from vidquant.export.lightx2v_config import MAX_SEED, ConfigError, read_lightx2v_config
 
 __all__ = ["InferError", "InferSettings", "build_parser", "generate", "load_runtime_pipeline", "main",
            "resolve_settings"]
@@ -121,7 +121,7 @@ def _checkpoint_quant_method(ckpt: Path, cfg: dict) -> str | None:
     if cfg.get("dit_quantized_ckpt") and config.is_file():
         try:
             method = json.loads(config.read_text()).get("quant_method", method)
-        except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        except (OSError, ValueError, AttributeError) as exc:  # ValueError: bad JSON or not UTF-8
             raise InferError(f"{config}: cannot read the checkpoint's config.json: {exc}") from exc
     return method
 
@@ -266,11 +266,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+VIDEO_SUFFIXES = (".mp4", ".gif")
+
+
 def _check_inputs(args: argparse.Namespace) -> None:
     if args.model_cls not in SUPPORTED_MODEL_CLASSES:
         raise InferError(f"--model_cls {args.model_cls}: not supported by vidquant's runtime (only wan2.1)")
     if not args.prompt.strip():
         raise InferError("--prompt is required")
+    _check_video_path(Path(args.save_video_path))
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise InferError(f"--seed {args.seed}: expected an integer in 0..{MAX_SEED}")
+    _check_device(args.device)
     if args.task == "i2v":
         if not args.image_path:
             raise InferError("--task i2v needs --image_path")
@@ -280,16 +287,36 @@ def _check_inputs(args: argparse.Namespace) -> None:
         args.image_path = None
 
 
+def _check_video_path(path: Path) -> None:
+    """Before any work: a known extension, not a folder, in a folder we can create and write."""
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise InferError(f"--save_video_path {path}: expected a {' or '.join(VIDEO_SUFFIXES)} file")
+    if path.is_dir():
+        raise InferError(f"--save_video_path {path}: is a directory; expected a video file name")
+    parent = next((p for p in path.absolute().parents if p.exists()), Path("/"))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InferError(f"--save_video_path {path}: {parent} is not a writable directory")
+
+
+def _check_device(device: str) -> None:
+    from vidquant.config import ConfigError as BaseConfigError
+    from vidquant.config import check_device
+
+    try:
+        check_device(device, "--device")
+    except BaseConfigError as exc:
+        raise InferError(str(exc)) from None
+
+
 def _check_image(path: Path) -> None:
-    from PIL import Image, UnidentifiedImageError
+    from vidquant.calib.samples import SampleSetError, check_image
 
     if not path.is_file():
         raise InferError(f"--image_path {path}: no such file")
     try:
-        with Image.open(path) as im:
-            im.verify()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InferError(f"--image_path {path}: not a readable image ({exc})") from None
+        check_image(path)
+    except SampleSetError as exc:
+        raise InferError(f"--image_path {exc}") from None
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -316,8 +343,15 @@ def run(args: argparse.Namespace) -> Path:
     t1 = time.time()
     clip = generate(pipe, settings, args.prompt, args.negative_prompt, args.image_path)
     from vidquant.eval.video import save_video
+    from vidquant.fsutil import atomic_file
 
-    path = save_video(clip, args.save_video_path, settings.fps)
+    bad = int(np.size(clip) - np.isfinite(clip).sum())
+    if bad:  # a broken checkpoint or config: an all-black mp4 with exit 0 would hide it
+        raise InferError(f"the generated video has {bad} NaN/Inf values (of {np.size(clip)}); nothing written to "
+                         f"{args.save_video_path}. Check the checkpoint with `vidquant verify` and the config")
+    with atomic_file(args.save_video_path) as tmp:
+        save_video(clip, tmp, settings.fps)
+    path = Path(args.save_video_path)
     print(f"vidquant infer: {clip.shape[0]} frames {clip.shape[1]}x{clip.shape[2]}, {settings.infer_steps} steps; "
           f"load {t1 - t0:.1f} s, generate {time.time() - t1:.1f} s -> {path}")
     return path

@@ -34,6 +34,7 @@ from torch import nn
 
 from vidquant.export import keymap
 from vidquant.export.io import TORCH_SUFFIXES, CheckpointError, load_state_dict, safetensors_keys, source_files
+from vidquant.export.verify import check_state_dict
 from vidquant.models.block import make_transformer_smoothable
 from vidquant.models.layout import block_linear_names
 from vidquant.quant import W8A8_FORMATS, W8A8Linear
@@ -130,7 +131,7 @@ def _read_config(path: Path) -> dict:
         return {}
     try:
         data = json.loads(config.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
         raise QuantizedCheckpointError(f"{config}: cannot read: {exc}") from exc
     if not isinstance(data, dict):
         raise QuantizedCheckpointError(f"{config}: expected a JSON object")
@@ -396,6 +397,8 @@ def load_quantized_transformer(
                                        f"block linears are {W8A8_FORMATS[found]} ({found})")
     if quant_method == "auto":
         quant_method = ckpt.config.get("quant_method")
+    check_state_dict(ckpt.state, ckpt.path, files=ckpt.files, advanced_ptq=quant_method == "advanced_ptq",
+                     stored_name=ckpt.stored_name)
     model = _empty_model(base)
     if numerics not in NUMERICS:
         raise ValueError(f"numerics must be one of {NUMERICS}, got {numerics!r}")
