@@ -157,7 +157,7 @@ def test_int4_group128_hand_case():
     w = torch.zeros(1, 256)
     w[0, 0], w[0, 1], w[0, 128] = 7.0, 2.5, -1.0  # group 1: scale 1, 2.5 -> 2 (ties to even); group 2: scale 1/7
     qt = q.quantize(w)
-    assert qt.scale.tolist() == pytest.approx([[1.0, 1.0 / 7]])
+    assert qt.scale[0].tolist() == pytest.approx([1.0, 1.0 / 7])
     assert qt.codes[0, :2].tolist() == [7, 2] and qt.codes[0, 128].item() == -7
 
 
