@@ -171,7 +171,8 @@ def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = No
         scale_dtype = torch.float32 if cfg.save.weight_scale_dtype == "float32" else torch.bfloat16
         result.export_dir = export_lightx2v(pipe.transformer, wq, out, weight_qparams=qparams,
                                             scale_dtype=scale_dtype, max_shard_size=cfg.save.max_shard_size,
-                                            overwrite=cfg.save.overwrite)
+                                            overwrite=cfg.save.overwrite, scheme=checks["scheme"],
+                                            input_absmax=result.blockwise.input_absmax if result.blockwise else None)
 
     deploy_fake_quant(pipe.transformer, wq, aq, qparams)
     if calib is not None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from vidquant.export import keymap
+from vidquant.export import formats, keymap
 from vidquant.export.io import TORCH_SUFFIXES, CheckpointError, find_index, read_index
 
 __all__ = ["Problem", "main", "verify"]
@@ -115,7 +115,8 @@ def _check_values(scan: _Scan, file: str, key: str, t: torch.Tensor) -> None:
     if not bool(finite.all()):
         scan.add(file, key, f"{int((~finite).sum())} NaN/Inf values; expected all finite")
     nonpositive = int((values[finite] <= 0).sum())
-    if key.endswith("_scale") and nonpositive:
+    # one-byte block scales (MX E8M0, NVFP4 e4m3) are 0 for all-zero blocks and in the swizzle padding
+    if key.endswith("_scale") and nonpositive and t.element_size() > 1:
         scan.add(file, key, f"{nonpositive} scales <= 0; expected positive per-channel scales")
 
 
@@ -184,6 +185,9 @@ def _check_linear(scan: _Scan, file: str, name: str) -> int | None:
     w = scan.tensors.get(name + ".weight")
     s = scan.tensors.get(name + ".weight_scale")
     b = scan.tensors.get(name + ".bias")
+    block = _block_scheme(scan, name)
+    if block is not None:
+        return _check_block_linear(scan, file, name, block)
     if w is None:
         scan.add(file, name + ".weight", "missing; expected int8 or float8_e4m3fn weight of shape (out, in)")
         return None
@@ -203,6 +207,30 @@ def _check_linear(scan: _Scan, file: str, name: str) -> int | None:
     elif b.shape != (out,):
         scan.add(b.file, name + ".bias", f"shape {b.shape}; expected ({out},)")
     return w.shape[1]
+
+
+def _block_scheme(scan: _Scan, name: str) -> str | None:
+    """The block format (mxfp8, mxfp6-mxfp8, mxfp4, nvfp4, int4-g128-marlin, fp8-pertensor) of a linear, if any."""
+    tensors = {suffix: scan.tensors.get(f"{name}.{suffix}") for suffix in ("weight", *formats.companion_suffixes())}
+    return formats.detect_linear_scheme({k: (i.dtype, i.shape) for k, i in tensors.items() if i is not None})
+
+
+def _check_block_linear(scan: _Scan, file: str, name: str, scheme: str) -> int:
+    """Every tensor lightx2v's ``scheme`` loads for this linear, with its dtype and shape; returns in_features."""
+    w = scan.tensors[name + ".weight"]
+    out_f, in_f = formats.out_features_of(scheme, w.shape), formats.in_features_of(scheme, w.shape)
+    for suffix, (dtype, shape) in formats.expected_layout(scheme, out_f, in_f).items():
+        info = scan.tensors.get(f"{name}.{suffix}")
+        if info is None:
+            scan.add(file, f"{name}.{suffix}", f"missing; {scheme} needs {dtype} of shape {shape}")
+        elif info.dtype != dtype or info.shape != shape:
+            scan.add(info.file, f"{name}.{suffix}", f"{info.dtype} {info.shape}; {scheme} needs {dtype} {shape}")
+    b = scan.tensors.get(name + ".bias")
+    if b is None:
+        scan.add(file, name + ".bias", f"missing; expected shape ({out_f},)")
+    elif b.shape != (out_f,):
+        scan.add(b.file, name + ".bias", f"shape {b.shape}; expected ({out_f},)")
+    return in_f
 
 
 def _check_affine(scan: _Scan, file: str, block: int, dim: int | None) -> None:

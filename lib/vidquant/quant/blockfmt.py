@@ -47,6 +47,8 @@ __all__ = [
     "e8m0_value",
     "nvfp4_global_scale",
     "nvfp4_block_scale",
+    "nvfp4_fake_static",
+    "build_block_quantizer",
 ]
 
 
@@ -319,3 +321,15 @@ def nvfp4_fake_static(x: Tensor, global_scale: Tensor, block_size: int = NVFP4_B
     s = nvfp4_block_scale(xf.abs().amax(dim=-1, keepdim=True), global_scale).float() / global_scale.float()
     y = torch.where(s > 0, xf / torch.where(s > 0, s, torch.ones_like(s)), torch.zeros_like(xf))
     return (round_to_minifloat(y, "e2m1") * s).reshape(x.shape)
+
+
+def build_block_quantizer(spec, compute_dtype: torch.dtype | None = None) -> MXQuantizer | NVFP4Quantizer:
+    """From a config ``QuantSpec`` (``quant_type`` mx-quant / nvfp4-quant, element format in ``bit``)."""
+    block = getattr(spec, "block_size", None)
+    if spec.quant_type == "nvfp4-quant":
+        if spec.bit != "e2m1":
+            raise ValueError(f"nvfp4-quant needs bit 'e2m1', got {spec.bit!r}")
+        return NVFP4Quantizer(block or NVFP4_BLOCK, compute_dtype)
+    if spec.quant_type == "mx-quant":
+        return MXQuantizer(str(spec.bit), block or MX_BLOCK, compute_dtype=compute_dtype)
+    raise ValueError(f"quant_type must be 'mx-quant' or 'nvfp4-quant', got {spec.quant_type!r}")

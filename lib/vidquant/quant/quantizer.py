@@ -415,6 +415,10 @@ def build_quantizer(spec: Any, compute_dtype: torch.dtype | None = None) -> Quan
     (the attribute names of the project's ``QuantSpec`` config model).
     """
     quant_type = spec.quant_type
+    if quant_type in ("mx-quant", "nvfp4-quant"):  # block-scaled float formats (vidquant.quant.blockfmt)
+        from .blockfmt import build_block_quantizer
+
+        return build_block_quantizer(spec, compute_dtype)
     if not getattr(spec, "round_zp", True):
         # LLMC's round_zp=False keeps a fractional zero point; only the rounded (default) variant is modelled.
         raise NotImplementedError("round_zp=False is not supported; use the default round_zp=True")

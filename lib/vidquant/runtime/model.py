@@ -37,6 +37,7 @@ from vidquant.export.io import TORCH_SUFFIXES, CheckpointError, load_state_dict,
 from vidquant.models.block import make_transformer_smoothable
 from vidquant.models.layout import block_linear_names
 from vidquant.quant import W8A8_FORMATS, W8A8Linear
+from vidquant.runtime import emulated
 
 __all__ = [
     "QuantInfo",
@@ -373,14 +374,18 @@ def load_quantized_transformer(
     ckpt = read_quantized_checkpoint(quantized_ckpt)
     i2v = _check_task(ckpt, base, base_model_path)  # first: the more useful message for a T2V/I2V mix-up
     _check_architecture(ckpt, base, base_model_path)
-    found = checkpoint_scheme(ckpt)
+    model = _empty_model(base)
+    block = emulated.checkpoint_block_scheme(ckpt.state, len(model.blocks), block_linear_names(model.blocks[0]))
+    found = block or checkpoint_scheme(ckpt)
     if scheme is not None and scheme != found:
         raise QuantizedCheckpointError(f"{ckpt.path}: the inference config asks for {scheme} but the checkpoint's "
-                                       f"block linears are {W8A8_FORMATS[found]} ({found})")
+                                       f"block linears are {W8A8_FORMATS.get(found, found)} ({found})")
     if quant_method == "auto":
         quant_method = ckpt.config.get("quant_method")
-    model = _empty_model(base)
-    n = _install_linears(model, ckpt, found, round_scale_bf16, dtype)
+    if block:  # mxfp8 / mxfp6-mxfp8 / mxfp4 / nvfp4 / int4-g128-marlin / fp8-pertensor: emulated (runtime/emulated.py)
+        n = emulated.install_emulated_linears(model, ckpt.state, block, str(ckpt.path))
+    else:
+        n = _install_linears(model, ckpt, found, round_scale_bf16, dtype)
     smoothing = _smoothing(ckpt, quant_method, len(model.blocks))
     _load_rest(model, ckpt, dtype, smoothing)
     model.quant_info = QuantInfo(ckpt.path, ckpt.layout, found, quant_method, i2v, n, smoothing, round_scale_bf16)
