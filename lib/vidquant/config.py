@@ -264,6 +264,10 @@ class VideoGenQuant(_Section):
             raise ValueError(f"special.alpha: got {self.special['alpha']!r}; allowed: 0 <= alpha <= 1")
         if self.weight.static:
             raise ValueError("weight.static: got True; static scales are for activations")
+        if ("GPTQ" in self.methods and self.weight.quant_type == "nvfp4-quant"
+                and not self.special_for("GPTQ")["static_groups"]):
+            raise ValueError("special.static_groups: got False; GPTQ on nvfp4 needs static_groups: true (the e4m3 "
+                             "block scales share one fp32 global scale taken from the whole weight)")
         if self.act is not None and self.act.granularity not in ("per_token", "per_tensor", "per_block"):
             raise ValueError(f"act.granularity: got {self.act.granularity!r}; allowed: per_token, per_tensor")
         if self.weight.granularity == "per_token":

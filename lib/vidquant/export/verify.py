@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,7 @@ class _Scan:
     root: Path
     tensors: dict[str, _Info] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    block_scheme: str | None = None  # the checkpoint's format beyond W8A8 (mxfp4, nvfp4, ...), if any
 
     def add(self, file: str, key: str | None, message: str) -> None:
         self.problems.append(Problem(file, key, message))
@@ -185,9 +187,8 @@ def _check_linear(scan: _Scan, file: str, name: str) -> int | None:
     w = scan.tensors.get(name + ".weight")
     s = scan.tensors.get(name + ".weight_scale")
     b = scan.tensors.get(name + ".bias")
-    block = _block_scheme(scan, name)
-    if block is not None:
-        return _check_block_linear(scan, file, name, block)
+    if scan.block_scheme is not None:
+        return _check_block_linear(scan, file, name, scan.block_scheme)
     if w is None:
         scan.add(file, name + ".weight", "missing; expected int8 or float8_e4m3fn weight of shape (out, in)")
         return None
@@ -215,9 +216,12 @@ def _block_scheme(scan: _Scan, name: str) -> str | None:
     return formats.detect_linear_scheme({k: (i.dtype, i.shape) for k, i in tensors.items() if i is not None})
 
 
-def _check_block_linear(scan: _Scan, file: str, name: str, scheme: str) -> int:
+def _check_block_linear(scan: _Scan, file: str, name: str, scheme: str) -> int | None:
     """Every tensor lightx2v's ``scheme`` loads for this linear, with its dtype and shape; returns in_features."""
-    w = scan.tensors[name + ".weight"]
+    w = scan.tensors.get(name + ".weight")
+    if w is None:
+        scan.add(file, name + ".weight", f"missing; expected the packed {scheme} weight")
+        return None
     out_f, in_f = formats.out_features_of(scheme, w.shape), formats.in_features_of(scheme, w.shape)
     for suffix, (dtype, shape) in formats.expected_layout(scheme, out_f, in_f).items():
         info = scan.tensors.get(f"{name}.{suffix}")
@@ -276,6 +280,9 @@ def _check_model(scan: _Scan, advanced_ptq: bool) -> dict:
     for missing in sorted(set(range(blocks[-1] + 1)) - set(blocks)):
         scan.add(root, f"blocks.{missing}", f"block missing; blocks 0..{blocks[-1]} expected")
     i2v = keymap.is_i2v(keys)
+    linears = keymap.block_linears(layout, i2v)
+    found = Counter(_block_scheme(scan, f"blocks.{b}.{lin}") for b in blocks for lin in linears)
+    scan.block_scheme = max((s for s in found if s), key=found.__getitem__, default=None)
     for block in blocks:
         file = _block_file(scan, block)
         linears = keymap.block_linears(layout, i2v)
