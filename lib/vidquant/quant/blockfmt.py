@@ -171,7 +171,8 @@ def mx_block_scale(absmax: Tensor, elem: str | Minifloat, rule: str = "ceil") ->
         raise ValueError(f"MX scale rule must be 'ceil' (lightx2v) or 'floor' (OCP MX spec), got {rule!r}")
     a = absmax.float()
     if rule == "ceil":
-        r = a / fmt.max
+        # as the kernels compute it in fp32: mxfp4 multiplies by fp32(1/6), mxfp6 / mxfp8 divide by 28 / 448
+        r = a * torch.tensor(1.0 / 6.0, dtype=torch.float32) if fmt.name == "e2m1" else a / fmt.max
         m, e = torch.frexp(r)  # r = m · 2^e; ceil(log2 r) = e - 1 exactly when m == 0.5
         k = torch.where(m == 0.5, e - 1, e)
     else:
