@@ -154,8 +154,8 @@ class QuantSpec(_Section):
         if self.granularity == "per_group" and self.group_size <= 0:
             raise ValueError(f"group_size: got {self.group_size}; per_group needs a positive group_size")
         if self.static and (self.quant_type, self.bit, self.granularity) != ("float-quant", "e4m3", "per_tensor"):
-            raise ValueError("static: got True; static scales are supported for float-quant e4m3 per_tensor "
-                             "activations only (lightx2v's fp8-pertensor)")
+            raise ValueError("static: got True; only dynamic activation quantization is supported, except "
+                             "float-quant e4m3 per_tensor activations (lightx2v's fp8-pertensor)")
         return self
 
     @property
