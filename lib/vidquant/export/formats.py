@@ -37,7 +37,6 @@ import torch
 from torch import Tensor
 
 from vidquant.quant.blockfmt import (
-    MINIFLOATS,
     e8m0_bits,
     e8m0_value,
     minifloat_bits,
@@ -62,6 +61,8 @@ __all__ = [
     "marlin_pack",
     "marlin_unpack",
     "companion_suffixes",
+    "in_features_of",
+    "out_features_of",
 ]
 
 
@@ -355,5 +356,3 @@ def in_features_of(scheme: str, weight_shape: tuple[int, ...]) -> int:
 def out_features_of(scheme: str, weight_shape: tuple[int, ...]) -> int:
     return weight_shape[1] // 2 if scheme == "int4-g128-marlin" else weight_shape[0]
 
-
-assert set(MINIFLOATS) >= {s.elem for s in BLOCK_SCHEMES.values() if s.elem}
