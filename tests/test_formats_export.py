@@ -199,3 +199,14 @@ def test_emulated_linear_is_dequantize_then_gemm(scheme):
           "fp8-pertensor": lambda: FloatQuantizer("e4m3", "per_tensor").fake_with(x, amax / 448.0)}[scheme]()
     torch.testing.assert_close(lin(x), xq @ wdq.T + b, rtol=1e-5, atol=1e-5)
     assert (lin(x) - x @ w.T - b).abs().mean() < 0.2 * (x @ w.T).abs().mean()  # and it is still the layer
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("scheme", sorted(PINNED))
+def test_emulated_linear_runs_the_same_on_cuda(scheme):
+    torch.manual_seed(1)
+    w, b, x = torch.randn(256, 256) * 0.05, torch.randn(256), torch.randn(4, 256)
+    lin = EmulatedLinear(scheme, pack_linear(scheme, QUANTIZERS[scheme]().quantize(w), x.abs().amax()), b, 256, 256)
+    y_cpu = lin(x)
+    y_cuda = lin.to("cuda")(x.cuda()).cpu()
+    torch.testing.assert_close(y_cuda, y_cpu, rtol=1e-4, atol=1e-4)
