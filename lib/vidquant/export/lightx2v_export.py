@@ -6,6 +6,10 @@ names, every block linear as int8 / float8_e4m3fn codes (out, in) plus `weight_s
 Differences from LLMC, on purpose: `weight_scale` is fp32 by default (LLMC: bf16; `weight_scale_dtype`
 gives LLMC's), codes come from the calibrated float weights rather than re-quantized fake-quant weights,
 and configs lightx2v cannot run are refused before any work (LLMC exports int32 W6 checkpoints).
+
+Beyond W8A8 (ours): the block formats lightx2v runs (mxfp8, mxfp6-mxfp8, mxfp4, nvfp4, int4-g128-marlin,
+fp8-pertensor) are written in lightx2v's per-linear layout by :func:`block_state_dict` (vidquant.export.formats,
+docs/formats.md §5).
 """
 
 from __future__ import annotations
