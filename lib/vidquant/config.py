@@ -177,7 +177,9 @@ class EvalSection(_GenSection):
 class QuantSpec(_Section):
     """One tensor's quantizer (LLMC `quant.video_gen.weight` / `.act`)."""
 
-    quant_type: Literal["int-quant", "float-quant"] = "int-quant"
+    # ours: "mx-quant" (OCP MX: bit e4m3 / e5m2 / e2m3 / e3m2 / e2m1, per_block, block_size 32) and "nvfp4-quant"
+    # (bit e2m1, per_block, block_size 16); see docs/formats.md
+    quant_type: Literal["int-quant", "float-quant", "mx-quant", "nvfp4-quant"] = "int-quant"
     bit: int | str = 8
     symmetric: bool = True
     granularity: Literal["per_tensor", "per_channel", "per_group", "per_token", "per_head", "per_block"]
@@ -194,6 +196,8 @@ class QuantSpec(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> QuantSpec:
+        if self.quant_type in BLOCK_QUANT_TYPES:
+            return _check_block_spec(self)
         if self.quant_type == "int-quant":
             if not isinstance(self.bit, int) or not 2 <= self.bit <= 8:
                 raise ValueError(f"bit: got {self.bit!r}; allowed for int-quant: integers 2..8 "
@@ -210,19 +214,41 @@ class QuantSpec(_Section):
             )
         if self.granularity == "per_group" and self.group_size <= 0:
             raise ValueError(f"group_size: got {self.group_size}; per_group needs a positive group_size")
-        if self.static:
-            raise ValueError("static: got True; only dynamic activation quantization is supported (as lightx2v)")
+        if self.static and (self.quant_type, self.bit, self.granularity) != ("float-quant", "e4m3", "per_tensor"):
+            raise ValueError("static: got True; only dynamic activation quantization is supported, except "
+                             "float-quant e4m3 per_tensor activations (lightx2v's fp8-pertensor)")
         if not self.round_zp:
             raise ValueError("round_zp: got False; only LLMC's default (rounded zero points) is implemented")
         return self
 
     @property
     def label(self) -> str:
-        """Short human name, e.g. 'int8', 'int4g64', 'e4m3'."""
+        """Short human name, e.g. 'int8', 'int4g64', 'e4m3', 'mx-e2m1', 'nvfp4'."""
+        if self.quant_type in BLOCK_QUANT_TYPES:
+            return "nvfp4" if self.quant_type == "nvfp4-quant" else f"mx-{self.bit}"
         if self.quant_type == "float-quant":
             return str(self.bit)
         g = f"g{self.group_size}" if self.granularity == "per_group" else ""
         return f"{'int' if self.symmetric else 'uint'}{self.bit}{g}"
+
+
+BLOCK_QUANT_TYPES = {"mx-quant": (("e4m3", "e5m2", "e2m3", "e3m2", "e2m1"), 32), "nvfp4-quant": (("e2m1",), 16)}
+
+
+def _check_block_spec(spec: QuantSpec) -> QuantSpec:
+    """mx-quant / nvfp4-quant: element format in `bit`, granularity per_block, block_size fixed by the format."""
+    bits, block = BLOCK_QUANT_TYPES[spec.quant_type]
+    if spec.bit not in bits:
+        raise ValueError(f"bit: got {spec.bit!r}; allowed for {spec.quant_type}: {', '.join(bits)}")
+    if spec.granularity != "per_block":
+        raise ValueError(f"granularity: got {spec.granularity!r}; {spec.quant_type} needs per_block")
+    if spec.block_size is None:
+        spec.__dict__["block_size"] = block  # a default, set without re-running validation
+    if spec.block_size != block:
+        raise ValueError(f"block_size: got {spec.block_size}; {spec.quant_type} uses blocks of {block}")
+    if not spec.symmetric or spec.static:
+        raise ValueError(f"symmetric/static: {spec.quant_type} is symmetric with dynamic block scales")
+    return spec
 
 
 # Each algorithm's `special` keys with LLMC's defaults; the algorithms read them from here (one place).
@@ -380,7 +406,13 @@ class VideoGenQuant(_Section):
             if not check(value):
                 raise ValueError(f"special.{key}: got {_short(value)}; allowed: {what}")
         self._check_combinations()
-        if self.act is not None and self.act.granularity not in ("per_token", "per_tensor"):
+        if self.weight.static:
+            raise ValueError("weight.static: got True; static scales are for activations")
+        if ("GPTQ" in self.methods and self.weight.quant_type == "nvfp4-quant"
+                and not self.special_for("GPTQ")["static_groups"]):
+            raise ValueError("special.static_groups: got False; GPTQ on nvfp4 needs static_groups: true (the e4m3 "
+                             "block scales share one fp32 global scale taken from the whole weight)")
+        if self.act is not None and self.act.granularity not in ("per_token", "per_tensor", "per_block"):
             raise ValueError(f"act.granularity: got {self.act.granularity!r}; allowed: per_token, per_tensor")
         if self.weight.granularity == "per_token":
             raise ValueError("weight.granularity: got 'per_token'; allowed: per_tensor, per_channel, per_group")
@@ -484,9 +516,15 @@ class Config(_Section):
                              "linear is quantized, which is what lightx2v loads)")
         for spec in (self.quant.video_gen.weight, self.quant.video_gen.act):
             for name in ("head_num", "block_size", "ste", "tp"):
+                if name == "block_size" and spec is not None and spec.quant_type in BLOCK_QUANT_TYPES:
+                    continue  # mx-quant / nvfp4-quant: the format's block (checked in QuantSpec)
                 if spec is not None and getattr(spec, name) not in (None, False, 1):
                     raise ValueError(f"quant.video_gen: {name}: got {getattr(spec, name)!r}; not implemented for "
-                                     "Wan (per_head / per_block granularities are refused too)")
+                                     "Wan (per_head granularity is refused too)")
+        act = self.quant.video_gen.act
+        if act is not None and (act.static or act.quant_type == "nvfp4-quant") and self.calib is None:
+            raise ValueError("calib: missing; static activation scales (act.static, or nvfp4's input global "
+                             "scale) are calibrated on data")
         return self
 
     def check_paths(self) -> None:

@@ -259,7 +259,8 @@ def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool
     if cfg.save.save_lightx2v:
         scale_dtype = torch.float32 if cfg.save.weight_scale_dtype == "float32" else torch.bfloat16
         export_lightx2v(pipe.transformer, wq, staging.folder(out), weight_qparams=qparams, scale_dtype=scale_dtype,
-                        max_shard_size=cfg.save.max_shard_size)
+                        max_shard_size=cfg.save.max_shard_size, scheme=checks["scheme"],
+                        input_absmax=result.blockwise.input_absmax if result.blockwise else None)
         result.export_dir = out.absolute() / EXPORT_DIRNAME
 
     deploy_fake_quant(pipe.transformer, wq, aq, qparams)

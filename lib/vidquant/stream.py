@@ -340,6 +340,8 @@ def _stream_blocks(checkpoint, final: Path, wq, process, *, dtype: torch.dtype, 
                    scale_dtype: torch.dtype, overwrite: bool, progress: bool) -> int:
     """Load, ``process(block, index) -> weight_qparams``, export and drop each block; write the rest. Returns
     the number of blocks."""
+    if hasattr(wq, "block_size"):  # MX / NVFP4 (vidquant.quant.blockfmt): their layouts are written in memory only
+        raise ValueError(f"streaming export writes W8A8 per-channel layouts; {wq!r} needs `vidquant quantize`")
     reader = CheckpointReader(checkpoint)
     skeleton = _empty_transformer(transformer_config(checkpoint))
     if reader.num_blocks != len(skeleton.blocks):

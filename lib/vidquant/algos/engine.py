@@ -33,6 +33,8 @@ class BlockwiseResult:
     def __init__(self):
         self.weight_qparams: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self.smooth: dict[str, torch.Tensor] = {}
+        # max |x| of each linear's (smoothed) input over the calibration data: static activation scales
+        self.input_absmax: dict[str, torch.Tensor] = {}
         self.layer_rows: list[dict] = []
         self.logs: dict[int, dict] = {}
 
@@ -157,6 +159,7 @@ def calibrate_block(block, index: int, hidden: list[torch.Tensor], calib: CalibD
         w0, x0 = original[name]
         stats = linear_error_stats(w0, lin, x0, ctx.smooth.get(name), wq, aq, ctx.weight_qparams.get(name), device)
         result.layer_rows.append({"block": index, "layer": name, "subset": _subset_of(name), **stats})
+        result.input_absmax[prefix + name] = input_absmax(x0, ctx.smooth.get(name))
     result.weight_qparams.update({prefix + k: v for k, v in ctx.weight_qparams.items()})
     result.smooth.update({prefix + k: v for k, v in ctx.smooth.items()})
     result.logs[index] = ctx.log
@@ -164,6 +167,15 @@ def calibrate_block(block, index: int, hidden: list[torch.Tensor], calib: CalibD
         with fake_quantized(block, wq, aq, ctx.weight_qparams):
             _, float_out = collect_linear_inputs(block, hidden, calib.block_kwargs, device)
     return float_out
+
+
+def input_absmax(inputs: list[torch.Tensor], smooth: torch.Tensor | None) -> torch.Tensor:
+    """max |x / s| over every token of every sample (0-dim fp32): what a static activation scale must cover."""
+    amax = torch.zeros(())
+    for x in inputs:
+        xs = x.float() if smooth is None else x.float() / smooth.cpu().float()
+        amax = torch.maximum(amax, xs.abs().amax().cpu())
+    return amax
 
 
 def _subset_of(name: str) -> str:

@@ -103,6 +103,9 @@ class GPTQSolver:
         grouped = wq.granularity == "per_group"
         g = wq.group_size
         dynamic_groups = grouped and not static_groups
+        if dynamic_groups and getattr(wq, "fmt", None) == "nvfp4":
+            raise ValueError("GPTQ with nvfp4 weights needs static_groups: True (the e4m3 block scales share one "
+                             "fp32 global scale taken from the whole weight before the updates)")
         if dynamic_groups and actorder:
             raise ValueError("GPTQ per_group with actorder needs static_groups: True (group grids must be "
                              "contiguous in the original column order for deployment)")

@@ -196,6 +196,44 @@ def _make_quantizer(linear_dtype: torch.dtype):
     return FloatQuantizer("e4m3", granularity="per_channel", use_qtorch=True)
 
 
+# --linear_type: lightx2v's converter names (tools/convert/converter.py); block types -> vidquant.export.formats schemes
+LINEAR_TYPES = {"int8": torch.int8, "fp8": torch.float8_e4m3fn, "nvfp4": "nvfp4", "mxfp4": "mxfp4",
+                "mxfp6": "mxfp6-mxfp8", "mxfp8": "mxfp8"}
+
+
+def quantize_block_weight(key: str, weight: torch.Tensor, linear_type: str) -> dict[str, torch.Tensor]:
+    """RTN of one weight to a block ``--linear_type`` under lightx2v's converter names: ``<key>`` (packed codes),
+    ``<key>_scale`` (swizzled block scales) and, for nvfp4, ``<key>_global_scale``. As lightx2v's converter, the
+    weight is cast to bf16 first (nvfp4's global scale 2688 / absmax is then computed in bf16)."""
+    from vidquant.export.formats import BLOCK_SCHEMES, pack_linear
+    from vidquant.quant.blockfmt import MXQuantizer, NVFP4Quantizer
+
+    if not torch.isfinite(weight).all():
+        raise ConverterError(f"{key}: weight has NaN or Inf values; refusing to quantize it")
+    scheme = LINEAR_TYPES[linear_type]
+    w = weight.to(torch.bfloat16)
+    q = NVFP4Quantizer() if scheme == "nvfp4" else MXQuantizer(BLOCK_SCHEMES[scheme].elem)
+    if w.shape[-1] % q.block_size:
+        raise ConverterError(f"{key}: in_features {w.shape[-1]} is not a multiple of {linear_type}'s block "
+                             f"size {q.block_size}")
+    packed = pack_linear(scheme, q.quantize(w), torch.ones(()))
+    out = {key: packed["weight"], key + "_scale": packed["weight_scale"]}
+    if scheme == "nvfp4":
+        out[key + "_global_scale"] = packed["weight_global_scale"]
+    return out
+
+
+def _block_companions(state_dict: Mapping[str, torch.Tensor]) -> set[str]:
+    """Keys of already-quantized block-format linears (packed uint8 / int32 or fp8-pertensor weights) and of every
+    tensor stored next to them (scales, global scales, alpha, input scales, Marlin workspace): pass-through."""
+    from vidquant.export.formats import companion_suffixes
+
+    bases = {k.removesuffix(".weight") for k, t in state_dict.items()
+             if k.endswith(".weight") and t.dtype in (torch.uint8, torch.int32, torch.float8_e4m3fn)}
+    keys = {b + ".weight" for b in bases}
+    return keys | {f"{b}.{s}" for b in bases for s in companion_suffixes() if f"{b}.{s}" in state_dict}
+
+
 def _already_quantized(state_dict: Mapping[str, torch.Tensor]) -> set[str]:
     """Keys of int8/fp8 tensors and of their ``<key>_scale`` companions: these pass through as they are."""
     codes = {k for k, t in state_dict.items() if t.dtype in QUANTIZED_DTYPES}
@@ -228,6 +266,7 @@ def quantize_state_dict(
     non_linear_dtype: torch.dtype = torch.float32,
     *,
     progress: bool = True,
+    linear_type: str | None = None,
 ) -> dict[str, torch.Tensor]:
     """Quantize the Wan-layout block linears per output channel; cast other float tensors.
 
@@ -241,8 +280,9 @@ def quantize_state_dict(
             f"--quantized selects Wan-layout keys (blocks.N.self_attn...), but the keys are in {layout} "
             "layout; add -d backward to rename them first"
         )
-    quantizer = _make_quantizer(linear_dtype)
-    passthrough = _already_quantized(state_dict)
+    block_type = linear_type if linear_type in LINEAR_TYPES and isinstance(LINEAR_TYPES[linear_type], str) else None
+    quantizer = None if block_type else _make_quantizer(linear_dtype)
+    passthrough = _already_quantized(state_dict) | _block_companions(state_dict)
     out: dict[str, torch.Tensor] = {}
     n_quantized = 0
     for key in tqdm(list(state_dict), desc="quantize", unit="tensor", disable=not progress):
@@ -252,7 +292,10 @@ def quantize_state_dict(
         elif _is_quant_target(key, tensor):
             if key + "_scale" in state_dict or key + "_scale" in out:
                 raise ConverterError(f"{key}: float weight already has a {key}_scale tensor")
-            out[key], out[key + "_scale"] = _quantize_one(quantizer, key, tensor, linear_dtype)
+            if block_type:
+                out.update(quantize_block_weight(key, tensor, block_type))
+            else:
+                out[key], out[key + "_scale"] = _quantize_one(quantizer, key, tensor, linear_dtype)
             n_quantized += 1
         else:
             out[key] = tensor.to(non_linear_dtype)
@@ -359,6 +402,19 @@ def _as_dtype(
     return table[name]
 
 
+def _linear_type_dtype(linear_type: str | None, linear_dtype):
+    """--linear_type int8 / fp8 is --linear_dtype torch.int8 / float8_e4m3fn; block types keep None (with a marker
+    dtype check done by quantize_state_dict)."""
+    if linear_type is None:
+        return linear_dtype
+    if linear_type not in LINEAR_TYPES:
+        raise ConverterError(f"--linear_type: got {linear_type!r}; choose one of {', '.join(LINEAR_TYPES)}")
+    mapped = LINEAR_TYPES[linear_type]
+    if linear_dtype is not None and linear_dtype != mapped:
+        raise ConverterError(f"--linear_type {linear_type} contradicts --linear_dtype {linear_dtype}")
+    return mapped if isinstance(mapped, torch.dtype) else torch.uint8  # uint8: packed block codes
+
+
 def _lora_alphas(lora_paths: Sequence, lora_alphas: Sequence[float]) -> list[float]:
     """One alpha per LoRA; a single alpha is broadcast to all of them (upstream's rule)."""
     alphas = list(lora_alphas) or [1.0]
@@ -389,7 +445,8 @@ def _check_options(model_type: str, output_ext: str, chunk_size: int, save_by_bl
     if quantized and bits != 8:
         raise ConverterError(f"--bits: only 8-bit quantization is supported, got {bits}")
     if quantized and linear_dtype is None:
-        raise ConverterError("--quantized needs --linear_dtype torch.int8 or torch.float8_e4m3fn")
+        raise ConverterError("--quantized needs --linear_type (int8, fp8, nvfp4, mxfp4, mxfp6, mxfp8) or "
+                             "--linear_dtype torch.int8 / torch.float8_e4m3fn")
     if not is_plain_name(output_name):
         raise ConverterError(f"--output_name: got {output_name!r}; expected a plain file-name prefix (no path "
                              "separators, no '..'): the files always go into --output")
@@ -410,6 +467,7 @@ def convert(
     linear_dtype: torch.dtype | str | None = None,
     non_linear_dtype: torch.dtype | str = torch.float32,
     device: str = "cpu",
+    linear_type: str | None = None,
     lora_paths: Sequence[str | os.PathLike] = (),
     lora_alphas: Sequence[float] = (1.0,),
     copy_no_weight_files: bool = False,
@@ -428,6 +486,7 @@ def convert(
         FileExistsError: ``output`` exists and ``overwrite`` is false.
     """
     linear_dtype = _as_dtype(linear_dtype, LINEAR_DTYPES, "--linear_dtype")
+    linear_dtype = _linear_type_dtype(linear_type, linear_dtype)
     non_linear_dtype = _as_dtype(non_linear_dtype, NON_LINEAR_DTYPES, "--non_linear_dtype")
     _check_options(model_type, output_ext, chunk_size, save_by_block, quantized, bits, linear_dtype, output_name)
     if direction not in (None, "forward", "backward"):
@@ -462,7 +521,8 @@ def convert(
             except ValueError as exc:  # one tensor under both naming layouts
                 raise ConverterError(f"{source}: {exc}; the checkpoint holds the same tensor twice") from None
         if quantized:
-            state_dict = quantize_state_dict(state_dict, linear_dtype, non_linear_dtype, progress=progress)
+            state_dict = quantize_state_dict(state_dict, linear_dtype, non_linear_dtype, progress=progress,
+                                             linear_type=linear_type)
         save_converted(state_dict, tmp, output_ext=output_ext, output_name=output_name, chunk_size=chunk_size,
                        save_by_block=save_by_block, progress=progress)
         if copy_no_weight_files:
@@ -496,6 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantized", action="store_true", help="quantize the block linears per output channel")
     p.add_argument("--bits", type=int, default=8, choices=[8])
     p.add_argument("--linear_dtype", choices=list(LINEAR_DTYPES), default=None)
+    p.add_argument("--linear_type", choices=list(LINEAR_TYPES), default=None,
+                   help="lightx2v's quant type for the block linears (RTN); nvfp4 / mxfp* are packed block formats")
     p.add_argument("--non_linear_dtype", choices=list(NON_LINEAR_DTYPES), default="torch.float32",
                    help="dtype of the other float tensors when --quantized")
     p.add_argument("--device", default="cpu", help="device tensors are loaded to and quantized on")
@@ -523,6 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             quantized=args.quantized,
             bits=args.bits,
             linear_dtype=args.linear_dtype,
+            linear_type=args.linear_type,
             non_linear_dtype=args.non_linear_dtype,
             device=args.device,
             lora_paths=args.lora_path,

@@ -54,7 +54,10 @@ KNOWN_DIT_QUANT_SCHEMES = frozenset({
     "Default", "Default-ForceFp32", "Calib", "CalibMax",
     "int8-vllm", "fp8-vllm", "int8-sgl", "fp8-sgl", "int8-q8f", "fp8-q8f", "int8-triton", "fp8-triton",
     "fp8-b128-deepgemm", "int8-torchao", "fp8-torchao", "mxfp4", "mxfp6-mxfp8", "mxfp8", "nvfp4",
+    "int4-g128-marlin", "fp8-pertensor",
 })  # fmt: skip
+# Formats beyond W8A8 (vidquant.export.formats): registered under these dit_quant_scheme names only (no mm_type).
+BLOCK_DIT_QUANT_SCHEMES = ("mxfp8", "mxfp6-mxfp8", "mxfp4", "nvfp4", "int4-g128-marlin", "fp8-pertensor")
 # Pairs that name the same kernel in both vocabularies (only these are filled in by the reader).
 _EQUIVALENT = {
     "Default": "Default",
@@ -261,7 +264,7 @@ def write_lightx2v_config(
     path: str | os.PathLike,
     *,
     task: Literal["t2v", "i2v"],
-    scheme: Literal["int8", "fp8"],
+    scheme: str,
     quantized_ckpt: str | os.PathLike,
     vocabulary: Literal["mm_type", "dit_quant_scheme", "both"] = "both",
     infer_steps: int,
@@ -274,7 +277,10 @@ def write_lightx2v_config(
     fps: int = 16,
     attention: str = "torch_sdpa",
 ) -> dict[str, Any]:
-    """Write a lightx2v config for an advanced-PTQ W8A8 checkpoint and return it.
+    """Write a lightx2v config for an advanced-PTQ checkpoint and return it.
+
+    ``scheme``: ``int8`` / ``fp8`` (W8A8, either vocabulary) or one of :data:`BLOCK_DIT_QUANT_SCHEMES`, which
+    lightx2v knows only as ``dit_quant_scheme`` (``vocabulary="both"`` then writes that one alone).
 
     ``quantized_ckpt`` becomes ``dit_quantized_ckpt`` (set explicitly so lightx2v merges that
     directory's config.json). ``enable_cfg`` is ``guidance_scale > 1``; ``attention`` is used at all
@@ -283,10 +289,14 @@ def write_lightx2v_config(
     where = "write_lightx2v_config"
     if task not in TASKS:
         raise _fail(where, "task", f"expected one of {TASKS}, got {task!r}")
-    if scheme not in MM_TYPES:
-        raise _fail(where, "scheme", f"expected 'int8' or 'fp8', got {scheme!r}")
+    if scheme not in MM_TYPES and scheme not in BLOCK_DIT_QUANT_SCHEMES:
+        raise _fail(where, "scheme", f"expected one of {['int8', 'fp8', *BLOCK_DIT_QUANT_SCHEMES]}, got {scheme!r}")
     if vocabulary not in VOCABULARIES:
         raise _fail(where, "vocabulary", f"expected one of {VOCABULARIES}, got {vocabulary!r}")
+    if scheme in BLOCK_DIT_QUANT_SCHEMES:
+        if vocabulary == "mm_type":
+            raise _fail(where, "vocabulary", f"{scheme} has no mm_config.mm_type name; use dit_quant_scheme")
+        vocabulary = "dit_quant_scheme"
     for name, value in (("target_height", target_height), ("target_width", target_width)):
         if isinstance(value, int) and value % 16:
             raise _fail(where, name, f"must be a multiple of 16 (VAE stride 8 x patch 2), got {value}")
@@ -310,7 +320,7 @@ def write_lightx2v_config(
         config["mm_config"] = {"mm_type": MM_TYPES[scheme]}
     if vocabulary in ("dit_quant_scheme", "both"):
         config["dit_quantized"] = True
-        config["dit_quant_scheme"] = DIT_QUANT_SCHEMES[scheme]
+        config["dit_quant_scheme"] = DIT_QUANT_SCHEMES.get(scheme, scheme)
     normalize_lightx2v_config(config, source=where)  # the same rules the reader applies
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

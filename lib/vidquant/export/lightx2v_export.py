@@ -6,6 +6,10 @@ names, every block linear as int8 / float8_e4m3fn codes (out, in) plus `weight_s
 Differences from LLMC, on purpose: `weight_scale` is fp32 by default (LLMC: bf16; `weight_scale_dtype`
 gives LLMC's), codes come from the calibrated float weights rather than re-quantized fake-quant weights,
 and configs lightx2v cannot run are refused before any work (LLMC exports int32 W6 checkpoints).
+
+Beyond W8A8 (ours): the block formats lightx2v runs (mxfp8, mxfp6-mxfp8, mxfp4, nvfp4, int4-g128-marlin,
+fp8-pertensor) are written in lightx2v's per-linear layout by :func:`block_state_dict` (vidquant.export.formats,
+docs/formats.md §5).
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from torch import nn
 
 from vidquant.algos.deploy import quantize_weight
 from vidquant.config import parse_size
+from vidquant.export.formats import BLOCK_SCHEMES, pack_linear, scheme_of_config
 from vidquant.export.io import atomic_dir, save_sharded
 from vidquant.models.block import make_transformer_smoothable
 from vidquant.models.layout import block_linears
 
-__all__ = ["ExportError", "check_lightx2v_exportable", "lightx2v_state_dict", "export_lightx2v", "EXPORT_DIRNAME"]
+__all__ = ["ExportError", "check_lightx2v_exportable", "block_scheme", "block_state_dict", "lightx2v_state_dict",
+           "export_lightx2v", "EXPORT_DIRNAME"]
 
 EXPORT_DIRNAME = "lightx2v_quant_model"
 
@@ -37,6 +43,9 @@ def check_lightx2v_exportable(vg) -> str:
     activations, or e4m3 weights with e4m3 per-token activations). Returns the scheme 'int8' or 'fp8'."""
     w, a = vg.weight, vg.act
     where = "quant.video_gen"
+    block = block_scheme(vg)
+    if block is not None:
+        return block
     if w.granularity != "per_channel":
         raise ExportError(f"{where}.weight.granularity: got {w.granularity!r}; lightx2v needs per_channel")
     if w.quant_type == "int-quant":
@@ -75,6 +84,40 @@ def lightx2v_state_dict(transformer: nn.Module, wq, weight_qparams: dict | None 
     return {k: v.contiguous().cpu() for k, v in state.items()}
 
 
+def block_scheme(vg) -> str | None:
+    """lightx2v's scheme for the formats beyond W8A8 (mxfp8, mxfp6-mxfp8, mxfp4, nvfp4, int4-g128-marlin,
+    fp8-pertensor), None for a W8A8 config; a block format lightx2v has no kernel for is refused here."""
+    try:
+        scheme = scheme_of_config(vg)
+    except ValueError as err:
+        raise ExportError(str(err)) from None
+    blockish = {vg.weight.quant_type, getattr(vg.act, "quant_type", None)} & {"mx-quant", "nvfp4-quant"}
+    if scheme is None and (blockish or (vg.act is not None and vg.act.static)):
+        w, a = vg.weight.label, vg.act.label if vg.act else "none"
+        raise ExportError(f"quant.video_gen: weight {w} with act {a} has no lightx2v kernel; lightx2v runs "
+                          "mx-e4m3/mx-e4m3 (mxfp8), mx-e3m2/mx-e4m3 (mxfp6-mxfp8), mx-e2m1/mx-e2m1 (mxfp4), "
+                          "nvfp4/nvfp4, int4 per_group 128 weight-only, e4m3 per_tensor with static e4m3 "
+                          "per_tensor act (fp8-pertensor); set save.save_lightx2v: false to simulate it")
+    return scheme
+
+
+@torch.no_grad()
+def block_state_dict(transformer: nn.Module, wq, scheme: str, weight_qparams: dict | None = None,
+                     input_absmax: dict | None = None) -> dict[str, torch.Tensor]:
+    """The export tensors of a block scheme (vidquant.export.formats), in diffusers key names."""
+    weight_qparams, input_absmax = weight_qparams or {}, input_absmax or {}
+    make_transformer_smoothable(transformer)
+    state = {k: v.detach() for k, v in transformer.state_dict().items()}
+    for i, block in enumerate(transformer.blocks):
+        for name, lin in block_linears(block).items():
+            key = f"blocks.{i}.{name}"
+            q = quantize_weight(lin.weight.detach(), wq, weight_qparams.get(key))
+            del state[f"{key}.weight"]
+            for suffix, t in pack_linear(scheme, q, input_absmax.get(key)).items():
+                state[f"{key}.{suffix}"] = t
+    return {k: v.contiguous().cpu() for k, v in state.items()}
+
+
 def _parse_size(text: str) -> int:
     try:
         return parse_size(text)
@@ -84,10 +127,16 @@ def _parse_size(text: str) -> int:
 
 def export_lightx2v(transformer: nn.Module, wq, save_path: str | os.PathLike, *, weight_qparams: dict | None = None,
                     scale_dtype: torch.dtype = torch.float32, max_shard_size: str = "10GB",
-                    overwrite: bool = False) -> Path:
-    """Write `<save_path>/lightx2v_quant_model/` atomically (a temporary folder renamed at the end)."""
+                    overwrite: bool = False, scheme: str | None = None, input_absmax: dict | None = None) -> Path:
+    """Write `<save_path>/lightx2v_quant_model/` atomically (a temporary folder renamed at the end).
+
+    ``scheme``: a block scheme from :func:`block_scheme` (else W8A8 int8/fp8); ``input_absmax``: per linear
+    (``blocks.N.<linear>``) calibrated input absmax, for the schemes with static activation scales."""
     final = Path(save_path) / EXPORT_DIRNAME
-    state = lightx2v_state_dict(transformer, wq, weight_qparams, scale_dtype)
+    if scheme in BLOCK_SCHEMES:
+        state = block_state_dict(transformer, wq, scheme, weight_qparams, input_absmax)
+    else:
+        state = lightx2v_state_dict(transformer, wq, weight_qparams, scale_dtype)
     config = dict(transformer.config)
     config.update({"_class_name": type(transformer).__name__, "quant_method": "advanced_ptq"})
     with atomic_dir(final, overwrite=overwrite) as tmp:

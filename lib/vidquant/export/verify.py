@@ -23,6 +23,7 @@ import json
 import os
 import pickle
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from vidquant.export import keymap
+from vidquant.export import formats, keymap
 from vidquant.export.io import TORCH_SUFFIXES, CheckpointError, find_index, read_index
 
 __all__ = ["Problem", "check_state_dict", "main", "verify"]
@@ -64,6 +65,7 @@ class _Scan:
     root: Path
     tensors: dict[str, _Info] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    block_scheme: str | None = None  # the checkpoint's format beyond W8A8 (mxfp4, nvfp4, ...), if any
 
     def add(self, file: str, key: str | None, message: str) -> None:
         self.problems.append(Problem(file, key, message))
@@ -132,7 +134,8 @@ def _value_problems(key: str, t: torch.Tensor) -> list[str]:
     problems = []
     if not bool(finite.all()):
         problems.append(f"{int((~finite).sum())} NaN/Inf values; expected all finite")
-    if key.endswith("_scale"):
+    # one-byte block scales (MX E8M0, NVFP4 e4m3) are 0 for all-zero blocks and in the swizzle padding
+    if key.endswith("_scale") and t.element_size() > 1:
         nonpositive = int((values[finite] <= 0).sum())
         if nonpositive:
             problems.append(f"{nonpositive} scales <= 0; expected positive per-channel scales")
@@ -213,6 +216,8 @@ def _check_linear(scan: _Scan, file: str, name: str) -> int | None:
     w = scan.tensors.get(name + ".weight")
     s = scan.tensors.get(name + ".weight_scale")
     b = scan.tensors.get(name + ".bias")
+    if scan.block_scheme is not None:
+        return _check_block_linear(scan, file, name, scan.block_scheme)
     if w is None:
         scan.add(file, name + ".weight", "missing; expected int8 or float8_e4m3fn weight of shape (out, in)")
         return None
@@ -232,6 +237,33 @@ def _check_linear(scan: _Scan, file: str, name: str) -> int | None:
     elif b.shape != (out,):
         scan.add(b.file, name + ".bias", f"shape {b.shape}; expected ({out},)")
     return w.shape[1]
+
+
+def _block_scheme(scan: _Scan, name: str) -> str | None:
+    """The block format (mxfp8, mxfp6-mxfp8, mxfp4, nvfp4, int4-g128-marlin, fp8-pertensor) of a linear, if any."""
+    tensors = {suffix: scan.tensors.get(f"{name}.{suffix}") for suffix in ("weight", *formats.companion_suffixes())}
+    return formats.detect_linear_scheme({k: (i.dtype, i.shape) for k, i in tensors.items() if i is not None})
+
+
+def _check_block_linear(scan: _Scan, file: str, name: str, scheme: str) -> int | None:
+    """Every tensor lightx2v's ``scheme`` loads for this linear, with its dtype and shape; returns in_features."""
+    w = scan.tensors.get(name + ".weight")
+    if w is None:
+        scan.add(file, name + ".weight", f"missing; expected the packed {scheme} weight")
+        return None
+    out_f, in_f = formats.out_features_of(scheme, w.shape), formats.in_features_of(scheme, w.shape)
+    for suffix, (dtype, shape) in formats.expected_layout(scheme, out_f, in_f).items():
+        info = scan.tensors.get(f"{name}.{suffix}")
+        if info is None:
+            scan.add(file, f"{name}.{suffix}", f"missing; {scheme} needs {dtype} of shape {shape}")
+        elif info.dtype != dtype or info.shape != shape:
+            scan.add(info.file, f"{name}.{suffix}", f"{info.dtype} {info.shape}; {scheme} needs {dtype} {shape}")
+    b = scan.tensors.get(name + ".bias")
+    if b is None:
+        scan.add(file, name + ".bias", f"missing; expected shape ({out_f},)")
+    elif b.shape != (out_f,):
+        scan.add(b.file, name + ".bias", f"shape {b.shape}; expected ({out_f},)")
+    return in_f
 
 
 def _check_affine(scan: _Scan, file: str, block: int, dim: int | None) -> None:
@@ -277,6 +309,9 @@ def _check_model(scan: _Scan, advanced_ptq: bool) -> dict:
     for missing in sorted(set(range(blocks[-1] + 1)) - set(blocks)):
         scan.add(root, f"blocks.{missing}", f"block missing; blocks 0..{blocks[-1]} expected")
     i2v = keymap.is_i2v(keys)
+    linears = keymap.block_linears(layout, i2v)
+    found = Counter(_block_scheme(scan, f"blocks.{b}.{lin}") for b in blocks for lin in linears)
+    scan.block_scheme = max((s for s in found if s), key=found.__getitem__, default=None)
     for block in blocks:
         file = _block_file(scan, block)
         linears = keymap.block_linears(layout, i2v)

@@ -79,6 +79,7 @@ def _QuantLinearTypes() -> tuple[type, ...]:  # noqa: N802 - reads like a type t
     """Linear replacements also count as linears (a block may already be deployed)."""
     try:
         from vidquant.quant.linear import FakeQuantLinear, W8A8Linear
+        from vidquant.runtime.emulated import EmulatedLinear
     except ImportError:
         return ()
-    return (FakeQuantLinear, W8A8Linear)
+    return (FakeQuantLinear, W8A8Linear, EmulatedLinear)

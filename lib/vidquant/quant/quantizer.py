@@ -410,11 +410,16 @@ def _import_qtorch_float_quantize() -> Callable[..., Tensor]:
 def build_quantizer(spec: Any, compute_dtype: torch.dtype | None = None) -> Quantizer:
     """Build a quantizer from an object with LLMC-style attributes.
 
-    ``spec`` needs ``quant_type`` (``"int-quant"`` | ``"float-quant"``), ``bit`` (int, or
+    ``spec`` needs ``quant_type`` (``"int-quant"`` | ``"float-quant"``; ``"mx-quant"`` / ``"nvfp4-quant"`` go to
+    :func:`vidquant.quant.blockfmt.build_block_quantizer`), ``bit`` (int, or
     ``"e4m3"``/``"e5m2"`` for float-quant), ``symmetric``, ``granularity``, ``group_size`` and ``use_qtorch``
     (the attribute names of the project's ``QuantSpec`` config model).
     """
     quant_type = spec.quant_type
+    if quant_type in ("mx-quant", "nvfp4-quant"):  # block-scaled float formats (vidquant.quant.blockfmt)
+        from .blockfmt import build_block_quantizer
+
+        return build_block_quantizer(spec, compute_dtype)
     if not getattr(spec, "round_zp", True):
         # LLMC's round_zp=False keeps a fractional zero point; only the rounded (default) variant is modelled.
         raise NotImplementedError("round_zp=False is not supported; use the default round_zp=True")

@@ -39,7 +39,7 @@ from vidquant.models.block import make_transformer_smoothable
 from vidquant.models.layout import block_linear_names
 from vidquant.quant import W8A8_FORMATS, W8A8Linear
 from vidquant.quant.linear import NUMERICS
-from vidquant.runtime import cond_cache
+from vidquant.runtime import cond_cache, emulated
 
 __all__ = [
     "QuantInfo",
@@ -391,18 +391,22 @@ def load_quantized_transformer(
     ckpt = read_quantized_checkpoint(quantized_ckpt)
     i2v = _check_task(ckpt, base, base_model_path)  # first: the more useful message for a T2V/I2V mix-up
     _check_architecture(ckpt, base, base_model_path)
-    found = checkpoint_scheme(ckpt)
+    model = _empty_model(base)
+    block = emulated.checkpoint_block_scheme(ckpt.state, len(model.blocks), block_linear_names(model.blocks[0]))
+    found = block or checkpoint_scheme(ckpt)
     if scheme is not None and scheme != found:
         raise QuantizedCheckpointError(f"{ckpt.path}: the inference config asks for {scheme} but the checkpoint's "
-                                       f"block linears are {W8A8_FORMATS[found]} ({found})")
+                                       f"block linears are {W8A8_FORMATS.get(found, found)} ({found})")
     if quant_method == "auto":
         quant_method = ckpt.config.get("quant_method")
     check_state_dict(ckpt.state, ckpt.path, files=ckpt.files, advanced_ptq=quant_method == "advanced_ptq",
                      stored_name=ckpt.stored_name)
-    model = _empty_model(base)
     if numerics not in NUMERICS:
         raise ValueError(f"numerics must be one of {NUMERICS}, got {numerics!r}")
-    n = _install_linears(model, ckpt, found, round_scale_bf16, dtype, numerics)
+    if block:  # mxfp8 / mxfp6-mxfp8 / mxfp4 / nvfp4 / int4-g128-marlin / fp8-pertensor: emulated (runtime/emulated.py)
+        n = emulated.install_emulated_linears(model, ckpt.state, block, str(ckpt.path))
+    else:
+        n = _install_linears(model, ckpt, found, round_scale_bf16, dtype, numerics)
     smoothing = _smoothing(ckpt, quant_method, len(model.blocks))
     _load_rest(model, ckpt, dtype, smoothing)
     if compile_kernels is None:

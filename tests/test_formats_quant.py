@@ -1,0 +1,168 @@
+"""Block-scaled formats (vidquant.quant.blockfmt) against hand-computed cases."""
+
+import pytest
+import torch
+
+from vidquant.quant import FloatQuantizer, IntQuantizer
+from vidquant.quant.blockfmt import (
+    MINIFLOATS,
+    MXQuantizer,
+    NVFP4Quantizer,
+    e8m0_bits,
+    e8m0_value,
+    minifloat_bits,
+    minifloat_from_bits,
+    mx_block_scale,
+    nvfp4_fake_static,
+    round_to_minifloat,
+)
+
+
+def t(*v):
+    return torch.tensor(v, dtype=torch.float32)
+
+
+# ------------------------------------------------------------------------------------------- element rounding
+def test_e2m1_grid_ties_to_even_and_saturation():
+    # midpoints of the e2m1 grid {0, .5, 1, 1.5, 2, 3, 4, 6}: each goes to the neighbour with an even mantissa
+    y = t(0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 0.26, 6.0, 7.0, 1e9, -0.75, -5.5)
+    assert round_to_minifloat(y, "e2m1").tolist() == [0, 1, 1, 2, 2, 4, 4, 0.5, 6, 6, 6, -1, -6]
+
+
+def test_fp6_grids_hand_cases():
+    # e2m3: spacing 0.125 below 2, 0.25 in [2, 4), 0.5 in [4, 7.5]; max 7.5
+    assert round_to_minifloat(t(0.0625, 0.1875, 2.125, 2.375, 7.75, 9.0), "e2m3").tolist() == \
+        [0.0, 0.25, 2.0, 2.5, 7.5, 7.5]
+    # e3m2: bias 3, smallest subnormal 2^-4, max 28; 26 is a tie between 24 and 28 -> 24 (even mantissa)
+    assert round_to_minifloat(t(0.03125, 0.09375, 26.0, 30.0, 27.0), "e3m2").tolist() == \
+        [0.0, 0.125, 24.0, 28.0, 28.0]
+
+
+@pytest.mark.parametrize("fmt", ["e4m3", "e5m2"])
+def test_fp8_elements_match_torch_cast(fmt):
+    x = torch.randn(20000) * 100
+    m = MINIFLOATS[fmt]
+    ref = x.clamp(-m.max, m.max).to(m.container).float()
+    assert torch.equal(round_to_minifloat(x, fmt), ref)
+
+
+@pytest.mark.parametrize("fmt", sorted(MINIFLOATS))
+def test_bit_codes_round_trip_and_known_codes(fmt):
+    x = torch.randn(5000) * 10
+    v = round_to_minifloat(x, fmt)
+    assert torch.equal(minifloat_from_bits(minifloat_bits(v, fmt), fmt), v)
+    assert torch.equal(v.to(MINIFLOATS[fmt].container).float(), v)  # the float8 container is lossless
+
+
+def test_e2m1_bit_codes_as_nvidia_table():
+    # 0101 = 3.0, 0001 = 0.5 (subnormal), 1111 = -6.0, 1000 = -0
+    assert minifloat_bits(t(3.0, 0.5, -6.0, -0.0, 6.0), "e2m1").tolist() == [0b0101, 0b0001, 0b1111, 0b1000, 0b0111]
+    # e4m3 bits agree with torch's float8_e4m3fn byte
+    v = round_to_minifloat(torch.randn(1000) * 50, "e4m3")
+    assert torch.equal(minifloat_bits(v, "e4m3"), v.to(torch.float8_e4m3fn).view(torch.uint8))
+
+
+# ------------------------------------------------------------------------------------------- MX scales
+def test_mx_scale_ceil_rule_never_saturates():
+    # absmax / 6 = 1 -> 2^0; 6.1 / 6 -> 2^1; 1 / 6 -> 2^-2 (1/4 >= 1/6); zero block -> 2^-127 (E8M0 code 0)
+    s = mx_block_scale(t(6.0, 6.1, 1.0, 0.0), "e2m1", "ceil")
+    assert s.tolist() == [1.0, 2.0, 0.25, 2.0**-127]
+    assert e8m0_bits(s).tolist() == [127, 128, 125, 0]
+    assert torch.equal(e8m0_value(e8m0_bits(s)), s)
+
+
+def test_mx_scale_floor_rule_is_ocp_and_saturates():
+    # OCP: 2^(floor(log2 amax) - emax_elem), emax(e2m1) = 2: amax 6.1 -> 2^(2-2) = 1, so 6.1 saturates to 6
+    s = mx_block_scale(t(6.1, 448.0), "e2m1", "floor")
+    assert s.tolist() == [1.0, 64.0]
+    q = MXQuantizer("e2m1", scale_rule="floor")
+    x = torch.zeros(1, 32)
+    x[0, 0] = 6.1
+    assert q.fake(x)[0, 0].item() == 6.0
+
+
+def test_mxfp4_quantize_hand_block():
+    q = MXQuantizer("e2m1")
+    x = torch.zeros(1, 32)
+    x[0, :4] = t(12.0, 5.0, -1.0, 0.4)  # absmax 12 -> scale 2 (12/6 = 2); x/2 = 6, 2.5, -0.5, 0.2
+    qt = q.quantize(x)
+    assert qt.scale.tolist() == [[2.0]]
+    assert qt.codes.float()[0, :4].tolist() == [6.0, 2.0, -0.5, 0.0]
+    assert qt.dequantize()[0, :4].tolist() == [12.0, 4.0, -1.0, 0.0]
+
+
+def test_mx_zero_and_subnormal_blocks():
+    q = MXQuantizer("e4m3")
+    x = torch.zeros(2, 32)
+    x[1, 3] = 1e-40  # an fp32 subnormal: scale 2^-127 (the smallest E8M0), element rounds to a subnormal e4m3
+    qt = q.quantize(x)
+    assert qt.scale[0, 0].item() == 2.0**-127 and torch.count_nonzero(qt.codes.float()[0]) == 0
+    assert torch.isfinite(qt.dequantize()).all()
+    assert qt.dequantize()[1, 3].item() == pytest.approx(1e-40, rel=0.07)
+
+
+def test_mx_block_boundaries_are_independent():
+    q = MXQuantizer("e2m1")
+    x = torch.ones(1, 64)
+    x[0, 40] = 96.0  # second block only
+    s = q.qparams(x)[0]
+    assert s.tolist() == [[0.25, 16.0]]
+
+
+# ------------------------------------------------------------------------------------------- NVFP4
+def test_nvfp4_two_level_scale_hand_case():
+    q = NVFP4Quantizer()
+    x = torch.zeros(1, 32)
+    x[0, 0] = 12.0  # tensor absmax 12 -> g = 2688 / 12 = 224
+    x[0, 16] = 3.0  # block 2: e4m3(224 * 3 / 6) = e4m3(112) = 112
+    qt = q.quantize(x)
+    assert qt.global_scale.item() == 224.0
+    e4m3_scales = (qt.scale * qt.global_scale).tolist()[0]
+    assert e4m3_scales == pytest.approx([448.0, 112.0])
+    assert qt.codes.float()[0, [0, 16]].tolist() == [6.0, 6.0]
+    assert qt.dequantize()[0, [0, 16]].tolist() == pytest.approx([12.0, 3.0])
+
+
+def test_nvfp4_block_scale_rounds_to_e4m3_and_elements_saturate():
+    q = NVFP4Quantizer()
+    x = torch.zeros(1, 32)
+    x[0, 0] = 100.0  # g = 26.88
+    x[0, 16] = 7.0  # g * 7 / 6 = 31.36 -> e4m3 32 (spacing 2 in [16, 32)); x * g / 32 = 5.88 -> 6
+    x[0, 17] = -6.99
+    qt = q.quantize(x)
+    assert (qt.scale[0, 1] * qt.global_scale).item() == pytest.approx(32.0)
+    assert qt.codes.float()[0, 16:18].tolist() == [6.0, -6.0]
+
+
+def test_nvfp4_zero_block_and_fixed_grid_recovers_global_scale():
+    q = NVFP4Quantizer()
+    w = torch.randn(8, 64)
+    w[:, 16:32] = 0
+    qt = q.quantize(w)
+    assert torch.all(qt.scale[:, 1] == 0) and torch.count_nonzero(qt.codes.float()[:, 16:32]) == 0
+    fixed = q.quantize_with(w, *q.qparams(w))
+    assert torch.equal(fixed.codes.float(), qt.codes.float())
+    assert fixed.global_scale.item() == pytest.approx(qt.global_scale.item(), rel=1e-6)
+
+
+def test_nvfp4_static_activation_fake_matches_weight_path():
+    x = torch.randn(3, 32)
+    g = torch.tensor(2688.0) / x.abs().amax()
+    torch.testing.assert_close(nvfp4_fake_static(x, g), NVFP4Quantizer().fake(x), rtol=1e-6, atol=0)
+
+
+# ------------------------------------------------------------------------------------------- int4 g128, fp8 static
+def test_int4_group128_hand_case():
+    q = IntQuantizer(4, symmetric=True, granularity="per_group", group_size=128)
+    w = torch.zeros(1, 256)
+    w[0, 0], w[0, 1], w[0, 128] = 7.0, 2.5, -1.0  # group 1: scale 1, 2.5 -> 2 (ties to even); group 2: scale 1/7
+    qt = q.quantize(w)
+    assert qt.scale[0].tolist() == pytest.approx([1.0, 1.0 / 7])
+    assert qt.codes[0, :2].tolist() == [7, 2] and qt.codes[0, 128].item() == -7
+
+
+def test_fp8_per_tensor_static_activation_saturates():
+    aq = FloatQuantizer("e4m3", granularity="per_tensor")
+    x = t(1.0, 10.0, -1000.0)
+    q = aq.quantize_with(x, torch.tensor(0.5))  # x / 0.5, clamped to ±448 as lightx2v's fp8-pertensor act quant
+    assert q.codes.float().tolist() == [2.0, 20.0, -448.0]
