@@ -1,10 +1,12 @@
-"""Write configs/quantization/video_gen/{wan_t2v,wan_i2v,tiny_t2v,tiny_i2v}/*.yaml (LLMC video_gen format).
+"""Write configs/quantization/video_gen/<model>/*.yaml (LLMC video_gen format) for every model below.
 
     python scripts/make_configs.py
 
 wan_*: LLMC's recipe for real Wan2.1 checkpoints (480×832, 81 frames, 50 steps; `model.path` is a placeholder
-for your local diffusers-format checkpoint). tiny_*: the same recipes sized for the shipped tiny models, which
-run here on a CPU in about a minute. Every file loads with `vidquant.config.load_config`.
+for your local diffusers-format checkpoint). wan22_*: the same recipes for Wan2.2 (A14B T2V / I2V, two experts,
+each calibrated on the steps it serves, `calib.sample_steps` per expert; TI2V-5B at its 704×1280, 121 frames).
+tiny_*: the same recipes sized for the shipped tiny models, which run here on a CPU in about a minute. Every
+file loads with `vidquant.config.load_config`.
 """
 
 from __future__ import annotations
@@ -42,16 +44,33 @@ MODELS = {
     "tiny_i2v": dict(type="WanI2V", path="assets/models/tiny-wan-i2v", dtype="torch.float32", size=(64, 64, 9),
                      steps=20, text=512, sample_steps=8, calib="assets/calib/tiny_i2v", eval="assets/eval/tiny_i2v",
                      device="cpu"),
+    # Wan2.2: diffusers-format directories (Wan-AI/Wan2.2-*-Diffusers); A14B runs 40 steps (lightx2v's
+    # configs/wan22/wan_moe_*.json), guidance as diffusers' Wan2.2 examples (one scale for both experts here).
+    "wan22_t2v": dict(type="Wan22T2V", path="/path/to/Wan2.2-T2V-A14B-Diffusers", dtype="auto", size=(480, 832, 81),
+                      steps=40, text=512, sample_steps=20, calib="assets/calib/wan_t2v", eval="assets/eval/wan_t2v",
+                      device="auto", guidance=4.0),
+    "wan22_i2v": dict(type="Wan22I2V", path="/path/to/Wan2.2-I2V-A14B-Diffusers", dtype="auto", size=(480, 832, 81),
+                      steps=40, text=512, sample_steps=20, calib="assets/calib/wan_i2v", eval="assets/eval/wan_i2v",
+                      device="auto", guidance=3.5),
+    "wan22_ti2v": dict(type="Wan22TI2V", path="/path/to/Wan2.2-TI2V-5B-Diffusers", dtype="auto",
+                       size=(704, 1280, 121), steps=50, text=512, sample_steps=20, calib="assets/calib/wan_t2v",
+                       eval="assets/eval/wan_t2v", device="auto"),
+    "tiny_wan22_t2v": dict(type="Wan22T2V", path="assets/models/tiny-wan22-t2v", dtype="torch.float32",
+                           size=(64, 64, 9), steps=20, text=16, sample_steps=8, calib="assets/calib/tiny_t2v",
+                           eval="assets/eval/tiny_t2v", device="cpu"),
+    "tiny_wan22_ti2v": dict(type="Wan22TI2V", path="assets/models/tiny-wan22-ti2v", dtype="torch.float32",
+                            size=(64, 64, 9), steps=20, text=16, sample_steps=8, calib="assets/calib/tiny_t2v",
+                            eval="assets/eval/tiny_t2v", device="cpu"),
 }
 
 
 def config(model: str, recipe: str) -> dict:
     m = MODELS[model]
     method, fmt, special = RECIPES[recipe]
-    task = "i2v" if m["type"] == "WanI2V" else "t2v"
+    task = "i2v" if m["type"] in ("WanI2V", "Wan22I2V") else "t2v"
     h, w, frames = m["size"]
     run_dir = f"results/runs/quantize/{model}/{recipe}"
-    gen = {"target_height": h, "target_width": w, "num_frames": frames, "guidance_scale": 5.0,
+    gen = {"target_height": h, "target_width": w, "num_frames": frames, "guidance_scale": m.get("guidance", 5.0),
            "num_inference_steps": m["steps"], "max_sequence_length": m["text"]}
     cfg = {
         "base": {"seed": 42},

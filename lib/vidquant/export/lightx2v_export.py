@@ -23,7 +23,8 @@ from vidquant.export.io import atomic_dir, save_sharded
 from vidquant.models.block import make_transformer_smoothable
 from vidquant.models.layout import block_linears
 
-__all__ = ["ExportError", "check_lightx2v_exportable", "lightx2v_state_dict", "export_lightx2v", "EXPORT_DIRNAME"]
+__all__ = ["ExportError", "check_lightx2v_exportable", "lightx2v_state_dict", "export_lightx2v", "write_export",
+           "EXPORT_DIRNAME"]
 
 EXPORT_DIRNAME = "lightx2v_quant_model"
 
@@ -87,13 +88,19 @@ def export_lightx2v(transformer: nn.Module, wq, save_path: str | os.PathLike, *,
                     overwrite: bool = False) -> Path:
     """Write `<save_path>/lightx2v_quant_model/` atomically (a temporary folder renamed at the end)."""
     final = Path(save_path) / EXPORT_DIRNAME
+    with atomic_dir(final, overwrite=overwrite) as tmp:
+        write_export(tmp, transformer, wq, weight_qparams, scale_dtype, max_shard_size)
+    return final
+
+
+def write_export(folder: Path, transformer: nn.Module, wq, weight_qparams: dict | None = None,
+                 scale_dtype: torch.dtype = torch.float32, max_shard_size: str = "10GB") -> None:
+    """The export's files (shards, index, config.json) in an existing, empty ``folder``."""
     state = lightx2v_state_dict(transformer, wq, weight_qparams, scale_dtype)
     config = dict(transformer.config)
     config.update({"_class_name": type(transformer).__name__, "quant_method": "advanced_ptq"})
-    with atomic_dir(final, overwrite=overwrite) as tmp:
-        save_sharded(state, tmp, max_shard_bytes=_parse_size(max_shard_size))
-        (tmp / "config.json").write_text(json.dumps(_jsonable(config), indent=4, sort_keys=True) + "\n")
-    return final
+    save_sharded(state, folder, max_shard_bytes=_parse_size(max_shard_size))
+    (folder / "config.json").write_text(json.dumps(_jsonable(config), indent=4, sort_keys=True) + "\n")
 
 
 def _jsonable(obj):
