@@ -350,3 +350,21 @@ def test_shipped_tiny_wan22_ti2v(tmp_path, fmt, record_property):
                    copy_no_weight_files=True)
     pipe = load_quantized_pipeline(model, conv, "cpu", torch.float32)
     _check_clips(_runtime_clips(result, pipe), record_property)
+
+
+@pytest.mark.slow
+def test_notebook_10_executes(wan22_dirs, tmp_path, monkeypatch):
+    import papermill
+
+    from vidquant.notebook import read_metrics
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    params = {"model_path": str(wan22_dirs["t2v_moe"]), "output_dir": str(tmp_path), "num_inference_steps": 4,
+              "sample_steps": 2, "height": 32, "width": 32, "num_frames": 5, "num_eval_samples": 1}
+    papermill.execute_notebook(str(REPO / "notebooks/10_wan22.ipynb"), str(tmp_path / "10_wan22.ipynb"),
+                               parameters=params, kernel_name="python3", progress_bar=False,
+                               cwd=str(REPO / "notebooks"))
+    metrics = read_metrics(tmp_path / "metrics.json")
+    assert metrics["verify_problems"] == 0
+    assert {"experts.transformer.mean_sqnr_db", "experts.transformer_2.mean_sqnr_db",
+            "runtime.psnr_vs_fake_quant"} <= set(metrics)
