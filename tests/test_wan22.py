@@ -301,6 +301,52 @@ def test_black_clip_failure_is_detected_and_names_the_expert(moe_runtime, expert
     assert (t >= 875) == (expert == "transformer")
 
 
+# ----------------------------------------------------------------------------------------------- training
+
+
+def _pool(n: int = 4):
+    from vidquant.train.wan22 import T2VPool
+
+    gen = torch.Generator().manual_seed(0)
+    return T2VPool(torch.randn(n, 4, 3, 4, 4, generator=gen), torch.zeros(n, dtype=torch.long),
+                   {16: torch.randn(2, 16, 8, generator=gen), 512: torch.randn(2, 512, 8, generator=gen)})
+
+
+def test_expert_batches_stay_in_their_noise_range():
+    from vidquant.train.wan22 import Wan22TrainConfig, expert_batch, expert_time_range
+
+    cfg = Wan22TrainConfig(batch=64)
+    for expert in ("high", "low"):
+        lo, hi = expert_time_range(expert, 0.875)
+        kwargs, target, mask = expert_batch(_pool(), cfg, torch.Generator().manual_seed(1), (lo, hi))
+        t = kwargs["timestep"] / 1000
+        assert ((t >= lo) & (t <= hi)).all() and mask is None
+        assert (t >= 0.875).all() if expert == "high" else (t <= 0.875).all()
+
+
+def test_ti2v_batch_uses_the_pipelines_per_token_timesteps():
+    """Image samples: first latent frame clean, its tokens at timestep 0, in the pipelines' token order
+    (``mask[0][0][:, ::2, ::2] * t`` flattened)."""
+    from vidquant.train.wan22 import Wan22TrainConfig, ti2v_batch
+
+    pool = _pool()
+    for frac, image in ((1.0, True), (0.0, False)):
+        cfg = Wan22TrainConfig(batch=4, ti2v_image_frac=frac)
+        kwargs, target, keep = ti2v_batch(pool, cfg, torch.Generator().manual_seed(2), (1, 2, 2))
+        ts = kwargs["timestep"]
+        assert ts.shape == (4, 3 * 2 * 2)
+        mask = torch.ones(3, 4, 4)
+        if image:
+            mask[0] = 0
+        t = ts.amax(dim=1)
+        expected = (mask[:, ::2, ::2].flatten()[None] * t[:, None])
+        assert torch.equal(ts, expected)
+        first = kwargs["hidden_states"][:, :, 0]
+        is_clean = [any(torch.equal(f, x0) for x0 in pool.latents[:, :, 0]) for f in first]
+        assert is_clean == [image] * 4
+        assert (keep[:, :, 0] == (0 if image else 1)).all() and (keep[:, :, 1:] == 1).all()
+
+
 # ----------------------------------------------------------------------------------------------- configs
 
 
@@ -320,21 +366,31 @@ def test_shipped_wan22_configs_load_and_point_at_wan22_layouts():
 
 # ----------------------------------------------------------------------------------------------- shipped models
 
-SHIPPED = REPO / "assets/models"
-METHODS = [("RTN", {}), ("SmoothQuant", {"alpha": 0.75}), ("GPTQ", {}), ("Awq", {"trans": True})]
+SHIPPED = {"Wan22T2V": REPO / "configs/quantization/video_gen/tiny_wan22_t2v",
+           "Wan22TI2V": REPO / "configs/quantization/video_gen/tiny_wan22_ti2v"}
+RECIPES = ["rtn_w_a", "smoothquant_w_a", "smoothquant_w_a_fp8", "awq_w_a", "gptq_w_a", "smoothquant_gptq_w_a"]
+
+
+def _shipped(tmp_path: Path, model_type: str, recipe: str, fmt: str) -> Config:
+    """A shipped tiny Wan2.2 config (64×64, 9 frames, 20 steps, 8 calls per prompt and expert), 2 eval prompts."""
+    overrides = {"eval.num_samples": 2, "save.save_path": str(tmp_path / "run"),
+                 "eval.output_video_path": str(tmp_path / "videos")}
+    if fmt == "fp8" and not recipe.endswith("fp8"):
+        overrides.update({f"quant.video_gen.{w}.{k}": v for w in ("weight", "act")
+                          for k, v in (("quant_type", "float-quant"), ("bit", "e4m3"))})
+    return load_config(SHIPPED[model_type] / f"{recipe}.yaml", overrides)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["int8", "fp8"])
-@pytest.mark.parametrize("method,special", METHODS)
-def test_shipped_tiny_wan22_t2v_every_method_and_format(tmp_path, method, special, fmt, record_property):
-    model = SHIPPED / "tiny-wan22-t2v"
-    cfg = _config(tmp_path, model, "Wan22T2V", method, fmt, **special)
+@pytest.mark.parametrize("recipe", [r for r in RECIPES if not r.endswith("fp8")])
+def test_shipped_tiny_wan22_t2v_every_method_and_format(tmp_path, recipe, fmt, record_property):
+    cfg = _shipped(tmp_path, "Wan22T2V", recipe, fmt)
+    model = REPO / cfg.model.path
     result = quantize(cfg, progress=False, out_dir=tmp_path / "run")
     pipe, _ = _export_to_runtime(tmp_path, model, result, fmt)
-    _check_clips(_runtime_clips(result, pipe), record_property, min_vs_float=25.0)
-    vm = result.video_metrics
-    assert vm["psnr"].min() > 25, vm
+    _check_clips(_runtime_clips(result, pipe), record_property)
+    assert result.video_metrics["psnr"].min() > 25, result.video_metrics
 
 
 @pytest.mark.slow
@@ -343,13 +399,14 @@ def test_shipped_tiny_wan22_ti2v(tmp_path, fmt, record_property):
     from vidquant.export.converter import convert
     from vidquant.runtime import load_quantized_pipeline
 
-    model = SHIPPED / "tiny-wan22-ti2v"
-    result = quantize(_config(tmp_path, model, "Wan22TI2V", "SmoothQuant", fmt, alpha=0.75), progress=False,
-                      out_dir=tmp_path / "run")
+    cfg = _shipped(tmp_path, "Wan22TI2V", "smoothquant_w_a", fmt)
+    model = REPO / cfg.model.path
+    result = quantize(cfg, progress=False, out_dir=tmp_path / "run")
     conv = convert(result.export_dir, tmp_path / "converted", direction="backward", progress=False,
                    copy_no_weight_files=True)
     pipe = load_quantized_pipeline(model, conv, "cpu", torch.float32)
     _check_clips(_runtime_clips(result, pipe), record_property)
+    assert result.video_metrics["psnr"].min() > 25, result.video_metrics
 
 
 @pytest.mark.slow
