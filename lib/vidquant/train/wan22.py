@@ -69,8 +69,8 @@ class Wan22TrainConfig:
     seed: int = 0
     threads: int = 2
     pool: int = 256
-    expert_steps: int = 200
-    ti2v_steps: int = 400
+    expert_steps: int = 300
+    ti2v_steps: int = 600
     ti2v_layers: int = 4
     ti2v_image_frac: float = 0.5
     batch: int = 16
