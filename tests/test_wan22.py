@@ -362,6 +362,10 @@ def test_shipped_wan22_configs_load_and_point_at_wan22_layouts():
             assert cfg.task == ("i2v" if model_type == "Wan22I2V" else "t2v")
             if folder.startswith("tiny"):
                 assert inspect_checkpoint(REPO / cfg.model.path).model_type == model_type
+    for path in sorted((REPO / "configs/lightx2v").glob("*wan22_moe*.json")):
+        cfg, moe = read_moe_config(json.loads(path.read_text()), source=str(path))
+        assert cfg["quant_method"] == "advanced_ptq" and cfg["quant_scheme"] == "int8"
+        assert moe["boundary"] in (0.875, 0.9) and all(p.endswith("_noise_model") for p in moe["ckpts"].values())
 
 
 # ----------------------------------------------------------------------------------------------- shipped models
