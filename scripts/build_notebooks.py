@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Write notebooks/00_quickstart.ipynb … 09_results.ipynb from the cell texts below (no outputs).
+"""Write notebooks/00_quickstart.ipynb … 10_wan22.ipynb from the cell texts below (no outputs).
 
     python scripts/build_notebooks.py          # (re)write every notebook
     python scripts/build_notebooks.py --check  # exit 1 if a committed notebook differs from what this writes
@@ -895,6 +895,147 @@ def nb09() -> list[dict]:
     ]
 
 
+def nb10() -> list[dict]:
+    return [
+        md("""
+            # 10 · Wan2.2: both experts of the A14B mixture, calibrated, exported for lightx2v and run
+
+            Wan2.2-A14B is two transformers: diffusers' pipeline calls `transformer` (the high-noise expert) at
+            timesteps ≥ `boundary_ratio`·1000 and `transformer_2` (the low-noise expert) below. Each expert only
+            ever sees its own noise range, so each is calibrated on block-0 inputs captured at *its* steps (both CFG
+            branches) and gets its own smoothing factors, grids and error report. lightx2v's `wan2.2_moe` runner
+            loads the two quantized checkpoints from `high_noise_quantized_ckpt` / `low_noise_quantized_ckpt` and
+            switches at `boundary`.
+
+            Here on the shipped two-expert tiny model (`assets/models/tiny-wan22-t2v`); point `model_path` and
+            `config` at a local Wan2.2-T2V-A14B-Diffusers directory and `configs/quantization/video_gen/wan22_t2v/`
+            on a GPU box. TI2V-5B (one transformer, per-token timesteps) runs through the ordinary single-model
+            path: `config = "configs/quantization/video_gen/tiny_wan22_ti2v/smoothquant_w_a.yaml"`.
+        """),
+        params("""
+            # The tiny two-expert Wan2.2 T2V; for a real mixture: configs/quantization/video_gen/wan22_t2v/...
+            config = "configs/quantization/video_gen/tiny_wan22_t2v/smoothquant_w_a.yaml"  # LLMC-style YAML
+            model_path = "assets/models/tiny-wan22-t2v"  # diffusers-format Wan2.2 folder with transformer_2
+            alpha = 0.75  # SmoothQuant migration strength (both experts)
+            calib_path = None  # None: the config's calib.path
+            eval_path = None  # None: the config's eval.path
+            num_eval_samples = 2  # the first N eval prompts; None: all of them
+            height = None  # None: the config's target_height
+            width = None  # None: the config's target_width
+            num_frames = None  # None: the config's num_frames
+            num_inference_steps = None  # None: the config's (20 tiny, 40 Wan2.2 A14B)
+            sample_steps = None  # None: the config's calib.sample_steps (captured calls per prompt, per expert)
+            seed = 42
+            output_dir = "outputs/notebooks/10_wan22"  # everything this notebook writes
+            metrics_path = None  # None: <output_dir>/metrics.json
+        """),
+        SETUP,
+        md("""
+            ## Which expert runs when
+            The split comes from the pipeline's own scheduler and `boundary_ratio`, exactly as diffusers decides it.
+        """),
+        code("""
+            import pandas as pd
+            from vidquant.calib.capture import expert_steps
+            from vidquant.models import load_pipeline, pipeline_experts
+
+            cfg = nb.notebook_config(
+                config, <<CONFIG_ARGS>>, save_lightx2v=True,
+                overrides={"quant.video_gen.special.alpha": alpha, "save.overwrite": True})
+            float_pipe = load_pipeline(cfg.resolve_path(cfg.model.path), cfg.model.type, "float32")
+            steps = cfg.calib.num_inference_steps
+            pd.DataFrame([{"expert": e.label, "boundary (timestep)": e.boundary,
+                           "steps served": expert_steps(float_pipe, steps, e)} for e in pipeline_experts(float_pipe)])
+        """),
+        md("""
+            ## Calibrate each expert on its own steps
+            One `quantize` call: capture (one pipeline run per prompt feeds both experts), the blockwise loop per
+            expert, the two-checkpoint export, fake-quant evaluation. Every table carries an `expert` column.
+        """),
+        code("""
+            from vidquant.run import quantize
+
+            result = quantize(cfg, progress=False)
+            pd.DataFrame(result.summary["experts"]).T
+        """),
+        md("""
+            ## Per-expert error
+            Per-layer SQNR of each expert on its own calibration inputs, and the whole denoiser's error per captured
+            timestep (teacher-forced). The dashed line is the boundary: left of it the high-noise expert runs.
+        """),
+        code("""
+            result.layer_metrics.groupby(["expert", "subset"]).sqnr_db.agg(["mean", "min"]).unstack("expert")
+        """),
+        code("""
+            import matplotlib.pyplot as plt
+
+            tm = result.timestep_metrics.groupby(["expert", "timestep"]).rel_err.mean().reset_index()
+            fig, ax = plt.subplots(figsize=(7, 3))
+            for name, group in tm.groupby("expert"):
+                ax.plot(group.timestep, group.rel_err, "o-", label=name)
+            ax.axvline(pipeline_experts(float_pipe)[0].boundary, ls="--", c="grey")
+            ax.set(xlabel="timestep", ylabel="relative error of the prediction", title="per-expert denoiser error")
+            ax.invert_xaxis(); ax.legend();
+        """),
+        md("""
+            ## Two checkpoints for lightx2v: convert, verify, the MoE inference JSON
+            `lightx2v_quant_model/high_noise_model` and `low_noise_model`, each converted to Wan keys and verified on
+            its own; the JSON has lightx2v's `high_noise_quantized_ckpt`, `low_noise_quantized_ckpt` and `boundary`.
+        """),
+        code("""
+            from vidquant.export.experts import convert_experts, verify_experts, write_lightx2v_moe_config
+            from vidquant.export.lightx2v_export import check_lightx2v_exportable
+
+            converted = convert_experts(result.export_dir, f"{output_dir}/converted", direction="backward",
+                                        copy_no_weight_files=True, overwrite=True, progress=False)
+            problems = verify_experts(converted)
+            assert not any(problems.values()), problems
+            ev = cfg.evals[0]
+            moe_json = write_lightx2v_moe_config(
+                f"{output_dir}/wan_moe_t2v_advanced_ptq.json", task="t2v",
+                scheme=check_lightx2v_exportable(cfg.quant.video_gen),
+                quantized_ckpts={d: f"{converted}/{d}" for d in ("high_noise_model", "low_noise_model")},
+                boundary=float_pipe.config.boundary_ratio, guidance_scale=ev.guidance_scale,
+                infer_steps=ev.num_inference_steps, target_height=ev.target_height, target_width=ev.target_width,
+                target_video_length=ev.num_frames, seed=cfg.base.seed)
+            {k: v for k, v in moe_json.items() if "noise" in k or k in ("boundary", "sample_guide_scale")}
+        """),
+        md("""
+            ## Both experts on real int8 / fp8 GEMMs
+            The runtime builds each expert from its converted checkpoint and guards every call: a non-finite or
+            constant prediction (the reported all-black clips) stops generation and names the expert and timestep.
+        """),
+        code("""
+            from vidquant.runtime.moe import load_quantized_moe_pipeline
+
+            ckpts = {"transformer": f"{converted}/high_noise_model", "transformer_2": f"{converted}/low_noise_model"}
+            pipe = load_quantized_moe_pipeline(cfg.resolve_path(cfg.model.path), ckpts, dtype=float_pipe.dtype)
+            runtime_clips = nb.generate_eval_clips(pipe, cfg)
+            float_clips, fake_clips = zip(*(nb.clip_pair(result, i) for i in range(len(runtime_clips))))
+            fidelity = nb.fidelity_table({"runtime": runtime_clips, "fake-quant": fake_clips},
+                                         {"float": float_clips, "fake-quant": fake_clips})
+            fidelity
+        """),
+        code("""
+            from vidquant.eval.video import side_by_side
+
+            clips = {"float": float_clips[0], "fake-quant": fake_clips[0], "runtime (W8A8)": runtime_clips[0]}
+            plots.frames_side_by_side(clips, title="Wan2.2 mixture: float vs quantized (same seed)")
+            nb.show_clip(side_by_side(*clips.values()), f"{output_dir}/clips/float_fake_runtime.mp4",
+                         caption=" | ".join(clips))
+        """),
+        md("## Metrics"),
+        code("""
+            means = fidelity.groupby(["clips", "vs"]).psnr.mean()
+            metrics = {**nb.summary_metrics(result), "alpha": alpha,
+                       "verify_problems": sum(len(p) for p in problems.values()),
+                       "runtime": {"psnr_vs_float": means["runtime", "float"],
+                                   "psnr_vs_fake_quant": means["runtime", "fake-quant"]}}
+        """),
+        RECORD,
+    ]
+
+
 BUILDERS = {
     "00_quickstart": nb00,
     "01_calibration_data": nb01,
@@ -906,6 +1047,7 @@ BUILDERS = {
     "07_lightx2v_export": nb07,
     "08_quantized_inference": nb08,
     "09_results": nb09,
+    "10_wan22": nb10,
 }
 
 # ------------------------------------------------------------------------------------------------- writing

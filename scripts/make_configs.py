@@ -1,10 +1,13 @@
-"""Write configs/quantization/video_gen/{wan_t2v,wan_i2v,tiny_t2v,tiny_i2v}/*.yaml (LLMC video_gen format).
+"""Write configs/quantization/video_gen/<model>/*.yaml (LLMC video_gen format) for every model below.
 
     python scripts/make_configs.py
 
 wan_*: LLMC's recipe for real Wan2.1 checkpoints (480×832, 81 frames, 50 steps; `model.path` is a placeholder
-for your local diffusers-format checkpoint). tiny_*: the same recipes sized for the shipped tiny models, which
-run here on a CPU in about a minute. Every file loads with `vidquant.config.load_config`.
+for your local diffusers-format checkpoint). wan22_*: the same recipes for Wan2.2 (A14B T2V / I2V, two experts,
+each calibrated on the steps it serves, `calib.sample_steps` per expert; TI2V-5B at its 704×1280, 121 frames).
+tiny_*: the same recipes sized for the shipped tiny models, which run here on a CPU in about a minute. Every
+file loads with `vidquant.config.load_config`. Also configs/lightx2v/*wan22_moe*.json, lightx2v's inference JSON
+for the Wan2.2 mixtures.
 """
 
 from __future__ import annotations
@@ -61,6 +64,23 @@ MODELS = {
     "tiny_i2v": dict(type="WanI2V", path="assets/models/tiny-wan-i2v", dtype="torch.float32", size=(64, 64, 9),
                      steps=20, text=512, sample_steps=8, calib="assets/calib/tiny_i2v", eval="assets/eval/tiny_i2v",
                      device="cpu"),
+    # Wan2.2: diffusers-format directories (Wan-AI/Wan2.2-*-Diffusers); A14B runs 40 steps (lightx2v's
+    # configs/wan22/wan_moe_*.json), guidance as diffusers' Wan2.2 examples (one scale for both experts here).
+    "wan22_t2v": dict(type="Wan22T2V", path="/path/to/Wan2.2-T2V-A14B-Diffusers", dtype="auto", size=(480, 832, 81),
+                      steps=40, text=512, sample_steps=20, calib="assets/calib/wan_t2v", eval="assets/eval/wan_t2v",
+                      device="auto", guidance=4.0),
+    "wan22_i2v": dict(type="Wan22I2V", path="/path/to/Wan2.2-I2V-A14B-Diffusers", dtype="auto", size=(480, 832, 81),
+                      steps=40, text=512, sample_steps=20, calib="assets/calib/wan_i2v", eval="assets/eval/wan_i2v",
+                      device="auto", guidance=3.5),
+    "wan22_ti2v": dict(type="Wan22TI2V", path="/path/to/Wan2.2-TI2V-5B-Diffusers", dtype="auto",
+                       size=(704, 1280, 121), steps=50, text=512, sample_steps=20, calib="assets/calib/wan_t2v",
+                       eval="assets/eval/wan_t2v", device="auto"),
+    "tiny_wan22_t2v": dict(type="Wan22T2V", path="assets/models/tiny-wan22-t2v", dtype="torch.float32",
+                           size=(64, 64, 9), steps=20, text=16, sample_steps=8, calib="assets/calib/tiny_t2v",
+                           eval="assets/eval/tiny_t2v", device="cpu"),
+    "tiny_wan22_ti2v": dict(type="Wan22TI2V", path="assets/models/tiny-wan22-ti2v", dtype="torch.float32",
+                            size=(64, 64, 9), steps=20, text=16, sample_steps=8, calib="assets/calib/tiny_t2v",
+                            eval="assets/eval/tiny_t2v", device="cpu"),
 }
 
 
@@ -75,10 +95,10 @@ def config(model: str, recipe: str) -> dict:
     else:  # <method>_<block format>
         name, fmt_name = recipe.split("_", 1)
         (method, special), (weight, act) = BLOCK_METHODS[name], BLOCK_FORMATS[fmt_name]
-    task = "i2v" if m["type"] == "WanI2V" else "t2v"
+    task = "i2v" if m["type"] in ("WanI2V", "Wan22I2V") else "t2v"
     h, w, frames = m["size"]
     run_dir = f"results/runs/quantize/{model}/{recipe}"
-    gen = {"target_height": h, "target_width": w, "num_frames": frames, "guidance_scale": 5.0,
+    gen = {"target_height": h, "target_width": w, "num_frames": frames, "guidance_scale": m.get("guidance", 5.0),
            "num_inference_steps": m["steps"], "max_sequence_length": m["text"]}
     cfg = {
         "base": {"seed": 42},
@@ -104,14 +124,50 @@ def config(model: str, recipe: str) -> dict:
     return cfg
 
 
+# lightx2v inference JSONs for the Wan2.2 mixtures (--model_cls wan2.2_moe): both expert checkpoints and the boundary,
+# as lightx2v's configs/wan22/wan_moe_{t2v,i2v}.json (boundary 0.875 / 0.900, guidance pairs, shifts 12 / 5).
+MOE_JSONS = {
+    "tiny_wan22_t2v_moe_advanced_ptq.json": dict(
+        task="t2v", ckpt="results/runs/quantize/tiny_wan22_t2v/smoothquant_w_a/lightx2v_converted", boundary=0.875,
+        guidance=(5.0, 5.0), infer_steps=20, size=(64, 64, 9), shift=3.0, fps=8, text_len=16),
+    "wan22_moe_t2v_advanced_ptq.json": dict(
+        task="t2v", ckpt="/path/to/Wan2.2-T2V-A14B-int8-converted", boundary=0.875, guidance=(4.0, 3.0),
+        infer_steps=40, size=(480, 832, 81), shift=12.0, fps=16, text_len=512),
+    "wan22_moe_i2v_advanced_ptq.json": dict(
+        task="i2v", ckpt="/path/to/Wan2.2-I2V-A14B-int8-converted", boundary=0.9, guidance=(3.5, 3.5),
+        infer_steps=40, size=(480, 832, 81), shift=5.0, fps=16, text_len=512),
+}
+
+
+def write_moe_jsons(folder: Path = ROOT / "configs" / "lightx2v") -> None:
+    """Write MOE_JSONS (converted checkpoints: <ckpt>/high_noise_model and <ckpt>/low_noise_model)."""
+    import json
+
+    from vidquant.export.experts import write_lightx2v_moe_config
+
+    for name, m in MOE_JSONS.items():
+        h, w, frames = m["size"]
+        path = folder / name
+        config = write_lightx2v_moe_config(
+            path, task=m["task"], scheme="int8", boundary=m["boundary"], guidance_scale=m["guidance"],
+            quantized_ckpts={d: f"{m['ckpt']}/{d}" for d in ("high_noise_model", "low_noise_model")},
+            infer_steps=m["infer_steps"], target_height=h, target_width=w, target_video_length=frames, seed=42,
+            sample_shift=m["shift"], fps=m["fps"])
+        path.write_text(json.dumps({**config, "text_len": m["text_len"]}, indent=4) + "\n")
+
+
 def main() -> None:
+    write_moe_jsons()
+    written = 0
     for model in MODELS:
         folder = OUT / model
         folder.mkdir(parents=True, exist_ok=True)
-        for recipe in ALL_RECIPES:
+        recipes = RECIPES if model.startswith(("wan22", "tiny_wan22")) else ALL_RECIPES  # block formats: Wan2.1
+        for recipe in recipes:
             text = yaml.safe_dump(config(model, recipe), sort_keys=False, default_flow_style=False)
             (folder / f"{recipe}.yaml").write_text(f"# generated by scripts/make_configs.py\n{text}")
-    print(f"wrote {len(MODELS) * len(ALL_RECIPES)} configs under {OUT}")
+        written += len(recipes)
+    print(f"wrote {written} configs under {OUT} and {len(MOE_JSONS)} MoE JSONs in configs/lightx2v")
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ class BaseSection(_Section):
 
 
 class ModelSection(_Section):
-    type: Literal["WanT2V", "WanI2V"]
+    type: Literal["WanT2V", "WanI2V", "Wan22T2V", "Wan22I2V", "Wan22TI2V"]  # models.MODEL_TYPES
     path: str
     # LLMC requires the key and ignores it for Wan (always bf16). We honour it: "auto" keeps LLMC's bf16.
     torch_dtype: str = "auto"
@@ -502,7 +502,7 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
-        task = "i2v" if self.model.type == "WanI2V" else "t2v"
+        task = "i2v" if self.model.type in ("WanI2V", "Wan22I2V") else "t2v"
         if self.calib is not None and self.calib.name != task:
             raise ValueError(f"calib.name: got {self.calib.name!r}; model.type {self.model.type} needs {task!r}")
         for ev in self.evals:
@@ -561,7 +561,7 @@ class Config(_Section):
 
     @property
     def task(self) -> str:
-        return "i2v" if self.model.type == "WanI2V" else "t2v"
+        return "i2v" if self.model.type in ("WanI2V", "Wan22I2V") else "t2v"
 
     @property
     def evals(self) -> list[EvalSection]:

@@ -26,17 +26,20 @@ import torch
 
 from vidquant.algos.deploy import deploy_fake_quant
 from vidquant.algos.engine import BlockwiseResult, build_algorithms, run_blockwise
-from vidquant.calib.capture import CalibData, capture_block_inputs
+from vidquant.calib.capture import CalibData, capture_expert_inputs
 from vidquant.calib.samples import Sample, load_samples
 from vidquant.config import Config, ConfigError, check_device
 from vidquant.eval.denoiser import denoiser_outputs, timestep_errors
 from vidquant.eval.video import save_video, side_by_side
+from vidquant.export.experts import export_lightx2v_experts
 from vidquant.export.lightx2v_export import EXPORT_DIRNAME, check_lightx2v_exportable, export_lightx2v
 from vidquant.fsutil import clean_stale, contains, fresh_sibling, normal_permissions, refuse_overlap, replace_dir
 from vidquant.generate import GenParams, generate_video
 from vidquant.lora import check_lora, merge_lora_into
+from vidquant.models.layout import pipeline_experts
 from vidquant.models.loading import check_task, inspect_checkpoint, load_pipeline, resolve_device
 from vidquant.quant import build_quantizer
+from vidquant.runtime.moe import guard_experts
 
 __all__ = ["RunResult", "quantize", "seed_all", "build_quantizers", "prepare", "load_eval_samples",
            "video_metrics", "write_tables"]
@@ -53,8 +56,9 @@ class RunResult:
     video_metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
     export_dir: Path | None = None
     summary: dict = field(default_factory=dict)
-    blockwise: BlockwiseResult | None = None
+    blockwise: BlockwiseResult | None = None  # of `transformer` (a Wan2.2 mixture's high-noise expert)
     videos: dict = field(default_factory=dict)
+    experts: dict[str, BlockwiseResult] = field(default_factory=dict)  # every expert's, by pipeline attribute
 
 
 def seed_all(seed: int) -> None:
@@ -244,29 +248,42 @@ def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool
         reference[ev.path] = [_finite_clip(c, f"{ev.path}: float reference")
                               for c in _generate_all(pipe, samples, params, cfg.base.seed)]
 
-    calib: CalibData | None = None
-    float_preds = None
+    # Each expert (one for Wan2.1 / TI2V; high- and low-noise for Wan2.2 A14B) with its own calibration data
+    experts = [e.name for e in pipeline_experts(pipe)]
+    calib: dict[str, CalibData] = {}
+    float_preds = {}
     if cfg.calib is not None:
         params = GenParams.from_section(cfg.calib, cfg.base.seed)
-        calib = capture_block_inputs(pipe, checks["calib_samples"], params, cfg.calib.sample_steps,
-                                     cfg.calib.step_selection, progress)
-        float_preds = denoiser_outputs(pipe.transformer, calib, device)
-        algos = build_algorithms(vg.methods, vg.special_for)
-        result.blockwise = run_blockwise(pipe.transformer, calib, algos, wq, aq, device, vg.quant_out, progress)
-        result.layer_metrics = result.blockwise.layer_metrics
-    qparams = result.blockwise.weight_qparams if result.blockwise else {}
+        calib = capture_expert_inputs(pipe, checks["calib_samples"], params, cfg.calib.sample_steps,
+                                      cfg.calib.step_selection, progress)
+        for name in experts:
+            float_preds[name] = denoiser_outputs(getattr(pipe, name), calib[name], device)
+            algos = build_algorithms(vg.methods, vg.special_for)
+            result.experts[name] = run_blockwise(getattr(pipe, name), calib[name], algos, wq, aq, device,
+                                                 vg.quant_out, progress)
+        result.blockwise = result.experts["transformer"]
+        result.layer_metrics = _by_expert({n: b.layer_metrics for n, b in result.experts.items()})
+    qparams = {name: result.experts[name].weight_qparams if name in result.experts else {} for name in experts}
 
     if cfg.save.save_lightx2v:
         scale_dtype = torch.float32 if cfg.save.weight_scale_dtype == "float32" else torch.bfloat16
-        export_lightx2v(pipe.transformer, wq, staging.folder(out), weight_qparams=qparams, scale_dtype=scale_dtype,
-                        max_shard_size=cfg.save.max_shard_size, scheme=checks["scheme"],
-                        input_absmax=result.blockwise.input_absmax if result.blockwise else None)
+        kwargs = dict(scale_dtype=scale_dtype, max_shard_size=cfg.save.max_shard_size, scheme=checks["scheme"])
+        absmax = {n: b.input_absmax for n, b in result.experts.items()}
+        if len(experts) > 1:  # lightx2v's wan2.2_moe: high_noise_model/ and low_noise_model/
+            export_lightx2v_experts({n: getattr(pipe, n) for n in experts}, wq, staging.folder(out),
+                                    weight_qparams=qparams, input_absmax=absmax, **kwargs)
+        else:
+            export_lightx2v(pipe.transformer, wq, staging.folder(out), weight_qparams=qparams["transformer"],
+                            input_absmax=absmax.get("transformer"), **kwargs)
         result.export_dir = out.absolute() / EXPORT_DIRNAME
 
-    deploy_fake_quant(pipe.transformer, wq, aq, qparams)
-    if calib is not None:
-        quant_preds = denoiser_outputs(pipe.transformer, calib, device)
-        result.timestep_metrics = timestep_errors(float_preds, quant_preds, calib)
+    for name in experts:
+        deploy_fake_quant(getattr(pipe, name), wq, aq, qparams[name])
+    guard_experts(pipe)  # a non-finite or constant prediction (a black clip) stops the eval, naming the expert
+    if calib:
+        result.timestep_metrics = _by_expert({
+            n: timestep_errors(float_preds[n], denoiser_outputs(getattr(pipe, n), calib[n], device), calib[n])
+            for n in experts})
 
     rows = []
     for ev, samples in evals:
@@ -284,6 +301,14 @@ def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool
             result.videos[(ev.path, i)] = (ref, clip)
     result.video_metrics = pd.DataFrame(rows)
     return result
+
+
+def _by_expert(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One table; with several experts, their rows stacked under an `expert` column."""
+    if len(tables) == 1:
+        return next(iter(tables.values()))
+    return pd.concat([df.assign(expert=name)[["expert", *df.columns.drop("expert", errors="ignore")]]
+                      for name, df in tables.items()], ignore_index=True)
 
 
 def summarize(result: RunResult, seconds: float) -> dict:
@@ -306,6 +331,13 @@ def summarize(result: RunResult, seconds: float) -> dict:
                 s[f"video_{col}"] = float(vm[col].astype(float).mean())
     if result.export_dir is not None:
         s["export_dir"] = str(result.export_dir)
+    if len(result.experts) > 1:  # per-expert calibration error (Wan2.2 mixture)
+        s["experts"] = {}
+        for name in result.experts:
+            e = {"mean_sqnr_db": float(lm.loc[lm["expert"] == name, "sqnr_db"].mean())}
+            if not tm.empty:
+                e["mean_timestep_rel_err"] = float(tm.loc[tm["expert"] == name, "rel_err"].mean())
+            s["experts"][name] = e
     return s
 
 

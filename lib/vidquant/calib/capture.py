@@ -10,13 +10,20 @@ them (`sample_steps` = number of block-0 calls per prompt), with two selection r
 - `uniform` (default): `sample_steps / calls_per_step` denoising steps spread over the whole trajectory,
   both CFG branches at each, so late low-noise steps are calibrated too.
 
+Wan2.2 A14B (two experts, `models.pipeline_experts`): `capture_expert_inputs` records each expert's block 0
+only at the denoising steps it serves (timestep >= boundary for `transformer`, below for `transformer_2`,
+from the pipeline's own scheduler), both CFG branches, `sample_steps` calls per prompt *per expert*, with the
+same selection rules applied to that expert's steps. One pipeline run per prompt feeds both experts.
+
 Nothing is swallowed: the pipeline is stopped after the last selected call with a private exception, and
 any other error propagates. Captured tensors live on the CPU.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,8 +32,9 @@ from tqdm.auto import tqdm
 
 from vidquant.calib.samples import Sample
 from vidquant.generate import GenParams, pipeline_kwargs
+from vidquant.models.layout import Expert, pipeline_experts
 
-__all__ = ["CalibData", "select_calls", "capture_block_inputs"]
+__all__ = ["CalibData", "select_calls", "capture_block_inputs", "capture_expert_inputs", "expert_steps"]
 
 log = logging.getLogger("vidquant")
 
@@ -75,16 +83,29 @@ def _to_cpu(obj):
     return obj
 
 
-def select_calls(num_steps: int, calls_per_step: int, sample_steps: int, selection: str = "uniform") -> list[int]:
-    """Indices of the transformer calls to capture for one prompt (call = step · calls_per_step + branch)."""
-    total = num_steps * calls_per_step
+def select_calls(num_steps: int, calls_per_step: int, sample_steps: int, selection: str = "uniform",
+                 steps: Sequence[int] | None = None) -> list[int]:
+    """Indices of the transformer calls to capture for one prompt (call = step · calls_per_step + branch).
+
+    `steps` are the denoising steps eligible (an expert's; default all `num_steps`).
+    """
+    eligible = list(range(num_steps)) if steps is None else list(steps)
     if selection == "first":
-        return list(range(min(sample_steps, total)))
+        return [s * calls_per_step + b for s in eligible for b in range(calls_per_step)][:sample_steps]
     if selection != "uniform":
         raise ValueError(f"calib.step_selection: got {selection!r}; allowed: uniform, first")
-    n_steps = max(1, min(num_steps, sample_steps // calls_per_step))
-    steps = np.unique(np.round(np.linspace(0, num_steps - 1, n_steps)).astype(int))
-    return [int(s) * calls_per_step + b for s in steps for b in range(calls_per_step)]
+    if not eligible:
+        return []
+    n_steps = max(1, min(len(eligible), sample_steps // calls_per_step))
+    picks = np.unique(np.round(np.linspace(0, len(eligible) - 1, n_steps)).astype(int))
+    return [eligible[int(i)] * calls_per_step + b for i in picks for b in range(calls_per_step)]
+
+
+def expert_steps(pipe, num_steps: int, expert: Expert) -> list[int]:
+    """The denoising steps at which the pipeline calls `expert`, from (a copy of) its own scheduler."""
+    scheduler = copy.deepcopy(pipe.scheduler)
+    scheduler.set_timesteps(num_steps, device="cpu")
+    return [i for i, t in enumerate(scheduler.timesteps.tolist()) if expert.serves(t)]
 
 
 class _StopCapture(Exception):
@@ -92,19 +113,32 @@ class _StopCapture(Exception):
 
 
 class _Recorder:
-    def __init__(self, selected: list[int], calls_per_step: int, data: CalibData, sample_index: int):
-        self.selected, self.cps, self.data, self.sample = set(selected), calls_per_step, data, sample_index
-        self.last = max(selected)
+    """Counts transformer calls across all experts (one counter: a call index is a step and a branch) and
+    records block 0's inputs of each expert at its selected calls."""
+
+    def __init__(self, plans: dict[str, list[int]], calls_per_step: int, data: dict[str, CalibData],
+                 sample_index: int, tag_expert: bool):
+        self.plans = {name: set(calls) for name, calls in plans.items()}
+        self.cps, self.data, self.sample, self.tag_expert = calls_per_step, data, sample_index, tag_expert
+        self.last = max(max(c) for c in plans.values() if c)
         self.call = -1
         self.pending_inputs: dict | None = None
 
-    def transformer_hook(self, module, args, kwargs):
-        self.call += 1
-        self.pending_inputs = _to_cpu(kwargs) if self.call in self.selected else None
+    def transformer_hook(self, name: str):
+        def hook(module, args, kwargs):
+            self.call += 1
+            self.pending_inputs = _to_cpu(kwargs) if self.call in self.plans[name] else None
+        return hook
 
-    def block_hook(self, module, args, kwargs):
-        if self.call not in self.selected:
-            return
+    def block_hook(self, name: str):
+        def hook(module, args, kwargs):
+            if self.call in self.plans[name]:
+                self._record(name, args, kwargs)
+            if self.call == self.last:
+                raise _StopCapture
+        return hook
+
+    def _record(self, name: str, args, kwargs) -> None:
         names = ("hidden_states", "encoder_hidden_states", "temb", "rotary_emb")
         bound = dict(zip(names, args))
         bound.update(kwargs)
@@ -112,40 +146,33 @@ class _Recorder:
         denoiser = dict(self.pending_inputs)
         denoiser.pop("attention_kwargs", None)
         denoiser.pop("return_dict", None)
-        self.data.hidden_states.append(_to_cpu(hidden))
-        self.data.block_kwargs.append(_to_cpu(bound))
-        self.data.denoiser_inputs.append(denoiser)
+        data = self.data[name]
+        data.hidden_states.append(_to_cpu(hidden))
+        data.block_kwargs.append(_to_cpu(bound))
+        data.denoiser_inputs.append(denoiser)
         timestep = denoiser.get("timestep")
-        self.data.meta.append({
+        data.meta.append({
+            **({"expert": name} if self.tag_expert else {}),
             "sample": self.sample,
             "call": self.call,
             "step": self.call // self.cps,
             "branch": "cond" if self.call % self.cps == 0 else "uncond",
-            "timestep": float(timestep.flatten()[0]) if isinstance(timestep, torch.Tensor) else None,
+            # max: TI2V's per-token timesteps are 0 on a clean first frame
+            "timestep": float(timestep.max()) if isinstance(timestep, torch.Tensor) else None,
         })
-        if self.call == self.last:
-            raise _StopCapture
 
 
-@torch.no_grad()
-def capture_block_inputs(
-    pipe,
-    samples: list[Sample],
-    params: GenParams,
-    sample_steps: int,
-    selection: str = "uniform",
-    progress: bool = True,
-) -> CalibData:
-    """Run the pipeline on every sample and record block 0's inputs at the selected calls."""
-    transformer = pipe.transformer
-    selected = select_calls(params.num_inference_steps, params.calls_per_step, sample_steps, selection)
-    data = CalibData()
+def _capture(pipe, samples: list[Sample], params: GenParams, plans: dict[str, list[int]], progress: bool,
+             tag_expert: bool) -> dict[str, CalibData]:
+    data = {name: CalibData() for name in plans}
     for i, sample in enumerate(tqdm(samples, desc="calibration capture", disable=not progress)):
-        rec = _Recorder(selected, params.calls_per_step, data, i)
-        handles = [
-            transformer.register_forward_pre_hook(rec.transformer_hook, with_kwargs=True),
-            transformer.blocks[0].register_forward_pre_hook(rec.block_hook, with_kwargs=True),
-        ]
+        rec = _Recorder(plans, params.calls_per_step, data, i, tag_expert)
+        handles = []
+        for name in plans:
+            transformer = getattr(pipe, name)
+            handles.append(transformer.register_forward_pre_hook(rec.transformer_hook(name), with_kwargs=True))
+            handles.append(transformer.blocks[0].register_forward_pre_hook(rec.block_hook(name),
+                                                                           with_kwargs=True))
         try:
             pipe(**pipeline_kwargs(pipe, sample, params), output_type="latent")
         except _StopCapture:
@@ -158,10 +185,53 @@ def capture_block_inputs(
                 f"calibration sample {i}: the pipeline made {rec.call + 1} transformer calls, fewer than the "
                 f"{rec.last + 1} needed for the selected calls"
             )
-    _dedupe_rotary(data)
-    log.info("captured %d block-0 inputs from %d samples (%.1f MiB on the CPU)",
-             len(data), len(samples), data.nbytes / 2**20)
+    for name, d in data.items():
+        _dedupe_rotary(d)
+        log.info("captured %d block-0 inputs of %s from %d samples (%.1f MiB on the CPU)",
+                 len(d), name, len(samples), d.nbytes / 2**20)
     return data
+
+
+@torch.no_grad()
+def capture_block_inputs(
+    pipe,
+    samples: list[Sample],
+    params: GenParams,
+    sample_steps: int,
+    selection: str = "uniform",
+    progress: bool = True,
+) -> CalibData:
+    """Run the pipeline on every sample and record block 0's inputs at the selected calls (one transformer)."""
+    selected = select_calls(params.num_inference_steps, params.calls_per_step, sample_steps, selection)
+    return _capture(pipe, samples, params, {"transformer": selected}, progress, tag_expert=False)["transformer"]
+
+
+@torch.no_grad()
+def capture_expert_inputs(
+    pipe,
+    samples: list[Sample],
+    params: GenParams,
+    sample_steps: int,
+    selection: str = "uniform",
+    progress: bool = True,
+) -> dict[str, CalibData]:
+    """Per expert (`models.pipeline_experts`), block 0's inputs at calls selected among the steps it serves.
+
+    Returns ``{expert name: CalibData}``; each record's meta names its expert. A pipeline with one transformer
+    gives ``{"transformer": capture_block_inputs(...)}``.
+    """
+    experts = pipeline_experts(pipe)
+    if len(experts) == 1:
+        return {"transformer": capture_block_inputs(pipe, samples, params, sample_steps, selection, progress)}
+    plans = {}
+    for expert in experts:
+        steps = expert_steps(pipe, params.num_inference_steps, expert)
+        plans[expert.name] = select_calls(params.num_inference_steps, params.calls_per_step, sample_steps,
+                                          selection, steps)
+        if not plans[expert.name]:
+            raise ValueError(f"calibration: {params.num_inference_steps} denoising steps never call "
+                             f"{expert.label}; use more calib.num_inference_steps")
+    return _capture(pipe, samples, params, plans, progress, tag_expert=True)
 
 
 def _dedupe_rotary(data: CalibData) -> None:

@@ -227,7 +227,14 @@ def normalize_lightx2v_config(config: dict[str, Any], *, source: str = "config")
         if isinstance(cfg.get(field), int) and cfg[field] % 16:
             raise _fail(source, field, f"must be a multiple of 16 (VAE stride 8 x patch 2), got {cfg[field]}")
     _check_video_length(cfg, source)
-    _check_number(cfg, "sample_guide_scale", source, minimum=0.0)
+    guide = cfg.get("sample_guide_scale")
+    if isinstance(guide, list):  # lightx2v's wan2.2_moe: [high-noise expert, low-noise expert]
+        if len(guide) != 2:
+            raise _fail(source, "sample_guide_scale", f"expected a number or a [high, low] pair, got {guide!r}")
+        for value in guide:
+            _check_number({"sample_guide_scale": value}, "sample_guide_scale", source, minimum=0.0)
+    else:
+        _check_number(cfg, "sample_guide_scale", source, minimum=0.0)
     _check_number(cfg, "sample_shift", source, minimum=0.0, exclusive=True)
     _check_bool(cfg, "enable_cfg", source)
     if cfg.get("task") is not None and cfg["task"] not in TASKS:

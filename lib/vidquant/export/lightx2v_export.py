@@ -29,7 +29,7 @@ from vidquant.models.block import make_transformer_smoothable
 from vidquant.models.layout import block_linears
 
 __all__ = ["ExportError", "check_lightx2v_exportable", "block_scheme", "block_state_dict", "lightx2v_state_dict",
-           "export_lightx2v", "EXPORT_DIRNAME"]
+           "export_lightx2v", "write_export", "EXPORT_DIRNAME"]
 
 EXPORT_DIRNAME = "lightx2v_quant_model"
 
@@ -133,16 +133,23 @@ def export_lightx2v(transformer: nn.Module, wq, save_path: str | os.PathLike, *,
     ``scheme``: a block scheme from :func:`block_scheme` (else W8A8 int8/fp8); ``input_absmax``: per linear
     (``blocks.N.<linear>``) calibrated input absmax, for the schemes with static activation scales."""
     final = Path(save_path) / EXPORT_DIRNAME
+    with atomic_dir(final, overwrite=overwrite) as tmp:
+        write_export(tmp, transformer, wq, weight_qparams, scale_dtype, max_shard_size, scheme, input_absmax)
+    return final
+
+
+def write_export(folder: Path, transformer: nn.Module, wq, weight_qparams: dict | None = None,
+                 scale_dtype: torch.dtype = torch.float32, max_shard_size: str = "10GB", scheme: str | None = None,
+                 input_absmax: dict | None = None) -> None:
+    """The export's files (shards, index, config.json) in an existing, empty ``folder``."""
     if scheme in BLOCK_SCHEMES:
         state = block_state_dict(transformer, wq, scheme, weight_qparams, input_absmax)
     else:
         state = lightx2v_state_dict(transformer, wq, weight_qparams, scale_dtype)
     config = dict(transformer.config)
     config.update({"_class_name": type(transformer).__name__, "quant_method": "advanced_ptq"})
-    with atomic_dir(final, overwrite=overwrite) as tmp:
-        save_sharded(state, tmp, max_shard_bytes=_parse_size(max_shard_size))
-        (tmp / "config.json").write_text(json.dumps(_jsonable(config), indent=4, sort_keys=True) + "\n")
-    return final
+    save_sharded(state, folder, max_shard_bytes=_parse_size(max_shard_size))
+    (folder / "config.json").write_text(json.dumps(_jsonable(config), indent=4, sort_keys=True) + "\n")
 
 
 def _jsonable(obj):

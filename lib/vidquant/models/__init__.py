@@ -1,7 +1,17 @@
 """Wan pipelines from local directories, the block layout, and the smoothable block."""
 
-from vidquant.models.layout import SUBSETS, Subset, block_linear_names, block_linears, is_i2v_block
+from vidquant.models.layout import (
+    SUBSETS,
+    Expert,
+    Subset,
+    block_linear_names,
+    block_linears,
+    is_i2v_block,
+    pipeline_experts,
+)
 from vidquant.models.loading import (
+    EXPERTS,
+    MODEL_TYPES,
     CheckpointInfo,
     ModelLoadError,
     inspect_checkpoint,
@@ -11,6 +21,7 @@ from vidquant.models.loading import (
 )
 
 __all__ = [
-    "SUBSETS", "Subset", "block_linear_names", "block_linears", "is_i2v_block",
-    "CheckpointInfo", "ModelLoadError", "inspect_checkpoint", "load_pipeline", "resolve_device", "resolve_dtype",
+    "SUBSETS", "Expert", "Subset", "block_linear_names", "block_linears", "is_i2v_block", "pipeline_experts",
+    "EXPERTS", "MODEL_TYPES", "CheckpointInfo", "ModelLoadError", "inspect_checkpoint", "load_pipeline",
+    "resolve_device", "resolve_dtype",
 ]

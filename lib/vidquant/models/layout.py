@@ -83,3 +83,42 @@ def _QuantLinearTypes() -> tuple[type, ...]:  # noqa: N802 - reads like a type t
     except ImportError:
         return ()
     return (FakeQuantLinear, W8A8Linear, EmulatedLinear)
+
+
+# ----------------------------------------------------------------------------------------------- experts
+
+ROLES = {"transformer": "high_noise", "transformer_2": "low_noise"}  # lightx2v's names of the two experts
+
+
+@dataclass(frozen=True)
+class Expert:
+    """One transformer of a pipeline and the timesteps it serves.
+
+    Wan2.1 and Wan2.2 TI2V have one (`role` "dense", every timestep). A Wan2.2 A14B mixture has two, split at
+    ``boundary = boundary_ratio * num_train_timesteps`` exactly as diffusers' pipelines split them: `transformer`
+    (high noise) for timesteps ``>= boundary``, `transformer_2` (low noise) below.
+    """
+
+    name: str  # the pipeline attribute: "transformer" | "transformer_2"
+    role: str  # "dense" | "high_noise" | "low_noise"
+    boundary: float | None = None  # in timestep units (0..num_train_timesteps)
+
+    def serves(self, timestep: float) -> bool:
+        if self.role == "dense":
+            return True
+        return (float(timestep) >= self.boundary) == (self.role == "high_noise")
+
+    @property
+    def label(self) -> str:
+        """How errors and tables name it, e.g. 'transformer_2 (low-noise expert)'."""
+        return self.name if self.role == "dense" else f"{self.name} ({self.role.replace('_', '-')} expert)"
+
+
+def pipeline_experts(pipe) -> list[Expert]:
+    """The pipeline's transformers in call order, with the timesteps each serves (see :class:`Expert`)."""
+    ratio = getattr(pipe.config, "boundary_ratio", None)
+    second = getattr(pipe, "transformer_2", None)
+    if ratio is None or second is None:
+        return [Expert("transformer", "dense")]
+    boundary = float(ratio) * pipe.scheduler.config.num_train_timesteps
+    return [Expert(name, role, boundary) for name, role in ROLES.items()]

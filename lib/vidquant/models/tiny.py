@@ -57,6 +57,7 @@ __all__ = [
     "count_parameters",
     "generation_kwargs",
     "make_random_tiny_pipeline_dir",
+    "make_random_tiny_wan22_dir",
     "save_tiny_pipeline",
 ]
 
@@ -260,6 +261,44 @@ def make_random_tiny_pipeline_dir(
 ) -> Path:
     """Save an untrained tiny pipeline (:data:`TEST_SIZES` by default) for fast tests; returns the dir."""
     return save_tiny_pipeline(build_tiny_pipeline(task, seed, **asdict(sizes)), directory)
+
+
+WAN22_KINDS = ("t2v_moe", "i2v_moe", "ti2v")
+
+
+def make_random_tiny_wan22_dir(
+    kind: str,
+    directory: str | os.PathLike,
+    seed: int = 0,
+    sizes: TinySizes = TEST_SIZES,
+) -> Path:
+    """An untrained tiny Wan2.2 pipeline directory with the layout of the real ones, for fast tests.
+
+    ``t2v_moe``: Wan2.2-T2V-A14B (``WanPipeline``, ``transformer`` + ``transformer_2``, boundary_ratio 0.875);
+    ``i2v_moe``: Wan2.2-I2V-A14B (``WanImageToVideoPipeline``, two experts taking the noisy latent plus the
+    4 mask + z_dim condition channels, no CLIP image encoder, boundary_ratio 0.9); ``ti2v``: Wan2.2-TI2V-5B
+    (``WanPipeline`` with ``expand_timesteps``).
+    """
+    if kind not in WAN22_KINDS:
+        raise ValueError(f"kind must be one of {WAN22_KINDS}, got {kind!r}")
+    parts = build_tiny_components("t2v", seed, **asdict(sizes))
+    in_channels = 2 * sizes.z_dim + 4 if kind == "i2v_moe" else sizes.z_dim
+    config = {**parts["transformer"].config, "in_channels": in_channels}
+    experts = {}
+    for i, name in enumerate(("transformer", "transformer_2") if kind != "ti2v" else ("transformer",)):
+        torch.manual_seed(seed + 10 + i)
+        experts[name] = WanTransformer3DModel.from_config(config)
+    common = {k: parts[k] for k in ("tokenizer", "text_encoder", "vae", "scheduler")}
+    if kind == "t2v_moe":
+        pipe = WanPipeline(**common, **experts, boundary_ratio=0.875)
+    elif kind == "i2v_moe":
+        pipe = WanImageToVideoPipeline(**common, **experts, image_encoder=None, image_processor=None,
+                                       boundary_ratio=0.9)
+    else:
+        pipe = WanPipeline(**common, **experts, expand_timesteps=True)
+    directory = Path(directory)
+    pipe.save_pretrained(directory, safe_serialization=True)
+    return directory
 
 
 def count_parameters(module: torch.nn.Module) -> int:

@@ -41,8 +41,8 @@ __all__ = ["InferError", "InferSettings", "build_parser", "generate", "load_runt
 log = logging.getLogger("vidquant.runtime")
 
 MODEL_CLASSES = ("wan2.1", "wan2.1_distill", "wan2.1_causvid", "wan2.1_skyreels_v2_df", "wan2.1_audio",
-                 "hunyuan", "cogvideox")  # lightx2v's choices; only wan2.1 is implemented here
-SUPPORTED_MODEL_CLASSES = ("wan2.1",)
+                 "wan2.2", "wan2.2_moe", "hunyuan", "cogvideox")  # lightx2v's choices
+SUPPORTED_MODEL_CLASSES = ("wan2.1", "wan2.2", "wan2.2_moe")  # wan2.2_moe: vidquant.runtime.moe.run_moe
 DEFAULT_TEXT_LEN = 512  # lightx2v's text_len (Wan's T5 context); diffusers' I2V needs exactly 512
 DEFAULT_GUIDE_SCALE = 5.0
 
@@ -155,7 +155,11 @@ def resolve_settings(cfg: dict, *, config_path: str | os.PathLike, task: str, mo
         raise InferError(f"{source}: field 'task' is {cfg['task']!r} but --task is {task!r}")
     scheme = _check_matmul(cfg, source)
     ckpt = _quantized_checkpoint(cfg, scheme, model_path, config_path) if scheme else None
-    guidance = float(cfg.get("sample_guide_scale", DEFAULT_GUIDE_SCALE)) if cfg.get("enable_cfg", True) else 1.0
+    guide = cfg.get("sample_guide_scale", DEFAULT_GUIDE_SCALE)
+    if isinstance(guide, list):
+        raise InferError(f"{source}: field 'sample_guide_scale' is a [high, low] pair, which only a two-expert "
+                         "Wan2.2 model uses (--model_cls wan2.2_moe); expected one number")
+    guidance = float(guide) if cfg.get("enable_cfg", True) else 1.0
     shift = cfg.get("sample_shift")
     return InferSettings(
         task=task, model_path=model_path, quantized=scheme is not None, scheme=scheme, quantized_ckpt=ckpt,
@@ -271,7 +275,8 @@ VIDEO_SUFFIXES = (".mp4", ".gif")
 
 def _check_inputs(args: argparse.Namespace) -> None:
     if args.model_cls not in SUPPORTED_MODEL_CLASSES:
-        raise InferError(f"--model_cls {args.model_cls}: not supported by vidquant's runtime (only wan2.1)")
+        raise InferError(f"--model_cls {args.model_cls}: not supported by vidquant's runtime "
+                         f"(supported: {', '.join(SUPPORTED_MODEL_CLASSES)})")
     if not args.prompt.strip():
         raise InferError("--prompt is required")
     _check_video_path(Path(args.save_video_path))
@@ -330,6 +335,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def run(args: argparse.Namespace) -> Path:
     """Resolve, load, generate and save; returns the video path."""
     _check_inputs(args)
+    if args.model_cls == "wan2.2_moe":  # two expert checkpoints, lightx2v's MoE JSON
+        from vidquant.runtime.moe import run_moe
+
+        return run_moe(args)
     cfg = read_lightx2v_config(args.config_json)
     settings = resolve_settings(cfg, config_path=args.config_json, task=args.task, model_path=args.model_path,
                                 seed=args.seed, device=args.device, dtype=args.dtype,

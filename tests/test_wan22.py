@@ -1,0 +1,431 @@
+"""Wan2.2: loading (A14B T2V / I2V mixtures, TI2V-5B), per-expert calibration capture, the two-checkpoint lightx2v
+export -> convert -> verify -> quantized MoE runtime, the MoE inference JSON, and the black-clip guard.
+
+Fast tests run on random test-size pipelines with the real Wan2.2 directory layouts
+(`models.tiny.make_random_tiny_wan22_dir`); the slow ones run every method and format on the shipped trained
+`assets/models/tiny-wan22-{t2v,ti2v}`. Bounds as Wan2.1's (tests/test_runtime.py, tests/test_demo.py): the
+runtime's clip within 40 dB PSNR of the fake-quant clip of the same export (measured > 60 dB), and > 25 dB of
+the float clip.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from tests_support import tiny_config
+
+from vidquant.calib import capture_expert_inputs, load_samples
+from vidquant.config import Config, load_config, parse_config
+from vidquant.eval.metrics import psnr
+from vidquant.export.experts import (
+    convert_experts,
+    read_moe_config,
+    verify_experts,
+    write_lightx2v_moe_config,
+)
+from vidquant.export.lightx2v_config import ConfigError
+from vidquant.generate import GenParams, generate_video
+from vidquant.models import ModelLoadError, block_linear_names, inspect_checkpoint, load_pipeline, pipeline_experts
+from vidquant.models.tiny import make_random_tiny_wan22_dir
+from vidquant.quant import W8A8Linear
+from vidquant.run import load_eval_samples, quantize
+from vidquant.runtime.infer import main as infer_main
+from vidquant.runtime.moe import ExpertOutputError, load_quantized_moe_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPT = "a red square moving left on a dark background"
+TYPES = {"t2v_moe": "Wan22T2V", "i2v_moe": "Wan22I2V", "ti2v": "Wan22TI2V"}
+
+
+@pytest.fixture(scope="module")
+def wan22_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wan22")
+    return {kind: make_random_tiny_wan22_dir(kind, root / kind) for kind in TYPES}
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def test_load_wan22_layouts_with_dtype_policy(wan22_dirs):
+    for kind, path in wan22_dirs.items():
+        info = inspect_checkpoint(path)
+        assert info.model_type == TYPES[kind]
+        pipe = load_pipeline(path, TYPES[kind], "torch.bfloat16")
+        names = [e.name for e in pipeline_experts(pipe)]
+        assert names == (["transformer"] if kind == "ti2v" else ["transformer", "transformer_2"])
+        for name in names:
+            tr = getattr(pipe, name)
+            assert tr.dtype == torch.bfloat16 and tr.blocks[0].scale_shift_table.dtype == torch.float32
+            assert len(block_linear_names(tr.blocks[0])) == 10  # no image k/v projections in Wan2.2
+        assert pipe.vae.dtype == torch.float32
+        assert pipe.config.expand_timesteps == (kind == "ti2v")
+
+
+def test_experts_split_at_the_boundary_as_diffusers(wan22_dirs):
+    pipe = load_pipeline(wan22_dirs["t2v_moe"], dtype="float32")
+    high, low = pipeline_experts(pipe)
+    assert (high.name, high.role, low.name, low.role) == ("transformer", "high_noise", "transformer_2", "low_noise")
+    assert high.serves(875.0) and not low.serves(875.0)  # diffusers: t >= boundary -> transformer
+    assert low.serves(874.9) and not high.serves(874.9)
+    assert "transformer_2 (low-noise expert)" == low.label
+
+
+def test_wan22_load_errors_name_the_problem(wan22_dirs, tmp_path):
+    import shutil
+
+    with pytest.raises(ModelLoadError, match="model.type is WanT2V but .* two-expert Wan2.2 .* set model.type: "
+                                             "Wan22T2V"):
+        load_pipeline(wan22_dirs["t2v_moe"], "WanT2V")
+    with pytest.raises(ModelLoadError, match="set model.type: Wan22TI2V"):
+        load_pipeline(wan22_dirs["ti2v"], "Wan22T2V")
+    broken = tmp_path / "broken"
+    shutil.copytree(wan22_dirs["t2v_moe"], broken)
+    shutil.rmtree(broken / "transformer_2")
+    with pytest.raises(ModelLoadError, match="transformer_2: component folder missing"):
+        inspect_checkpoint(broken)
+    shutil.copytree(wan22_dirs["t2v_moe"] / "transformer", broken / "transformer_2")
+    index = json.loads((broken / "model_index.json").read_text())
+    (broken / "model_index.json").write_text(json.dumps(index | {"boundary_ratio": None}))
+    with pytest.raises(ModelLoadError, match="boundary_ratio is None; a two-expert"):
+        inspect_checkpoint(broken)
+
+
+# ----------------------------------------------------------------------------------------------- capture
+
+
+@pytest.mark.parametrize("selection", ["uniform", "first"])
+def test_capture_gives_each_expert_only_its_own_timesteps(wan22_dirs, selection):
+    pipe = load_pipeline(wan22_dirs["t2v_moe"], dtype="float32")
+    samples = load_samples(REPO / "assets/calib/tiny_t2v", "t2v")[:2]
+    params = GenParams(32, 32, 5, 5.0, 8, 0, max_sequence_length=16)
+    data = capture_expert_inputs(pipe, samples, params, sample_steps=4, selection=selection, progress=False)
+    boundary = 0.875 * 1000
+    assert set(data) == {"transformer", "transformer_2"}
+    for name, d in data.items():
+        assert len(d) == 2 * 4  # 2 prompts x 4 calls, per expert
+        assert {m["expert"] for m in d.meta} == {name}
+        assert [m["branch"] for m in d.meta[:4]] == ["cond", "uncond"] * 2
+        ts = [m["timestep"] for m in d.meta]
+        assert all((t >= boundary) == (name == "transformer") for t in ts), (name, ts)
+        # the captured temb is that expert's own (its time embedding), not the other's
+        expert = getattr(pipe, name)
+        seen = {}
+
+        def grab(module, args, kwargs, seen=seen):
+            seen["temb"] = kwargs.get("temb", args[2] if len(args) > 2 else None)
+
+        handle = expert.blocks[0].register_forward_pre_hook(grab, with_kwargs=True)
+        with torch.no_grad():
+            expert(**d.denoiser_inputs[0], return_dict=False)
+        handle.remove()
+        assert torch.equal(seen["temb"], d.block_kwargs[0]["temb"])
+    if selection == "uniform":  # spread over each expert's own steps: the low expert reaches the last step
+        assert max(m["step"] for m in data["transformer_2"].meta) == 7
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+
+
+def _config(tmp_path: Path, model: Path, model_type: str, method: str, fmt: str, **special) -> Config:
+    quant = {"bit": 8, "symmetric": True} if fmt == "int8" else {"quant_type": "float-quant", "bit": "e4m3",
+                                                                  "symmetric": True}
+    raw = tiny_config(tmp_path, model, "t2v", method=method, **quant)
+    raw["model"]["type"] = model_type
+    raw["eval"]["num_samples"] = 2
+    for section in ("calib", "eval"):
+        raw[section]["path"] = str(REPO / raw[section]["path"])
+    if special:
+        raw["quant"]["video_gen"]["special"] = special
+    return parse_config(raw, source=str(tmp_path / "cfg.yaml"))
+
+
+def _runtime_clips(result, pipe) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(runtime, fake-quant, float) clip per eval sample, same seed and sampler."""
+    cfg = result.config
+    out = []
+    for ev, samples in load_eval_samples(cfg):
+        params = GenParams.from_section(ev, cfg.base.seed)
+        for i, sample in enumerate(samples):
+            ref, fake = result.videos[(ev.path, i)]
+            out.append((generate_video(pipe, sample, params), fake, ref))
+    return out
+
+
+def _export_to_runtime(tmp_path: Path, model: Path, result, scheme: str):
+    """The converter (-d backward) on each expert, verify, the MoE JSON, and the runtime pipeline."""
+    conv = convert_experts(result.export_dir, tmp_path / "converted", direction="backward", progress=False,
+                           copy_no_weight_files=True)
+    problems = verify_experts(conv)
+    assert problems == {"high_noise_model": [], "low_noise_model": []}, problems
+    moe_json = tmp_path / "wan_moe_advanced_ptq.json"
+    write_lightx2v_moe_config(moe_json, task="t2v", scheme=scheme, boundary=0.875, guidance_scale=5.0,
+                              quantized_ckpts={"high_noise_model": conv / "high_noise_model",
+                                               "low_noise_model": conv / "low_noise_model"},
+                              infer_steps=4, target_height=32, target_width=32, target_video_length=5, seed=42)
+    pipe = load_quantized_moe_pipeline(model, {"transformer": conv / "high_noise_model",
+                                               "transformer_2": conv / "low_noise_model"}, "cpu", torch.float32)
+    return pipe, moe_json
+
+
+def _check_clips(clips, record_property, min_vs_float: float = 25.0) -> None:
+    for rt, fake, ref in clips:
+        assert np.isfinite(rt).all() and rt.shape == ref.shape
+        p_fake, p_float = psnr(rt, fake), psnr(rt, ref)
+        record_property("psnr_runtime_vs_fake", p_fake)
+        record_property("psnr_runtime_vs_float", p_float)
+        assert p_fake >= 40, p_fake
+        assert math.isfinite(p_float) and p_float > min_vs_float, p_float
+
+
+@pytest.mark.parametrize("method,fmt", [("SmoothQuant", "int8"), ("GPTQ", "fp8")])
+def test_moe_quantize_export_convert_verify_runtime(wan22_dirs, tmp_path, method, fmt, record_property):
+    model = wan22_dirs["t2v_moe"]
+    special = {"alpha": 0.75} if method == "SmoothQuant" else {}
+    result = quantize(_config(tmp_path, model, "Wan22T2V", method, fmt, **special), progress=False,
+                      out_dir=tmp_path / "run")
+    # per-expert metrics: every table has an expert column with both experts
+    for name in ("layer_metrics", "timestep_metrics"):
+        df = pd.read_csv(tmp_path / "run" / f"{name}.csv")
+        assert set(df["expert"]) == {"transformer", "transformer_2"}, name
+    tm = result.timestep_metrics
+    assert (tm.loc[tm["expert"] == "transformer", "timestep"] >= 875).all()
+    assert (tm.loc[tm["expert"] == "transformer_2", "timestep"] < 875).all()
+    assert set(result.summary["experts"]) == {"transformer", "transformer_2"}
+    # each expert calibrated on its own statistics: smoothing factors (SmoothQuant) / weight grids (GPTQ) differ
+    decided = [result.experts[n].smooth or result.experts[n].weight_qparams for n in ("transformer", "transformer_2")]
+    key = sorted(decided[0])[0]
+    first = [d[key][0] if isinstance(d[key], tuple) else d[key] for d in decided]
+    assert first[0].shape == first[1].shape and not torch.equal(*first), key
+    assert sorted(p.name for p in result.export_dir.iterdir()) == ["high_noise_model", "low_noise_model"]
+    pipe, moe_json = _export_to_runtime(tmp_path, model, result, fmt)
+    for name in ("transformer", "transformer_2"):
+        assert sum(isinstance(m, W8A8Linear) for m in getattr(pipe, name).modules()) == 2 * 10
+    _check_clips(_runtime_clips(result, pipe), record_property)
+    cfg, moe = read_moe_config(json.loads(moe_json.read_text()))
+    assert cfg["quant_scheme"] == fmt and moe["boundary"] == 0.875
+
+
+def test_ti2v_quantize_export_runtime(wan22_dirs, tmp_path, record_property):
+    """TI2V-5B: one transformer, per-token timesteps (4-D temb) through calibration, export and runtime."""
+    from vidquant.export.converter import convert
+    from vidquant.runtime import load_quantized_pipeline
+
+    model = wan22_dirs["ti2v"]
+    result = quantize(_config(tmp_path, model, "Wan22TI2V", "SmoothQuant", "int8", alpha=0.75), progress=False,
+                      out_dir=tmp_path / "run")
+    assert "expert" not in result.layer_metrics  # a dense model's tables are as Wan2.1's
+    conv = convert(result.export_dir, tmp_path / "converted", direction="backward", progress=False,
+                   copy_no_weight_files=True)
+    pipe = load_quantized_pipeline(model, conv, "cpu", torch.float32)
+    assert pipe.config.expand_timesteps
+    _check_clips(_runtime_clips(result, pipe), record_property)
+
+
+def test_infer_cli_runs_the_moe_json(wan22_dirs, tmp_path, capsys):
+    model = wan22_dirs["t2v_moe"]
+    result = quantize(_config(tmp_path, model, "Wan22T2V", "RTN", "int8"), progress=False, out_dir=tmp_path / "run")
+    _, moe_json = _export_to_runtime(tmp_path, model, result, "int8")
+    video = tmp_path / "out.mp4"
+    argv = ["--model_cls", "wan2.2_moe", "--task", "t2v", "--model_path", str(model), "--config_json",
+            str(moe_json), "--prompt", PROMPT, "--save_video_path", str(video), "--device", "cpu"]
+    assert infer_main(argv) == 0 and video.is_file()
+    assert "boundary 0.875" in capsys.readouterr().out
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({k: v for k, v in json.loads(moe_json.read_text()).items() if k != "boundary"}))
+    assert infer_main(argv[:7] + [str(bad)] + argv[8:]) == 2
+    assert "field 'boundary'" in capsys.readouterr().err
+    assert infer_main(["--model_cls", "wan2.2_moe"] + argv[2:5] + [str(wan22_dirs["ti2v"])] + argv[6:]) == 2
+    assert "has one transformer; use --model_cls wan2.2" in capsys.readouterr().err
+
+
+def test_moe_config_reader_checks_fields():
+    base = {"infer_steps": 4, "target_height": 32, "target_width": 32, "boundary": 0.9,
+            "sample_guide_scale": [3.5, 3.0], "high_noise_quantized_ckpt": "h", "low_noise_quantized_ckpt": "l"}
+    _, moe = read_moe_config(base)
+    assert moe == {"ckpts": {"transformer": "h", "transformer_2": "l"}, "boundary": 0.9, "guidance": (3.5, 3.0)}
+    for field, value, message in (("boundary", 1.5, "'boundary'"), ("sample_guide_scale", [1, 2, 3], "pair"),
+                                  ("low_noise_quantized_ckpt", 3, "'low_noise_quantized_ckpt'")):
+        with pytest.raises(ConfigError, match=message):
+            read_moe_config(base | {field: value})
+
+
+# ----------------------------------------------------------------------------------------------- black clips
+
+
+@pytest.fixture(scope="module")
+def moe_runtime(wan22_dirs, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("moe_rt")
+    model = wan22_dirs["t2v_moe"]
+    result = quantize(_config(tmp, model, "Wan22T2V", "RTN", "int8"), progress=False, out_dir=tmp / "run")
+    conv = convert_experts(result.export_dir, tmp / "converted", direction="backward", progress=False,
+                           copy_no_weight_files=True)
+    return model, {"transformer": conv / "high_noise_model", "transformer_2": conv / "low_noise_model"}
+
+
+def _clip(pipe) -> np.ndarray:
+    from vidquant.calib.samples import Sample
+
+    return generate_video(pipe, Sample(PROMPT), GenParams(32, 32, 5, 5.0, 6, 42, 16))
+
+
+@pytest.mark.parametrize("expert,label,poison", [
+    ("transformer", r"transformer \(high-noise expert\) returned \d+ non-finite", "nan"),
+    ("transformer_2", r"transformer_2 \(low-noise expert\) returned \d+ non-finite", "inf_scale"),
+    ("transformer_2", r"transformer_2 \(low-noise expert\) returned a constant prediction", "dead"),
+])
+def test_black_clip_failure_is_detected_and_names_the_expert(moe_runtime, expert, label, poison):
+    """The reported failure (all-black clips from quantized A14B): a non-finite or constant prediction from either
+    expert stops generation with the expert, the call and the timestep named, instead of decoding a black clip."""
+    model, ckpts = moe_runtime
+    pipe = load_quantized_moe_pipeline(model, ckpts, "cpu", torch.float32)
+    healthy = _clip(pipe)  # the guard is silent on a healthy mixture
+    assert np.isfinite(healthy).all() and healthy.std() > 0
+    target = getattr(pipe, expert)
+    with torch.no_grad():
+        if poison == "nan":
+            target.blocks[0].ffn.net[2].bias.fill_(float("nan"))
+        elif poison == "inf_scale":  # an overflowed weight scale in the quantized checkpoint
+            target.blocks[-1].attn1.to_out[0].weight_scale.fill_(float("inf"))
+        else:  # a dead expert: the output head gives zeros
+            target.proj_out.weight.zero_()
+            target.proj_out.bias.zero_()
+    with pytest.raises(ExpertOutputError, match=label) as err:
+        _clip(pipe)
+    t = float(str(err.value).split("timestep ")[1].split(")")[0])
+    assert (t >= 875) == (expert == "transformer")
+
+
+# ----------------------------------------------------------------------------------------------- training
+
+
+def _pool(n: int = 4):
+    from vidquant.train.wan22 import T2VPool
+
+    gen = torch.Generator().manual_seed(0)
+    return T2VPool(torch.randn(n, 4, 3, 4, 4, generator=gen), torch.zeros(n, dtype=torch.long),
+                   {16: torch.randn(2, 16, 8, generator=gen), 512: torch.randn(2, 512, 8, generator=gen)})
+
+
+def test_expert_batches_stay_in_their_noise_range():
+    from vidquant.train.wan22 import Wan22TrainConfig, expert_batch, expert_time_range
+
+    cfg = Wan22TrainConfig(batch=64)
+    for expert in ("high", "low"):
+        lo, hi = expert_time_range(expert, 0.875)
+        kwargs, target, mask = expert_batch(_pool(), cfg, torch.Generator().manual_seed(1), (lo, hi))
+        t = kwargs["timestep"] / 1000
+        assert ((t >= lo) & (t <= hi)).all() and mask is None
+        assert (t >= 0.875).all() if expert == "high" else (t <= 0.875).all()
+
+
+def test_ti2v_batch_uses_the_pipelines_per_token_timesteps():
+    """Image samples: first latent frame clean, its tokens at timestep 0, in the pipelines' token order
+    (``mask[0][0][:, ::2, ::2] * t`` flattened)."""
+    from vidquant.train.wan22 import Wan22TrainConfig, ti2v_batch
+
+    pool = _pool()
+    for frac, image in ((1.0, True), (0.0, False)):
+        cfg = Wan22TrainConfig(batch=4, ti2v_image_frac=frac)
+        kwargs, target, keep = ti2v_batch(pool, cfg, torch.Generator().manual_seed(2), (1, 2, 2))
+        ts = kwargs["timestep"]
+        assert ts.shape == (4, 3 * 2 * 2)
+        mask = torch.ones(3, 4, 4)
+        if image:
+            mask[0] = 0
+        t = ts.amax(dim=1)
+        expected = (mask[:, ::2, ::2].flatten()[None] * t[:, None])
+        assert torch.equal(ts, expected)
+        first = kwargs["hidden_states"][:, :, 0]
+        is_clean = [any(torch.equal(f, x0) for x0 in pool.latents[:, :, 0]) for f in first]
+        assert is_clean == [image] * 4
+        assert (keep[:, :, 0] == (0 if image else 1)).all() and (keep[:, :, 1:] == 1).all()
+
+
+# ----------------------------------------------------------------------------------------------- configs
+
+
+def test_shipped_wan22_configs_load_and_point_at_wan22_layouts():
+    folders = {"wan22_t2v": "Wan22T2V", "wan22_i2v": "Wan22I2V", "wan22_ti2v": "Wan22TI2V",
+               "tiny_wan22_t2v": "Wan22T2V", "tiny_wan22_ti2v": "Wan22TI2V"}
+    for folder, model_type in folders.items():
+        files = sorted((REPO / "configs/quantization/video_gen" / folder).glob("*.yaml"))
+        assert len(files) == 6, folder
+        for f in files:
+            cfg = load_config(f)
+            assert cfg.model.type == model_type
+            assert cfg.task == ("i2v" if model_type == "Wan22I2V" else "t2v")
+            if folder.startswith("tiny"):
+                assert inspect_checkpoint(REPO / cfg.model.path).model_type == model_type
+    for path in sorted((REPO / "configs/lightx2v").glob("*wan22_moe*.json")):
+        cfg, moe = read_moe_config(json.loads(path.read_text()), source=str(path))
+        assert cfg["quant_method"] == "advanced_ptq" and cfg["quant_scheme"] == "int8"
+        assert moe["boundary"] in (0.875, 0.9) and all(p.endswith("_noise_model") for p in moe["ckpts"].values())
+
+
+# ----------------------------------------------------------------------------------------------- shipped models
+
+SHIPPED = {"Wan22T2V": REPO / "configs/quantization/video_gen/tiny_wan22_t2v",
+           "Wan22TI2V": REPO / "configs/quantization/video_gen/tiny_wan22_ti2v"}
+RECIPES = ["rtn_w_a", "smoothquant_w_a", "smoothquant_w_a_fp8", "awq_w_a", "gptq_w_a", "smoothquant_gptq_w_a"]
+
+
+def _shipped(tmp_path: Path, model_type: str, recipe: str, fmt: str) -> Config:
+    """A shipped tiny Wan2.2 config (64×64, 9 frames, 20 steps, 8 calls per prompt and expert), 2 eval prompts."""
+    overrides = {"eval.num_samples": 2, "save.save_path": str(tmp_path / "run"),
+                 "eval.output_video_path": str(tmp_path / "videos")}
+    if fmt == "fp8" and not recipe.endswith("fp8"):
+        overrides.update({f"quant.video_gen.{w}.{k}": v for w in ("weight", "act")
+                          for k, v in (("quant_type", "float-quant"), ("bit", "e4m3"))})
+    return load_config(SHIPPED[model_type] / f"{recipe}.yaml", overrides)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["int8", "fp8"])
+@pytest.mark.parametrize("recipe", [r for r in RECIPES if not r.endswith("fp8")])
+def test_shipped_tiny_wan22_t2v_every_method_and_format(tmp_path, recipe, fmt, record_property):
+    cfg = _shipped(tmp_path, "Wan22T2V", recipe, fmt)
+    model = REPO / cfg.model.path
+    result = quantize(cfg, progress=False, out_dir=tmp_path / "run")
+    pipe, _ = _export_to_runtime(tmp_path, model, result, fmt)
+    _check_clips(_runtime_clips(result, pipe), record_property)
+    assert result.video_metrics["psnr"].min() > 25, result.video_metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["int8", "fp8"])
+def test_shipped_tiny_wan22_ti2v(tmp_path, fmt, record_property):
+    from vidquant.export.converter import convert
+    from vidquant.runtime import load_quantized_pipeline
+
+    cfg = _shipped(tmp_path, "Wan22TI2V", "smoothquant_w_a", fmt)
+    model = REPO / cfg.model.path
+    result = quantize(cfg, progress=False, out_dir=tmp_path / "run")
+    conv = convert(result.export_dir, tmp_path / "converted", direction="backward", progress=False,
+                   copy_no_weight_files=True)
+    pipe = load_quantized_pipeline(model, conv, "cpu", torch.float32)
+    _check_clips(_runtime_clips(result, pipe), record_property)
+    assert result.video_metrics["psnr"].min() > 25, result.video_metrics
+
+
+@pytest.mark.slow
+def test_notebook_10_executes(wan22_dirs, tmp_path, monkeypatch):
+    import papermill
+
+    from vidquant.notebook import read_metrics
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    params = {"model_path": str(wan22_dirs["t2v_moe"]), "output_dir": str(tmp_path), "num_inference_steps": 4,
+              "sample_steps": 2, "height": 32, "width": 32, "num_frames": 5, "num_eval_samples": 1}
+    papermill.execute_notebook(str(REPO / "notebooks/10_wan22.ipynb"), str(tmp_path / "10_wan22.ipynb"),
+                               parameters=params, kernel_name="python3", progress_bar=False,
+                               cwd=str(REPO / "notebooks"))
+    metrics = read_metrics(tmp_path / "metrics.json")
+    assert metrics["verify_problems"] == 0
+    assert {"experts.transformer.mean_sqnr_db", "experts.transformer_2.mean_sqnr_db",
+            "runtime.psnr_vs_fake_quant"} <= set(metrics)
