@@ -138,6 +138,8 @@ def test_numbers_in_exponent_form_are_numbers(tmp_path, tiny_dirs):
     ("a: &a [*a]\n", ["recursive alias"]),
     ("- just\n- a list\n", ["expected a YAML mapping"]),
     ("model: [unclosed\n", ["malformed YAML", "line 2"]),
+    ("a: " + "[" * 3000 + "]" * 3000 + "\n", ["nested too deeply"]),
+    ("base: null\nmodel: {type: WanT2V, path: x}\n", ["base: Input should be a valid dictionary"]),
 ])
 def test_malformed_yaml_is_one_line(tmp_path, capsys, text, words):
     path = tmp_path / "cfg.yaml"
@@ -291,12 +293,15 @@ def _samples(tmp_path, entries=None, raw=None) -> Path:
     ("bomb", ["sample 0", "too large to decode safely"]),
     ("not_an_image", ["sample 0", "not a readable image"]),
     ("negative_list", ["'negative_prompt' must be a string"]),
+    ("deep", ["samples.json: not valid JSON", "recursion"]),
 ])
 def test_bad_sample_sets_are_one_line(tmp_path, tiny_dirs, capsys, monkeypatch, case, words):
     if case == "non_utf8":
         folder = _samples(tmp_path, raw=b'[{"prompt": "caf\xe9"}]')
     elif case == "image_int":
         folder = _samples(tmp_path, [{"prompt": "p", "image": 5}])
+    elif case == "deep":
+        folder = _samples(tmp_path, raw=b"[" * 100_000 + b"]" * 100_000)
     elif case == "negative_list":
         folder = _samples(tmp_path, [{"prompt": "p", "image": "x.png", "negative_prompt": ["a"]}])
     else:

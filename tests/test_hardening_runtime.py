@@ -186,3 +186,15 @@ def test_non_utf8_checkpoint_config_is_one_line(ckpt, tmp_path, capsys):
     assert "cannot read config.json" in capsys.readouterr().out
     assert _infer(ckpt, _config(tmp_path, bad), tmp_path / "o.mp4") == 2
     _error(capsys, "config.json", "cannot read")
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[" * 100_000 + "]" * 100_000, ["invalid JSON", "recursion"]),
+    ("\xff", ["cannot read as UTF-8"]),
+    ("[1, 2]", ["expected a JSON object"]),
+])
+def test_broken_inference_config_json_is_one_line(ckpt, tmp_path, capsys, text, words):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_bytes(text.encode("latin-1"))
+    assert _infer(ckpt, cfg, tmp_path / "o.mp4") == 2
+    _error(capsys, "cfg.json", *words)

@@ -677,6 +677,8 @@ def _load_yaml_text(text: str) -> Any:
             return None
         _expanded_size(node, {}, set())
         return loader.construct_document(node)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply (hundreds of levels); refusing") from None
     finally:
         loader.dispose()
 

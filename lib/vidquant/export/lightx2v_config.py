@@ -252,7 +252,7 @@ def read_lightx2v_config(path: str | os.PathLike) -> dict[str, Any]:
     text = "\n".join("" if line.lstrip().startswith("//") else line for line in text.splitlines())
     try:
         config = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ConfigError(f"{path}: invalid JSON: {exc}") from exc
     return normalize_lightx2v_config(config, source=str(path))
 
