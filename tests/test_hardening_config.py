@@ -348,3 +348,16 @@ def test_fields_with_no_effect_are_warned(tmp_path, tiny_dirs, caplog):
 def test_config_error_is_a_config_error_in_python_too(tmp_path, tiny_dirs):
     with pytest.raises(ConfigError, match=r"special\.n_grid: got 0"):
         load_config(_config(tmp_path, tiny_dirs, sets={**AWQ, SPECIAL + "n_grid": 0}))
+
+
+def test_every_special_option_has_a_rule_and_its_default_passes():
+    """The four LLMC methods have an explicit rule per option; any method's defaults pass their rule (a method
+    added later without rules is typed by its defaults)."""
+    from vidquant.config import _GENERIC_SPECIAL, METHODS, SPECIAL_RULES, _rule_for
+
+    for method, options in [*METHODS.items(), ("generic", _GENERIC_SPECIAL)]:
+        for key, default in options.items():
+            if method in ("RTN", "SmoothQuant", "Awq", "GPTQ", "generic"):
+                assert key in SPECIAL_RULES, f"{method}: special.{key} has no rule"
+            check, _ = _rule_for(key, default)
+            assert check(default), f"{method}: the default of special.{key} ({default!r}) fails its own rule"
