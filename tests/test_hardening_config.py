@@ -361,3 +361,16 @@ def test_every_special_option_has_a_rule_and_its_default_passes():
                 assert key in SPECIAL_RULES, f"{method}: special.{key} has no rule"
             check, _ = _rule_for(key, default)
             assert check(default), f"{method}: the default of special.{key} ({default!r}) fails its own rule"
+
+
+def test_check_device_knows_how_many_cuda_devices_there_are(monkeypatch):
+    from vidquant.config import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    check_device("cuda:0")
+    check_device("cpu")
+    with pytest.raises(ConfigError, match=r"model.device: got 'cuda:3'; this machine has 1 CUDA device\(s\)"):
+        check_device("cuda:3")
+    with pytest.raises(ConfigError, match="allowed: auto, cpu, cuda, cuda:N, mps"):
+        check_device("tpu")
