@@ -263,6 +263,14 @@ def test_output_video_path_under_a_file(tmp_path, tiny_dirs, capsys):
     assert rc == 2 and "is a file" in line and "eval.output_video_path" in line
 
 
+def test_group_size_that_does_not_divide_the_layers_is_refused_up_front(tmp_path, tiny_dirs, capsys):
+    sets = {"save.save_lightx2v": False, "quant.video_gen.weight.granularity": "per_group",
+            "quant.video_gen.weight.group_size": 48}
+    rc, line = _quantize(capsys, _config(tmp_path, tiny_dirs, sets=sets))
+    assert rc == 2 and "weight.group_size: got 48" in line and "divisor" in line
+    _nothing_written(tmp_path)
+
+
 def test_videos_inside_the_export_directory_are_refused(tmp_path, tiny_dirs, capsys):
     videos = str(tmp_path / "save" / "lightx2v_quant_model" / "clips")
     rc, line = _quantize(capsys, _config(tmp_path, tiny_dirs, sets={"eval.output_video_path": videos}))
