@@ -198,10 +198,11 @@ def test_bad_config_is_rejected_fast_without_importing_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={"PYTHONPATH": str(REPO / "lib"), "PATH": "/usr/bin:/bin"})
     wall = time.time() - t0
-    rc, torch_loaded, diffusers_loaded, _ = proc.stdout.split()
+    rc, torch_loaded, diffusers_loaded, seconds = proc.stdout.split()
     assert (rc, torch_loaded, diffusers_loaded) == ("2", "False", "False"), proc.stdout + proc.stderr
     assert "special.blocksize: got 0" in proc.stderr and proc.stderr.count("\n") == 1
-    assert wall < 2.0, wall
+    # measured ~0.6 s in all; the bound on the whole process leaves room for a loaded CI machine
+    assert float(seconds) < 2.0 and wall < 4.0, (seconds, wall)
 
 
 @pytest.mark.parametrize("sets, words", [
