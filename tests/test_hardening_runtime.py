@@ -125,6 +125,10 @@ def test_non_finite_video_is_an_error_not_a_black_mp4(ckpt, tmp_path, capsys):
     ({"target_height": 40}, ["target_height", "multiple of 16"]),
     ({"seed": 2**64}, ["seed", "0.."]),
     ({"infer_steps": True}, ["infer_steps"]),
+    ({"mm_config": "x"}, ["mm_config", "expected an object"]),
+    ({"dit_quant_scheme": ["int8-vllm"]}, ["dit_quant_scheme", "expected a string"]),
+    ({"self_attn_1_type": {"a": 1}}, ["self_attn_1_type", "expected a string"]),
+    ({"quant_method": 5}, ["quant_method", "expected a string"]),
 ])
 def test_inference_config_ranges_fail_before_loading(ckpt, tmp_path, capsys, fields, words):
     out = tmp_path / "out.mp4"
@@ -186,3 +190,25 @@ def test_non_utf8_checkpoint_config_is_one_line(ckpt, tmp_path, capsys):
     assert "cannot read config.json" in capsys.readouterr().out
     assert _infer(ckpt, _config(tmp_path, bad), tmp_path / "o.mp4") == 2
     _error(capsys, "config.json", "cannot read")
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[" * 100_000 + "]" * 100_000, ["invalid JSON", "recursion"]),
+    ("\xff", ["cannot read as UTF-8"]),
+    ("[1, 2]", ["expected a JSON object"]),
+])
+def test_broken_inference_config_json_is_one_line(ckpt, tmp_path, capsys, text, words):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_bytes(text.encode("latin-1"))
+    assert _infer(ckpt, cfg, tmp_path / "o.mp4") == 2
+    _error(capsys, "cfg.json", *words)
+
+
+def test_null_fields_take_lightx2v_defaults(tmp_path, ckpt):
+    from vidquant.export.lightx2v_config import read_lightx2v_config
+    from vidquant.runtime.infer import resolve_settings
+
+    cfg = _config(tmp_path, ckpt["converted"], fps=None, seed=None, sample_guide_scale=None, enable_cfg=None)
+    s = resolve_settings(read_lightx2v_config(cfg), config_path=cfg, task="t2v", model_path=ckpt["base"],
+                         device="cpu")
+    assert (s.fps, s.seed, s.guidance_scale) == (16, 42, 5.0)

@@ -14,10 +14,26 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vidquant import sweep
+from vidquant.fsutil import is_plain_name
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=12),
+                    st.lists(st.integers(), max_size=3))
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=_VALUES, b=_VALUES)
+def test_slugs_are_plain_names_and_injective(a, b):
+    sa, sb = sweep.slug({"p": a}), sweep.slug({"p": b})
+    assert is_plain_name(sa) and not sa.startswith(".") and len(sa) <= 140
+    if sweep._canonical({"p": a}) != sweep._canonical({"p": b}):
+        assert sa != sb, (a, b)
 
 
 @pytest.mark.parametrize("a, b", [
@@ -146,6 +162,7 @@ LOCK_HOLDER = """
 import sys, time
 from pathlib import Path
 from vidquant import sweep
+from vidquant.fsutil import is_plain_name
 run_dir = Path(sys.argv[1])
 with sweep._locked(run_dir):
     print("LOCKED", flush=True)

@@ -92,20 +92,13 @@ class ModelSection(_Section):
     use_cpu_to_save_cuda_mem_for_catcher: bool = False
     device: str = "auto"  # ours: "auto" = cuda if available else cpu
     # the multiplier of lora_path; LLMC's load_lora_weights(alpha=1.0) has it as a fixed argument, here a field
-    lora_alpha: float = 1.0
+    lora_alpha: float = Field(1.0, allow_inf_nan=False)
 
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
         if not DEVICE_PATTERN.fullmatch(v):
             raise ValueError(f"got {v!r}; allowed: auto, cpu, cuda, cuda:N, mps")
-        return v
-
-    @field_validator("lora_alpha")
-    @classmethod
-    def _lora_alpha(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError(f"got {v}; allowed: a finite number")
         return v
 
     @field_validator("torch_dtype")
@@ -715,6 +708,8 @@ def _load_yaml_text(text: str) -> Any:
             return None
         _expanded_size(node, {}, set())
         return loader.construct_document(node)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply (hundreds of levels); refusing") from None
     finally:
         loader.dispose()
 

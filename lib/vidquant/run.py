@@ -80,6 +80,7 @@ def prepare(cfg: Config) -> dict:
     check_device(cfg.model.device)
     info = inspect_checkpoint(cfg.resolve_path(cfg.model.path))
     check_task(info, cfg.model.type)
+    _check_group_size(cfg, info.path)
     checks = {"checkpoint": info}
     inputs = [cfg.resolve_path(p) for p in (cfg.model.path, cfg.model.lora_path, cfg.calib and cfg.calib.path,
                                             *(ev.path for ev in cfg.evals)) if p]
@@ -102,6 +103,20 @@ def prepare(cfg: Config) -> dict:
     checks["eval_samples"] = [load_samples(cfg.resolve_path(ev.path), cfg.task) for ev in cfg.evals]
     build_quantizers(cfg)
     return checks
+
+
+def _check_group_size(cfg: Config, model_dir: Path) -> None:
+    """per_group weights: the group size must divide the input width of every block linear (else the quantizer
+    would fail on the first such layer, after loading and calibration)."""
+    spec = cfg.quant.video_gen.weight
+    if spec.granularity != "per_group":
+        return
+    tc = json.loads((model_dir / "transformer" / "config.json").read_text())
+    widths = {tc["num_attention_heads"] * tc["attention_head_dim"], tc["ffn_dim"], tc.get("added_kv_proj_dim")}
+    widths = sorted(w for w in widths if w)
+    if any(w % spec.group_size for w in widths):
+        raise ConfigError(f"quant.video_gen.weight.group_size: got {spec.group_size}; allowed: a divisor of every "
+                          f"linear's input width in {model_dir} ({', '.join(map(str, widths))})")
 
 
 def _check_output(path: Path, overwrite: bool, field: str) -> None:

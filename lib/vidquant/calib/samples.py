@@ -39,8 +39,8 @@ def load_samples(folder: str | os.PathLike, task: str) -> list[Sample]:
         entries = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:
         raise SampleSetError(f"{path}: not UTF-8 text ({err})") from None
-    except json.JSONDecodeError as err:
-        raise SampleSetError(f"{path}: not valid JSON ({err})") from None
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise SampleSetError(f"{path}: not valid JSON ({str(err)[:200]})") from None
     if not isinstance(entries, list) or not entries:
         raise SampleSetError(f"{path}: expected a non-empty JSON list of samples")
     return [_parse(entry, i, folder, path, task) for i, entry in enumerate(entries)]

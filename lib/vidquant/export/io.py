@@ -67,7 +67,7 @@ def read_index(index_path: str | os.PathLike) -> dict:
     index_path = Path(index_path)
     try:
         index = json.loads(index_path.read_text())
-    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or not UTF-8
         raise CheckpointError(f"{index_path}: cannot read index json: {exc}") from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):

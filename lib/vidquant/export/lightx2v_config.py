@@ -113,6 +113,19 @@ def _check_bool(cfg: dict, field: str, source: str) -> None:
         raise _fail(source, field, f"expected true or false, got {value!r}")
 
 
+def _check_types(cfg: dict, source: str) -> None:
+    """The fields read as names are strings and mm_config is an object, before anything compares them."""
+    if not isinstance(cfg.get("mm_config", {}), dict):
+        raise _fail(source, "mm_config", f"expected an object, got {cfg['mm_config']!r}")
+    named = [("mm_config.mm_type", (cfg.get("mm_config") or {}).get("mm_type")),
+             ("mm_config.quant_method", (cfg.get("mm_config") or {}).get("quant_method"))]
+    named += [(f, cfg.get(f)) for f in ("dit_quant_scheme", "quant_method", "task", "attention_type",
+                                        *ATTENTION_FIELDS)]
+    for field, value in named:
+        if value is not None and not isinstance(value, str):
+            raise _fail(source, field, f"expected a string, got {value!r}")
+
+
 def _check_attention(cfg: dict, source: str) -> None:
     legacy = cfg.get("attention_type")
     for field in ATTENTION_FIELDS:
@@ -214,7 +227,9 @@ def normalize_lightx2v_config(config: dict[str, Any], *, source: str = "config")
         raise ConfigError(f"{source}: expected a JSON object, got {type(config).__name__}")
     cfg = copy.deepcopy(config)
     for key, value in DEFAULTS.items():
-        cfg.setdefault(key, value)
+        if cfg.get(key) is None:  # absent or null: lightx2v's default
+            cfg[key] = value
+    _check_types(cfg, source)
     _normalize_quant_method(cfg, source)
     _normalize_vocabularies(cfg, source)
     _check_attention(cfg, source)
@@ -262,7 +277,7 @@ def read_lightx2v_config(path: str | os.PathLike) -> dict[str, Any]:
     text = "\n".join("" if line.lstrip().startswith("//") else line for line in text.splitlines())
     try:
         config = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ConfigError(f"{path}: invalid JSON: {exc}") from exc
     return normalize_lightx2v_config(config, source=str(path))
 

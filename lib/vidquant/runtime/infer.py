@@ -155,11 +155,12 @@ def resolve_settings(cfg: dict, *, config_path: str | os.PathLike, task: str, mo
         raise InferError(f"{source}: field 'task' is {cfg['task']!r} but --task is {task!r}")
     scheme = _check_matmul(cfg, source)
     ckpt = _quantized_checkpoint(cfg, scheme, model_path, config_path) if scheme else None
-    guide = cfg.get("sample_guide_scale", DEFAULT_GUIDE_SCALE)
-    if isinstance(guide, list):
+    scale = cfg.get("sample_guide_scale")
+    if isinstance(scale, list):
         raise InferError(f"{source}: field 'sample_guide_scale' is a [high, low] pair, which only a two-expert "
                          "Wan2.2 model uses (--model_cls wan2.2_moe); expected one number")
-    guidance = float(guide) if cfg.get("enable_cfg", True) else 1.0
+    cfg_on = cfg.get("enable_cfg") is not False  # absent or null: lightx2v's default, on
+    guidance = float(DEFAULT_GUIDE_SCALE if scale is None else scale) if cfg_on else 1.0
     shift = cfg.get("sample_shift")
     return InferSettings(
         task=task, model_path=model_path, quantized=scheme is not None, scheme=scheme, quantized_ckpt=ckpt,
