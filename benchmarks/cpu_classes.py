@@ -89,22 +89,83 @@ def _measure_shape(layer: str, k: int, n: int, tokens: int, repeats: int) -> lis
     return rows
 
 
+#: The demo's clip: tiny I2V, 64 x 64, 9 frames, CFG 5.0, 20 steps, fp32 (what `make demo` generates).
+CLIP = {"height": 64, "width": 64, "frames": 9, "guidance": 5.0, "steps": 20}
+TINY_I2V = Path(__file__).resolve().parents[1] / "assets" / "models" / "tiny-wan-i2v"
+
+
+def measure_clip(export: str, clip: dict = CLIP, repeats: int = 2) -> dict:
+    """In the (ISA-limited) child: one clip of the float tiny I2V pipeline against the W8A8 runtime of an RTN
+    int8 export (as `vidquant infer` loads it: lightx2v numerics, K/V cache on) and without the K/V cache;
+    the best of ``repeats`` round-robin runs each."""
+    import time
+
+    import torch
+
+    from vidquant.calib.samples import Sample
+    from vidquant.generate import GenParams, generate_video
+    from vidquant.models.loading import load_pipeline
+    from vidquant.runtime import load_quantized_pipeline
+
+    kw = {"numerics": "lightx2v", "round_scale_bf16": True}
+    pipes = {"float": load_pipeline(TINY_I2V, None, torch.float32, "cpu"),
+             "w8a8": load_quantized_pipeline(TINY_I2V, export, "cpu", torch.float32, **kw),
+             "w8a8_uncached": load_quantized_pipeline(TINY_I2V, export, "cpu", torch.float32,
+                                                      cache_conditioning=False, **kw)}
+    sample = Sample("a red square moving left", "", TINY_I2V.parents[2] / "assets/eval/tiny_i2v/frame_00.png")
+    params = GenParams(clip["height"], clip["width"], clip["frames"], clip["guidance"], clip["steps"], 42, 512)
+    best = {k: float("inf") for k in pipes}
+    for _ in range(repeats):
+        for name, pipe in pipes.items():
+            t0 = time.perf_counter()
+            generate_video(pipe, sample, params)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {f"clip_{k}_s": round(v, 2) for k, v in best.items()}
+
+
+def _tiny_export(work: Path) -> Path:
+    """An RTN int8 lightx2v export of the shipped tiny I2V transformer."""
+    import torch
+
+    from vidquant.export.lightx2v_export import export_lightx2v
+    from vidquant.models.loading import load_pipeline
+    from vidquant.quant import IntQuantizer
+
+    pipe = load_pipeline(TINY_I2V, None, torch.float32, "cpu")
+    return export_lightx2v(pipe.transformer, IntQuantizer(8, True, "per_channel"), work)
+
+
 def run(classes: list[str] | None = None, out_dir: Path = RESULTS, shapes=SHAPES, tokens: int = TOKENS,
-        repeats: int = 5) -> list[dict]:
-    """Measure every CPU class in its own ISA-limited interpreter; write ``cpu_classes.{csv,md}``."""
+        repeats: int = 5, clip: dict | None = CLIP) -> list[dict]:
+    """Measure every CPU class in its own ISA-limited interpreter; write ``cpu_classes.{csv,md}``.
+
+    ``clip``: also time the demo's tiny I2V clip, float vs the W8A8 runtime (None: skip)."""
+    import tempfile
+
     from vidquant.quant.int8_gemm import CPU_CLASS_LIMITS
 
-    rows = []
-    for label in classes or list(CPU_CLASS_LIMITS):
-        env = CPU_CLASS_LIMITS[label]
-        res = run_in_subprocess("cpu_classes", "measure", {"shapes": [list(s) for s in shapes], "tokens": tokens,
-                                                           "repeats": repeats}, env=env)
-        for r in res["rows"]:
-            rows.append({"cpu_class": label, "aten": res["cpu_capability"],
-                         "onednn_isa": env.get("ONEDNN_MAX_CPU_ISA", "native"), **r})
-        log(f"cpu_classes {label}: chosen {next(r['path'] for r in res['rows'] if r['chosen'])}")
+    rows, clips = [], []
+    with tempfile.TemporaryDirectory(prefix="vidquant_cpu_classes_") as tmp:
+        export = _tiny_export(Path(tmp)) if clip else None
+        for label in classes or list(CPU_CLASS_LIMITS):
+            env = CPU_CLASS_LIMITS[label]
+            res = run_in_subprocess("cpu_classes", "measure", {"shapes": [list(s) for s in shapes],
+                                                               "tokens": tokens, "repeats": repeats}, env=env)
+            for r in res["rows"]:
+                rows.append({"cpu_class": label, "aten": res["cpu_capability"],
+                             "onednn_isa": env.get("ONEDNN_MAX_CPU_ISA", "native"), **r})
+            chosen = next(r["path"] for r in res["rows"] if r["chosen"])
+            if export is not None:
+                c = run_in_subprocess("cpu_classes", "measure_clip", {"export": str(export), "clip": clip}, env=env)
+                times = {k: v for k, v in c.items() if k.startswith("clip_")}
+                clips.append({"cpu_class": label, "path": chosen, **times,
+                              "w8a8_speedup_vs_float": round(c["clip_float_s"] / c["clip_w8a8_s"], 3),
+                              "kv_cache_saving": round(1 - c["clip_w8a8_s"] / c["clip_w8a8_uncached_s"], 3)})
+            log(f"cpu_classes {label}: chosen {chosen}" + (f", clip {clips[-1]}" if clips else ""))
     info = machine_info()
     write_csv(rows, out_dir / "cpu_classes.csv", info)
+    if clips:
+        write_csv(clips, out_dir / "cpu_classes_clip.csv", info)
     paths_cols = ["cpu_class", "layer", "path", "eligible", "chosen", "rel_err_vs_exact", "wrong_sums", "gemm_ms",
                   "gemm_speedup_vs_fp32", "why_not"]
     runtime_cols = ["cpu_class", "aten", "onednn_isa", "layer", "tokens", "path", "fp32_ms", "bf16_ms",
@@ -116,8 +177,13 @@ def run(classes: list[str] | None = None, out_dir: Path = RESULTS, shapes=SHAPES
             "act quant + the chosen exact path + epilogue, the act quant and epilogue fused by torch.compile; "
             "`w8a8_eager` = the same unfused (the tiny models' setting); bf16 in and out.\n")
     chosen = [r for r in rows if r["chosen"]]
+    clip_note = "" if not clips else (
+        f"\n### The demo's clip\n\nTiny I2V, {clip['height']}x{clip['width']}, {clip['frames']} frames, "
+        f"{clip['steps']} steps with CFG, fp32: the float pipeline against the W8A8 runtime of an RTN int8 export "
+        "as `vidquant infer` loads it (lightx2v numerics, conditioning K/V cached) and without the K/V cache; "
+        "best of 2 round-robin runs, seconds.\n\n" + md_table(clips) + "\n")
     write_md(out_dir / "cpu_classes.md", "W8A8 int8 runtime per CPU class", info, [
-        ("The runtime per class", note + "\n" + md_table(chosen, runtime_cols)),
+        ("The runtime per class", note + "\n" + md_table(chosen, runtime_cols) + clip_note),
         ("Every int8 path per class: error against the exact int32 result, GEMM-only speed",
          "A path runs only where it is eligible (declared exact on the class and self-checked); the others are "
          "measured to show why they are refused.\n\n" + md_table(rows, paths_cols)),

@@ -38,7 +38,8 @@ EXTRA_STAGES = ("wan14b",)  # on request only (--only wan14b): ~45 GB of disk an
 QUICK = {
     "gemm": {"tokens": [32, 64], "models": ["toy"]},
     "block": {"block_tokens": [16], "step_tokens": 16, "repeats": 1},
-    "cpu_classes": {"shapes": [("toy", 64, 32)], "tokens": 16, "repeats": 1, "classes": ["native", "avx2"]},
+    "cpu_classes": {"shapes": [("toy", 64, 32)], "tokens": 16, "repeats": 1, "classes": ["native", "avx2"],
+                    "clip": None},
     "calibration": {"depths": [1, 2], "methods": ["RTN", "SmoothQuant"]},
 }
 TOY_WIDTH = {"num_attention_heads": 2, "attention_head_dim": 32, "ffn_dim": 128, "text_dim": 32}

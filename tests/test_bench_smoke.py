@@ -82,7 +82,9 @@ def test_block_writes_csv(toy, tmp_path):
 
 def test_cpu_classes_writes_every_class(tmp_path):
     """One ISA-limited interpreter per class; on AVX2 the oneDNN paths are measured wrong and refused."""
-    rows = cpu_classes.run(["native", "avx2"], out_dir=tmp_path, shapes=[("toy", 64, 32)], tokens=16, repeats=1)
+    clip = {"height": 32, "width": 32, "frames": 5, "guidance": 5.0, "steps": 2}
+    rows = cpu_classes.run(["native", "avx2"], out_dir=tmp_path, shapes=[("toy", 64, 32)], tokens=16, repeats=1,
+                           clip=clip)
     by = {(r["cpu_class"], r["path"]): r for r in rows}
     assert sum(r["chosen"] for r in rows if r["cpu_class"] == "avx2") == 1
     assert by["avx2", "fp32-codes"]["chosen"] and by["avx2", "fp32-codes"]["rel_err_vs_exact"] == 0
@@ -91,6 +93,9 @@ def test_cpu_classes_writes_every_class(tmp_path):
     chosen = [r for r in rows if r["chosen"]]
     assert all(r["rel_err_vs_exact"] == 0 and r["w8a8_speedup_vs_fp32"] > 0 for r in chosen)
     assert "The runtime per class" in (tmp_path / "cpu_classes.md").read_text()
+    clips = _rows(tmp_path / "cpu_classes_clip.csv")
+    assert [c["cpu_class"] for c in clips] == ["native", "avx2"]
+    assert all(float(c["clip_float_s"]) > 0 and float(c["w8a8_speedup_vs_float"]) > 0 for c in clips)
 
 
 @pytest.mark.cuda
