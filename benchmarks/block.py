@@ -64,7 +64,9 @@ def to_w8a8(module: nn.Module, fmt: str = "int8") -> nn.Module:
     """Every block linear -> W8A8Linear (the runtime's module), quantized RTN from its float weight."""
     for block in _blocks(module):
         for name, lin in block_linears(block).items():
-            block.set_submodule(name, W8A8Linear.from_linear(lin, fmt))
+            w8 = W8A8Linear.from_linear(lin, fmt)
+            w8.compiled = lin.in_features >= 1024  # as the runtime loader decides (fused kernels at Wan widths)
+            block.set_submodule(name, w8)
     return module
 
 

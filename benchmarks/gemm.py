@@ -90,6 +90,7 @@ class Weights:
         self.w16, self.b16 = self.w32.bfloat16(), self.b32.bfloat16()
         lin16 = lin.to(device=device, dtype=torch.bfloat16)
         self.int8 = W8A8Linear.from_linear(lin16, "int8")
+        self.int8.compiled = True  # what the runtime runs at Wan widths: fused act quant + epilogue (CPU)
         self.fp8 = W8A8Linear.from_linear(lin16, "fp8")
         # every int8 path that is exact on this CPU, its weight prepared once (CPU only: CUDA uses _int_mm)
         self.paths = {} if device != "cpu" else {
