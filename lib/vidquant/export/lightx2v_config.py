@@ -211,8 +211,13 @@ def normalize_lightx2v_config(config: dict[str, Any], *, source: str = "config")
         _check_int(cfg, field, source)
     _check_int(cfg, "seed", source, minimum=0)
     _check_video_length(cfg, source)
-    for field in ("sample_guide_scale", "sample_shift"):
-        _check_number(cfg, field, source)
+    _check_number(cfg, "sample_shift", source)
+    guide = cfg.get("sample_guide_scale")
+    if isinstance(guide, list):  # lightx2v's wan2.2_moe: [high-noise, low-noise] (vidquant.export.experts)
+        if len(guide) != 2 or any(isinstance(g, bool) or not isinstance(g, Real) for g in guide):
+            raise _fail(source, "sample_guide_scale", f"expected a number or a [high, low] pair, got {guide!r}")
+    else:
+        _check_number(cfg, "sample_guide_scale", source)
     _check_bool(cfg, "enable_cfg", source)
     if cfg.get("task") is not None and cfg["task"] not in TASKS:
         raise _fail(source, "task", f"expected one of {TASKS}, got {cfg['task']!r}")
