@@ -391,6 +391,9 @@ def _parser() -> argparse.ArgumentParser:
 def train_wan22_main(argv: list[str]) -> int:
     """CLI: ``vidquant train-tiny --wan22 [--base DIR] [--out DIR] [--expert-steps N ...]``."""
     args = _parser().parse_args(argv)
+    from vidquant.models.loading import check_task, inspect_checkpoint
+
+    check_task(inspect_checkpoint(args.base), "WanT2V")  # before any work: a tiny Wan2.1 T2V to start from
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
     train_wan22(Wan22TrainConfig(**vars(args)), ["--wan22", *argv])
     return 0
