@@ -12,6 +12,7 @@ one-line reason) counted as equivalent rather than surviving.
 
     python scripts/mutation.py                 # every group
     python scripts/mutation.py quant algos     # some groups
+    python scripts/mutation.py --survivors quant  # re-test only the last run's survivors (after new tests)
     python scripts/mutation.py --summary-only  # rebuild summary.md from the group files
 """
 
@@ -76,12 +77,17 @@ def _common_config() -> dict:
     return tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]
 
 
-def run_group(group: str, max_children: int) -> dict:
+def run_group(group: str, max_children: int, survivors_only: bool = False) -> dict:
+    """Run mutmut on one group (only the previous run's survivors with survivors_only) and record verdicts."""
+    previous = OUT / f"{group}.json"
+    names = []
+    if survivors_only and previous.exists():
+        names = [n for n, s in json.loads(previous.read_text())["verdicts"].items() if s == "survived"]
     root = stage(group)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the staged copy, not lib/, is imported
     mutmut = [sys.executable, "-m", "mutmut"]
     started = dt.datetime.now(dt.timezone.utc)
-    subprocess.run([*mutmut, "run", "--max-children", str(max_children)], cwd=root, env=env, check=True)
+    subprocess.run([*mutmut, "run", "--max-children", str(max_children), *names], cwd=root, env=env, check=True)
     seconds = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
     listing = subprocess.run([*mutmut, "results", "--all", "true"], cwd=root, env=env, check=True,
                              capture_output=True, text=True).stdout
@@ -91,9 +97,12 @@ def run_group(group: str, max_children: int) -> dict:
         if status in STATUSES:
             verdicts[name] = status
     diffs = {name: _diff(mutmut, root, env, name) for name, status in verdicts.items() if status == "survived"}
-    record = {"group": group, "files": GROUPS[group][0], "tests": GROUPS[group][1],
-              "command": f"mutmut run --max-children {max_children} (in .mutation/{group}, via scripts/mutation.py)",
-              "date": started.strftime("%Y-%m-%d %H:%M UTC"), "seconds": round(seconds), "cpu": cpu_name(),
+    this_run = {"command": f"python scripts/mutation.py {'--survivors ' if survivors_only else ''}{group} "
+                           f"(mutmut run --max-children {max_children} in .mutation/{group})",
+                "mutants_run": len(names) if names else "all", "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+                "seconds": round(seconds), "cpu": cpu_name()}
+    earlier = json.loads(previous.read_text()).get("runs", []) if survivors_only and previous.exists() else []
+    record = {"group": group, "files": GROUPS[group][0], "tests": GROUPS[group][1], "runs": [*earlier, this_run],
               "verdicts": verdicts, "survivor_diffs": diffs}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{group}.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
@@ -154,8 +163,9 @@ def write_summary() -> Path:
                          f"{100 * (s + e) / tested:.1f} |")
     lines += ["", "## Runs", ""]
     for rec in records:
-        lines.append(f"- **{rec['group']}** ({', '.join(rec['files'])}): `{rec['command']}`, tests "
-                     f"{', '.join(rec['tests'])}; {rec['date']}, {rec['seconds']} s on {rec['cpu']}.")
+        lines.append(f"- **{rec['group']}** ({', '.join(rec['files'])}; tests {', '.join(rec['tests'])}):")
+        lines += [f"  - `{r['command']}`: {r['mutants_run']} mutants, {r['date']}, {r['seconds']} s on {r['cpu']}"
+                  for r in rec["runs"]]
     lines += ["", "## Equivalent mutants", ""]
     lines += [f"- `{n}`: {reason}" for n, reason in sorted(equivalents)] or ["(none)"]
     lines += ["", "## Surviving mutants (not yet killed nor explained)", ""]
@@ -173,13 +183,15 @@ def main() -> None:
     parser.add_argument("groups", nargs="*", help=f"groups to run, of {', '.join(GROUPS)} (default: all)")
     parser.add_argument("--max-children", type=int, default=1, help="mutants run in parallel (default 1)")
     parser.add_argument("--summary-only", action="store_true", help="only rebuild summary.md")
+    parser.add_argument("--survivors", action="store_true",
+                        help="re-run only the previous run's surviving mutants (after adding tests)")
     args = parser.parse_args()
     unknown = sorted(set(args.groups) - set(GROUPS))
     if unknown:
         parser.error(f"unknown group(s) {unknown}; choose from {list(GROUPS)}")
     if not args.summary_only:
         for group in args.groups or list(GROUPS):
-            run_group(group, args.max_children)
+            run_group(group, args.max_children, args.survivors)
     print(f"wrote {write_summary()}")
 
 
