@@ -39,7 +39,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "quant": (["quant/quantizer.py"], ["tests/test_quantizer.py", "tests/test_quant_linear.py"]),
     "algos": (["algos/gptq.py", "algos/smoothquant.py", "algos/awq.py", "algos/fold.py", "algos/base.py",
                "algos/engine.py", "algos/deploy.py", "algos/rtn.py"],
-              ["tests/test_gptq.py", "tests/test_smoothquant.py", "tests/test_awq.py", "tests/test_layer_metrics.py"]),
+              ["tests/test_gptq.py", "tests/test_smoothquant.py", "tests/test_awq.py", "tests/test_layer_metrics.py",
+               "tests/test_deploy.py"]),
     "export": (["export/keymap.py", "export/converter.py"], ["tests/test_keymap.py", "tests/test_converter.py"]),
     "linear": (["quant/linear.py"], ["tests/test_quant_linear.py", "tests/test_fast_w8a8.py"]),
 }
@@ -82,7 +83,7 @@ def run_group(group: str, max_children: int, survivors_only: bool = False) -> di
     previous = OUT / f"{group}.json"
     names = []
     if survivors_only and previous.exists():
-        names = [n for n, s in json.loads(previous.read_text())["verdicts"].items() if s == "survived"]
+        names = [n for n, s in json.loads(previous.read_text())["verdicts"].items() if s in ("survived", "no tests")]
     root = stage(group)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the staged copy, not lib/, is imported
     mutmut = [sys.executable, "-m", "mutmut"]
@@ -184,7 +185,7 @@ def main() -> None:
     parser.add_argument("--max-children", type=int, default=1, help="mutants run in parallel (default 1)")
     parser.add_argument("--summary-only", action="store_true", help="only rebuild summary.md")
     parser.add_argument("--survivors", action="store_true",
-                        help="re-run only the previous run's surviving mutants (after adding tests)")
+                        help="re-run only the previous run's surviving and untested mutants (after adding tests)")
     args = parser.parse_args()
     unknown = sorted(set(args.groups) - set(GROUPS))
     if unknown:
