@@ -47,7 +47,7 @@ bench: $(STAMP)
 	OMP_NUM_THREADS=$${BENCH_THREADS:-$$(getconf _NPROCESSORS_ONLN)} $(VPY) benchmarks/run_all.py
 
 # Mutation testing of the maths (mutmut; minutes to an hour, not part of `make test`): results/mutation/summary.md.
-# MUTATION_ARGS: groups (quant algos export linear) and/or --max-children N.
+# MUTATION_ARGS: groups (quant gptq smoothing deploy awq export linear), --survivors, --max-children N.
 mutation: $(STAMP)
 	$(VPY) scripts/mutation.py $(MUTATION_ARGS)
 

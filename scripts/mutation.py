@@ -11,7 +11,7 @@ group file present, with the mutants listed in EQUIVALENT (results/mutation/equi
 one-line reason) counted as equivalent rather than surviving.
 
     python scripts/mutation.py                 # every group
-    python scripts/mutation.py quant algos     # some groups
+    python scripts/mutation.py quant gptq      # some groups
     python scripts/mutation.py --survivors quant  # re-test only the last run's survivors (after new tests)
     python scripts/mutation.py --summary-only  # rebuild summary.md from the group files
 """
@@ -37,10 +37,11 @@ EQUIVALENT = OUT / "equivalent.json"
 #: group -> (files under lib/vidquant to mutate, the fast tests that exercise them).
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "quant": (["quant/quantizer.py"], ["tests/test_quantizer.py", "tests/test_quant_linear.py"]),
-    "algos": (["algos/gptq.py", "algos/smoothquant.py", "algos/awq.py", "algos/fold.py", "algos/base.py",
-               "algos/engine.py", "algos/deploy.py", "algos/rtn.py"],
-              ["tests/test_gptq.py", "tests/test_smoothquant.py", "tests/test_awq.py", "tests/test_layer_metrics.py",
-               "tests/test_deploy.py"]),
+    "gptq": (["algos/gptq.py"], ["tests/test_gptq.py"]),
+    "smoothing": (["algos/smoothquant.py", "algos/fold.py", "algos/base.py", "algos/rtn.py"],
+                  ["tests/test_smoothquant.py", "tests/test_layer_metrics.py"]),
+    "deploy": (["algos/deploy.py", "algos/engine.py"], ["tests/test_deploy.py", "tests/test_layer_metrics.py"]),
+    "awq": (["algos/awq.py"], ["tests/test_awq.py"]),
     "export": (["export/keymap.py", "export/converter.py"], ["tests/test_keymap.py", "tests/test_converter.py"]),
     "linear": (["quant/linear.py"], ["tests/test_quant_linear.py", "tests/test_fast_w8a8.py"]),
 }
