@@ -39,7 +39,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "quant": (["quant/quantizer.py"], ["tests/test_quantizer.py", "tests/test_quant_linear.py"]),
     "gptq": (["algos/gptq.py"], ["tests/test_gptq.py"]),
     "smoothing": (["algos/smoothquant.py", "algos/fold.py", "algos/base.py", "algos/rtn.py"],
-                  ["tests/test_smoothquant.py", "tests/test_layer_metrics.py"]),
+                  ["tests/test_smoothquant.py", "tests/test_layer_metrics.py", "tests/test_block_context.py"]),
     "deploy": (["algos/deploy.py", "algos/engine.py"], ["tests/test_deploy.py", "tests/test_layer_metrics.py"]),
     "awq": (["algos/awq.py"], ["tests/test_awq.py"]),
     "export": (["export/keymap.py", "export/converter.py"], ["tests/test_keymap.py", "tests/test_converter.py"]),
