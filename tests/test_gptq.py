@@ -3,6 +3,8 @@ deploy, per_group / actorder / static_groups, true_sequential."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from _wanblock import linear_inputs, make_block, make_calib, run
@@ -283,3 +285,35 @@ def test_gptq_options_and_stages():
         linears = {n: None for n in ("ffn.net.2", "extra.proj", "attn1.to_q")}
 
     assert GPTQ.stages(Ctx) == [("attn1.to_q",), ("ffn.net.2",), ("extra.proj",)]
+
+
+@pytest.mark.parametrize("true_sequential", [False, True])
+def test_hessian_source_follows_true_sequential(true_sequential):
+    """attn1.to_out.0 (stage 2) is solved on the captured float inputs without true_sequential, and with it on
+    the inputs produced by the quantized q, k, v (weights on their grids, activations through aq): both
+    recomputed here with an independent capture and a fresh solver must give the layer's Q bit for bit."""
+    wq, aq = IntQuantizer(4), IntQuantizer(8, granularity="per_token")
+    calib = make_calib(n=2)
+    block = make_block()
+    w0 = block.attn1.to_out[0].weight.detach().clone()
+    probe = copy.deepcopy(block)
+    done, result = run(block, calib, [gptq(true_sequential=true_sequential)], wq, aq)
+    if true_sequential:
+        for n in ("attn1.to_q", "attn1.to_k", "attn1.to_v"):
+            lin = probe.get_submodule(n)
+            lin.weight.data = done.get_submodule(n).weight.detach().clone()
+            lin.register_forward_pre_hook(lambda _m, args: (aq.fake(args[0]),))
+    solver = GPTQSolver(w0.shape[1], torch.device("cpu"))
+    for x in linear_inputs(probe, calib)["attn1.to_out.0"]:
+        solver.add_batch(x)
+    sp = METHODS["GPTQ"]
+    Q, *_ = solver.quantize(w0, wq, int(sp["blocksize"]), float(sp["percdamp"]), bool(sp["actorder"]))
+    assert torch.equal(done.attn1.to_out[0].weight, Q)
+
+
+def test_single_token_batch_counts():
+    x = torch.tensor([[1.0, -2.0, 0.5]])
+    s = GPTQSolver(3, torch.device("cpu"))
+    s.add_batch(x)
+    assert s.n == 1
+    torch.testing.assert_close(s.H, 2 * x.T @ x)  # (√2·x)ᵀ(√2·x): fp32 rounding of √2 only
