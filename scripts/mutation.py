@@ -79,17 +79,20 @@ def _common_config() -> dict:
     return tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]
 
 
-def run_group(group: str, max_children: int, survivors_only: bool = False) -> dict:
-    """Run mutmut on one group (only the previous run's survivors with survivors_only) and record verdicts."""
+def run_group(group: str, max_children: int, survivors_only: bool = False, collect_only: bool = False) -> dict:
+    """Run mutmut on one group (only the previous run's survivors with survivors_only) and record verdicts;
+    collect_only records the verdicts an interrupted run left in .mutation/<group> (unrun ones: not checked)."""
     previous = OUT / f"{group}.json"
     names = []
     if survivors_only and previous.exists():
         names = [n for n, s in json.loads(previous.read_text())["verdicts"].items() if s in ("survived", "no tests")]
-    root = stage(group)
+    root = STAGE / group if collect_only else stage(group)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the staged copy, not lib/, is imported
     mutmut = [sys.executable, "-m", "mutmut"]
     started = dt.datetime.now(dt.timezone.utc)
-    subprocess.run([*mutmut, "run", "--max-children", str(max_children), *names], cwd=root, env=env, check=True)
+    if not collect_only:
+        subprocess.run([*mutmut, "run", "--max-children", str(max_children), *names], cwd=root, env=env,
+                       check=True)
     seconds = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
     listing = subprocess.run([*mutmut, "results", "--all", "true"], cwd=root, env=env, check=True,
                              capture_output=True, text=True).stdout
@@ -99,11 +102,14 @@ def run_group(group: str, max_children: int, survivors_only: bool = False) -> di
         if status in STATUSES:
             verdicts[name] = status
     diffs = {name: _diff(mutmut, root, env, name) for name, status in verdicts.items() if status == "survived"}
-    this_run = {"command": f"python scripts/mutation.py {'--survivors ' if survivors_only else ''}{group} "
-                           f"(mutmut run --max-children {max_children} in .mutation/{group})",
+    mode = "--collect " if collect_only else "--survivors " if survivors_only else ""
+    this_run = {"command": f"python scripts/mutation.py {mode}{group} "
+                           f"(mutmut run --max-children {max_children} in .mutation/{group})"
+                           + (", interrupted: verdicts collected from the stage" if collect_only else ""),
                 "mutants_run": len(names) if names else "all", "date": started.strftime("%Y-%m-%d %H:%M UTC"),
                 "seconds": round(seconds), "cpu": cpu_name()}
-    earlier = json.loads(previous.read_text()).get("runs", []) if survivors_only and previous.exists() else []
+    keep = (survivors_only or collect_only) and previous.exists()
+    earlier = json.loads(previous.read_text()).get("runs", []) if keep else []
     record = {"group": group, "files": GROUPS[group][0], "tests": GROUPS[group][1], "runs": [*earlier, this_run],
               "verdicts": verdicts, "survivor_diffs": diffs}
     OUT.mkdir(parents=True, exist_ok=True)
@@ -142,10 +148,10 @@ def write_summary() -> Path:
              "`[tool.mutmut]`). Error, warning and log message text is not mutated (`do_not_mutate_patterns`); the "
              "conditions that raise are. *Equivalent*: a surviving mutant listed in results/mutation/"
              "equivalent.json with the reason no test can tell it apart. Survival rate = survived / (killed + "
-             "survived + equivalent).", "",
-             "| module | mutants | killed | survived | equivalent | no tests | timeout | survived % | "
+             "survived + equivalent); *not run*: mutants an interrupted run did not reach.", "",
+             "| module | mutants | killed | survived | equivalent | no tests | timeout | not run | survived % | "
              "survived+equivalent % |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     survivors, equivalents = [], []
     for rec in records:
         per: dict[str, dict[str, int]] = {}
@@ -161,7 +167,8 @@ def write_summary() -> Path:
             k, s, e = c.get("killed", 0) + c.get("timeout", 0), c.get("survived", 0), c.get("equivalent", 0)
             tested = max(k + s + e, 1)
             lines.append(f"| {module} | {sum(c.values())} | {c.get('killed', 0)} | {s} | {e} | "
-                         f"{c.get('no tests', 0)} | {c.get('timeout', 0)} | {100 * s / tested:.1f} | "
+                         f"{c.get('no tests', 0)} | {c.get('timeout', 0)} | {c.get('not checked', 0)} | "
+                         f"{100 * s / tested:.1f} | "
                          f"{100 * (s + e) / tested:.1f} |")
     lines += ["", "## Runs", ""]
     for rec in records:
@@ -185,6 +192,8 @@ def main() -> None:
     parser.add_argument("groups", nargs="*", help=f"groups to run, of {', '.join(GROUPS)} (default: all)")
     parser.add_argument("--max-children", type=int, default=1, help="mutants run in parallel (default 1)")
     parser.add_argument("--summary-only", action="store_true", help="only rebuild summary.md")
+    parser.add_argument("--collect", action="store_true",
+                        help="record the verdicts an interrupted run left in .mutation/<group> (no run)")
     parser.add_argument("--survivors", action="store_true",
                         help="re-run only the previous run's surviving and untested mutants (after adding tests)")
     args = parser.parse_args()
@@ -193,7 +202,7 @@ def main() -> None:
         parser.error(f"unknown group(s) {unknown}; choose from {list(GROUPS)}")
     if not args.summary_only:
         for group in args.groups or list(GROUPS):
-            run_group(group, args.max_children, args.survivors)
+            run_group(group, args.max_children, args.survivors, args.collect)
     print(f"wrote {write_summary()}")
 
 
