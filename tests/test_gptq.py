@@ -317,3 +317,12 @@ def test_single_token_batch_counts():
     s.add_batch(x)
     assert s.n == 1
     torch.testing.assert_close(s.H, 2 * x.T @ x)  # (√2·x)ᵀ(√2·x): fp32 rounding of √2 only
+
+
+def test_bf16_inputs_accumulate_in_fp32():
+    """Wan activations are bf16; the Hessian is accumulated from their fp32 values in fp32."""
+    x = torch.randn(9, 4, generator=torch.Generator().manual_seed(2)).bfloat16()
+    s = GPTQSolver(4, torch.device("cpu"))
+    s.add_batch(x)
+    assert s.H.dtype == torch.float32
+    torch.testing.assert_close(s.H, 2 * x.float().T @ x.float() / 9)
