@@ -7,7 +7,7 @@ import pytest
 import torch
 from _wanblock import linear_inputs, make_block, make_calib, run
 
-from vidquant.algos.base import Algorithm, BlockContext
+from vidquant.algos.base import ALGORITHMS, Algorithm, BlockContext, register
 from vidquant.algos.fold import fold_smoothing
 from vidquant.algos.smoothquant import SmoothQuant
 from vidquant.models.layout import SUBSETS
@@ -65,3 +65,24 @@ def test_fold_refuses_non_positive_or_non_finite_scales(bad):
             assert torch.equal(ctx.linears["attn1.to_q"].weight, captured["weight"])  # nothing changed
 
     run(make_block(), calib, [Fold({})], IntQuantizer(8))
+
+
+def test_inspect_kwargs_maps_block_kwargs_to_the_module_arguments():
+    calib = make_calib(n=2)
+    ctx = BlockContext(0, None, {}, {}, calib.hidden_states, calib.block_kwargs, None, None, torch.device("cpu"))
+    cross = ctx.inspect_kwargs(SUBSETS[1], 1)  # attn2 reads the text context as encoder_hidden_states
+    assert list(cross) == ["encoder_hidden_states"]
+    assert torch.equal(cross["encoder_hidden_states"], calib.block_kwargs[1]["encoder_hidden_states"])
+    rope = ctx.inspect_kwargs(SUBSETS[0], 0)["rotary_emb"]  # a tuple of tensors stays a tuple
+    assert isinstance(rope, tuple) and all(torch.equal(a, b) for a, b in zip(rope, calib.block_kwargs[0]["rotary_emb"]))
+    assert ctx.inspect_kwargs(SUBSETS[2], 0) == {}
+
+
+def test_register_adds_the_class_under_its_name():
+    class Dummy(Algorithm):
+        name = "DummyForTest"
+
+    try:
+        assert register(Dummy) is Dummy and ALGORITHMS["DummyForTest"] is Dummy
+    finally:
+        ALGORITHMS.pop("DummyForTest", None)
