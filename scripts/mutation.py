@@ -57,6 +57,8 @@ def stage(group: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(REPO / "lib" / "vidquant", root / "src" / "vidquant", ignore=ignore)
+    for f in files:
+        _undecorate_no_grad(root / "src" / "vidquant" / f)
     shutil.copytree(REPO / "tests", root / "tests", ignore=ignore)
     section = (
         "\n[tool.mutmut]\n"
@@ -69,6 +71,29 @@ def stage(group: str) -> Path:
     text = re.sub(r"\n\[tool\.mutmut\]\n(?:(?!\n\[).)*", "\n", text, flags=re.S)  # replaced by the section
     (root / "pyproject.toml").write_text(text + section)
     return root
+
+
+def _undecorate_no_grad(path: Path) -> None:
+    """mutmut 3 does not mutate decorated functions, and the maths (GPTQSolver.quantize, fold_smoothing,
+    linear_error_stats, ...) is decorated with @torch.no_grad(). In the staged copy only, move each such
+    decorator to an equivalent assignment at the end of the module (`f = torch.no_grad()(f)`,
+    `C.m = torch.no_grad()(C.m)`), so that the bodies get mutants and still run without autograd."""
+    import ast
+
+    lines = path.read_text().splitlines()
+    wrapped, drop = [], set()
+    for node in ast.parse("\n".join(lines)).body:
+        scopes = [(node, "")] if isinstance(node, ast.FunctionDef) else []
+        if isinstance(node, ast.ClassDef):
+            scopes = [(n, f"{node.name}.") for n in node.body if isinstance(n, ast.FunctionDef)]
+        for fn, prefix in scopes:
+            for dec in fn.decorator_list:
+                if ast.unparse(dec) == "torch.no_grad()":
+                    drop.add(dec.lineno - 1)
+                    wrapped.append(prefix + fn.name)
+    if wrapped:
+        kept = [line for i, line in enumerate(lines) if i not in drop]
+        path.write_text("\n".join(kept + ["", *(f"{w} = torch.no_grad()({w})" for w in wrapped)]) + "\n")
 
 
 def _common_config() -> dict:
@@ -149,6 +174,10 @@ def write_summary() -> Path:
              "conditions that raise are. *Equivalent*: a surviving mutant listed in results/mutation/"
              "equivalent.json with the reason no test can tell it apart. Survival rate = survived / (killed + "
              "survived + equivalent); *not run*: mutants an interrupted run did not reach.", "",
+             "mutmut skips decorated functions. Runs dated before 2026-11-30 08:40 UTC therefore did not mutate the "
+             "`@torch.no_grad()` functions (GPTQSolver.quantize, GPTQ.transform_block, fold_smoothing, "
+             "linear_error_stats, collect_linear_inputs, AWQ's search and clip); later runs stage them undecorated "
+             "(`_undecorate_no_grad`), so their bodies are mutated too.", "",
              "| module | mutants | killed | survived | equivalent | no tests | timeout | not run | survived % | "
              "survived+equivalent % |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
