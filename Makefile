@@ -51,7 +51,7 @@ gpu-check:
 	bash scripts/gpu_check.sh
 
 # Mutation testing of the maths (mutmut; minutes to an hour, not part of `make test`): results/mutation/summary.md.
-# MUTATION_ARGS: groups (quant algos export linear) and/or --max-children N.
+# MUTATION_ARGS: groups (quant gptq smoothing deploy awq export linear), --survivors, --max-children N.
 mutation: $(STAMP)
 	$(VPY) scripts/mutation.py $(MUTATION_ARGS)
 

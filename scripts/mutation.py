@@ -11,7 +11,8 @@ group file present, with the mutants listed in EQUIVALENT (results/mutation/equi
 one-line reason) counted as equivalent rather than surviving.
 
     python scripts/mutation.py                 # every group
-    python scripts/mutation.py quant algos     # some groups
+    python scripts/mutation.py quant gptq      # some groups
+    python scripts/mutation.py --survivors quant  # re-test only the last run's survivors (after new tests)
     python scripts/mutation.py --summary-only  # rebuild summary.md from the group files
 """
 
@@ -36,9 +37,11 @@ EQUIVALENT = OUT / "equivalent.json"
 #: group -> (files under lib/vidquant to mutate, the fast tests that exercise them).
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "quant": (["quant/quantizer.py"], ["tests/test_quantizer.py", "tests/test_quant_linear.py"]),
-    "algos": (["algos/gptq.py", "algos/smoothquant.py", "algos/awq.py", "algos/fold.py", "algos/base.py",
-               "algos/engine.py", "algos/deploy.py", "algos/rtn.py"],
-              ["tests/test_gptq.py", "tests/test_smoothquant.py", "tests/test_awq.py", "tests/test_layer_metrics.py"]),
+    "gptq": (["algos/gptq.py"], ["tests/test_gptq.py"]),
+    "smoothing": (["algos/smoothquant.py", "algos/fold.py", "algos/base.py", "algos/rtn.py"],
+                  ["tests/test_smoothquant.py", "tests/test_layer_metrics.py", "tests/test_block_context.py"]),
+    "deploy": (["algos/deploy.py", "algos/engine.py"], ["tests/test_deploy.py", "tests/test_layer_metrics.py"]),
+    "awq": (["algos/awq.py"], ["tests/test_awq.py"]),
     "export": (["export/keymap.py", "export/converter.py"], ["tests/test_keymap.py", "tests/test_converter.py"]),
     "linear": (["quant/linear.py", "quant/int8_gemm.py"], ["tests/test_quant_linear.py", "tests/test_int8_gemm.py"]),
 }
@@ -54,6 +57,8 @@ def stage(group: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(REPO / "lib" / "vidquant", root / "src" / "vidquant", ignore=ignore)
+    for f in files:
+        _undecorate_no_grad(root / "src" / "vidquant" / f)
     shutil.copytree(REPO / "tests", root / "tests", ignore=ignore)
     section = (
         "\n[tool.mutmut]\n"
@@ -68,6 +73,29 @@ def stage(group: str) -> Path:
     return root
 
 
+def _undecorate_no_grad(path: Path) -> None:
+    """mutmut 3 does not mutate decorated functions, and the maths (GPTQSolver.quantize, fold_smoothing,
+    linear_error_stats, ...) is decorated with @torch.no_grad(). In the staged copy only, move each such
+    decorator to an equivalent assignment at the end of the module (`f = torch.no_grad()(f)`,
+    `C.m = torch.no_grad()(C.m)`), so that the bodies get mutants and still run without autograd."""
+    import ast
+
+    lines = path.read_text().splitlines()
+    wrapped, drop = [], set()
+    for node in ast.parse("\n".join(lines)).body:
+        scopes = [(node, "")] if isinstance(node, ast.FunctionDef) else []
+        if isinstance(node, ast.ClassDef):
+            scopes = [(n, f"{node.name}.") for n in node.body if isinstance(n, ast.FunctionDef)]
+        for fn, prefix in scopes:
+            for dec in fn.decorator_list:
+                if ast.unparse(dec) == "torch.no_grad()":
+                    drop.add(dec.lineno - 1)
+                    wrapped.append(prefix + fn.name)
+    if wrapped:
+        kept = [line for i, line in enumerate(lines) if i not in drop]
+        path.write_text("\n".join(kept + ["", *(f"{w} = torch.no_grad()({w})" for w in wrapped)]) + "\n")
+
+
 def _common_config() -> dict:
     try:
         import tomllib
@@ -76,12 +104,20 @@ def _common_config() -> dict:
     return tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]
 
 
-def run_group(group: str, max_children: int) -> dict:
-    root = stage(group)
+def run_group(group: str, max_children: int, survivors_only: bool = False, collect_only: bool = False) -> dict:
+    """Run mutmut on one group (only the previous run's survivors with survivors_only) and record verdicts;
+    collect_only records the verdicts an interrupted run left in .mutation/<group> (unrun ones: not checked)."""
+    previous = OUT / f"{group}.json"
+    names = []
+    if survivors_only and previous.exists():
+        names = [n for n, s in json.loads(previous.read_text())["verdicts"].items() if s in ("survived", "no tests")]
+    root = STAGE / group if collect_only else stage(group)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the staged copy, not lib/, is imported
     mutmut = [sys.executable, "-m", "mutmut"]
     started = dt.datetime.now(dt.timezone.utc)
-    subprocess.run([*mutmut, "run", "--max-children", str(max_children)], cwd=root, env=env, check=True)
+    if not collect_only:
+        subprocess.run([*mutmut, "run", "--max-children", str(max_children), *names], cwd=root, env=env,
+                       check=True)
     seconds = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
     listing = subprocess.run([*mutmut, "results", "--all", "true"], cwd=root, env=env, check=True,
                              capture_output=True, text=True).stdout
@@ -91,9 +127,15 @@ def run_group(group: str, max_children: int) -> dict:
         if status in STATUSES:
             verdicts[name] = status
     diffs = {name: _diff(mutmut, root, env, name) for name, status in verdicts.items() if status == "survived"}
-    record = {"group": group, "files": GROUPS[group][0], "tests": GROUPS[group][1],
-              "command": f"mutmut run --max-children {max_children} (in .mutation/{group}, via scripts/mutation.py)",
-              "date": started.strftime("%Y-%m-%d %H:%M UTC"), "seconds": round(seconds), "cpu": cpu_name(),
+    mode = "--collect " if collect_only else "--survivors " if survivors_only else ""
+    this_run = {"command": f"python scripts/mutation.py {mode}{group} "
+                           f"(mutmut run --max-children {max_children} in .mutation/{group})"
+                           + (", interrupted: verdicts collected from the stage" if collect_only else ""),
+                "mutants_run": len(names) if names else "all", "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+                "seconds": round(seconds), "cpu": cpu_name()}
+    keep = (survivors_only or collect_only) and previous.exists()
+    earlier = json.loads(previous.read_text()).get("runs", []) if keep else []
+    record = {"group": group, "files": GROUPS[group][0], "tests": GROUPS[group][1], "runs": [*earlier, this_run],
               "verdicts": verdicts, "survivor_diffs": diffs}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{group}.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
@@ -131,10 +173,14 @@ def write_summary() -> Path:
              "`[tool.mutmut]`). Error, warning and log message text is not mutated (`do_not_mutate_patterns`); the "
              "conditions that raise are. *Equivalent*: a surviving mutant listed in results/mutation/"
              "equivalent.json with the reason no test can tell it apart. Survival rate = survived / (killed + "
-             "survived + equivalent).", "",
-             "| module | mutants | killed | survived | equivalent | no tests | timeout | survived % | "
+             "survived + equivalent); *not run*: mutants an interrupted run did not reach.", "",
+             "mutmut skips decorated functions. Runs dated before 2026-11-30 08:40 UTC therefore did not mutate the "
+             "`@torch.no_grad()` functions (GPTQSolver.quantize, GPTQ.transform_block, fold_smoothing, "
+             "linear_error_stats, collect_linear_inputs, AWQ's search and clip); later runs stage them undecorated "
+             "(`_undecorate_no_grad`), so their bodies are mutated too.", "",
+             "| module | mutants | killed | survived | equivalent | no tests | timeout | not run | survived % | "
              "survived+equivalent % |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     survivors, equivalents = [], []
     for rec in records:
         per: dict[str, dict[str, int]] = {}
@@ -150,12 +196,14 @@ def write_summary() -> Path:
             k, s, e = c.get("killed", 0) + c.get("timeout", 0), c.get("survived", 0), c.get("equivalent", 0)
             tested = max(k + s + e, 1)
             lines.append(f"| {module} | {sum(c.values())} | {c.get('killed', 0)} | {s} | {e} | "
-                         f"{c.get('no tests', 0)} | {c.get('timeout', 0)} | {100 * s / tested:.1f} | "
+                         f"{c.get('no tests', 0)} | {c.get('timeout', 0)} | {c.get('not checked', 0)} | "
+                         f"{100 * s / tested:.1f} | "
                          f"{100 * (s + e) / tested:.1f} |")
     lines += ["", "## Runs", ""]
     for rec in records:
-        lines.append(f"- **{rec['group']}** ({', '.join(rec['files'])}): `{rec['command']}`, tests "
-                     f"{', '.join(rec['tests'])}; {rec['date']}, {rec['seconds']} s on {rec['cpu']}.")
+        lines.append(f"- **{rec['group']}** ({', '.join(rec['files'])}; tests {', '.join(rec['tests'])}):")
+        lines += [f"  - `{r['command']}`: {r['mutants_run']} mutants, {r['date']}, {r['seconds']} s on {r['cpu']}"
+                  for r in rec["runs"]]
     lines += ["", "## Equivalent mutants", ""]
     lines += [f"- `{n}`: {reason}" for n, reason in sorted(equivalents)] or ["(none)"]
     lines += ["", "## Surviving mutants (not yet killed nor explained)", ""]
@@ -173,13 +221,17 @@ def main() -> None:
     parser.add_argument("groups", nargs="*", help=f"groups to run, of {', '.join(GROUPS)} (default: all)")
     parser.add_argument("--max-children", type=int, default=1, help="mutants run in parallel (default 1)")
     parser.add_argument("--summary-only", action="store_true", help="only rebuild summary.md")
+    parser.add_argument("--collect", action="store_true",
+                        help="record the verdicts an interrupted run left in .mutation/<group> (no run)")
+    parser.add_argument("--survivors", action="store_true",
+                        help="re-run only the previous run's surviving and untested mutants (after adding tests)")
     args = parser.parse_args()
     unknown = sorted(set(args.groups) - set(GROUPS))
     if unknown:
         parser.error(f"unknown group(s) {unknown}; choose from {list(GROUPS)}")
     if not args.summary_only:
         for group in args.groups or list(GROUPS):
-            run_group(group, args.max_children)
+            run_group(group, args.max_children, args.survivors, args.collect)
     print(f"wrote {write_summary()}")
 
 

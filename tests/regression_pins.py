@@ -69,6 +69,14 @@ def compute_task(task: str) -> dict[str, dict[str, list[float]]]:
     return out
 
 
+def _cpu_name() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help=f"write {PINS.relative_to(REPO)}")
@@ -76,8 +84,7 @@ def main() -> None:
     torch.set_num_threads(1)
     pins = {"settings": {"prompts": PROMPTS, "sample_steps": SAMPLE_STEPS, **PARAMS, "methods": METHOD_SPECIAL,
                          "weight": "int8 per_channel sym", "act": "int8 per_token sym"},
-            "generated_on": {"torch": torch.__version__, "machine": platform.machine(),
-                             "processor": platform.processor() or "unknown"},
+            "generated_on": {"torch": torch.__version__, "cpu": _cpu_name()},
             **{task: compute_task(task) for task in TASKS}}
     text = json.dumps(pins, indent=1) + "\n"
     if args.write:

@@ -3,6 +3,8 @@ deploy, per_group / actorder / static_groups, true_sequential."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from _wanblock import linear_inputs, make_block, make_calib, run
@@ -150,43 +152,177 @@ def test_per_group_actorder_needs_static_groups():
         run(make_block(), make_calib(n=1), [gptq(static_groups=False, actorder=True)], wq)
 
 
-def reference_gptq(W: torch.Tensor, H: torch.Tensor, wq, percdamp: float) -> torch.Tensor:
-    """Textbook GPTQ (OBQ order fixed), float64, one column at a time and without Cholesky or blocks: after
-    quantizing column i, the remaining columns F = i+1.. move by  −(w_i − q_i) · [H_F⁻¹]_{i,F} / [H_F⁻¹]_{ii},
-    with H_F⁻¹ the inverse of the damped Hessian restricted to the not-yet-quantized columns i.. (recomputed
-    from scratch for every column). The grid is the min-max grid of the original W, as in the solver."""
+def reference_gptq(W: torch.Tensor, H: torch.Tensor, wq, percdamp: float, actorder: bool = False,
+                   static_groups: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Textbook GPTQ in float64, one column at a time, without Cholesky or blocks: after quantizing column j,
+    the columns F not yet quantized (j included, in processing order) move by −(w_j − q_j) · [H_F⁻¹]_{j,F} /
+    [H_F⁻¹]_{jj}, with H_F⁻¹ the inverse of the damped Hessian restricted to F, recomputed from scratch for every
+    column. Order: descending diag(H) with actorder. Grid: the min-max grid of the original W (per_group with
+    static_groups too); per_group without static_groups takes each group's grid from its updated columns when
+    the first of them is reached. Returns (Q, scale)."""
     W, H = W.double().clone(), H.double().clone()
+    dead = H.diagonal() == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
     H += percdamp * H.diagonal().mean() * torch.eye(H.shape[0], dtype=H.dtype)
+    grouped, g = wq.granularity == "per_group", wq.group_size
     scale, zero = wq.qparams(W.float())
+    order = torch.argsort(H.diagonal(), descending=True).tolist() if actorder else list(range(W.shape[1]))
     Q = torch.zeros_like(W)
-    for i in range(W.shape[1]):
-        Q[:, i] = wq.fake_with(W[:, i:i + 1].float(), scale, zero)[:, 0].double()
-        hinv = torch.linalg.inv(H[i:, i:])
-        W[:, i:] -= torch.outer(W[:, i] - Q[:, i], hinv[0] / hinv[0, 0])
-    return Q.float()
+    for step, j in enumerate(order):
+        k = j // g if grouped else 0
+        if grouped and not static_groups and j % g == 0:
+            s_k, z_k = wq.qparams(W[:, j:j + g].float())
+            scale[:, k:k + 1] = s_k
+            if zero is not None:
+                zero[:, k:k + 1] = z_k
+        grid = (scale[:, k:k + 1], None if zero is None else zero[:, k:k + 1]) if grouped else (scale, zero)
+        Q[:, j] = wq.fake_with(W[:, j:j + 1].float(), *grid)[:, 0].double()
+        rest = order[step:]
+        hinv = torch.linalg.inv(H[rest][:, rest])
+        W[:, rest] -= torch.outer(W[:, j] - Q[:, j], hinv[0] / hinv[0, 0])
+    return Q.float(), scale
+
+
+def correlated_inputs(cols: int, tokens: int, seed: int) -> torch.Tensor:
+    """Inputs with correlated channels of different scales: a non-diagonal Hessian with a spread diagonal."""
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(cols, cols, generator=g) / cols**0.5
+    return torch.randn(tokens, cols, generator=g) @ (torch.eye(cols) + mix) * torch.linspace(0.5, 2.0, cols)
+
+
+def assert_matches_reference(Q: torch.Tensor, want: torch.Tensor, step: torch.Tensor) -> None:
+    """fp32 Cholesky vs float64 inverses: a value landing within ~1e-5 of a rounding boundary may go either
+    way, and one flip moves the later columns slightly. Allow a handful of one-step disagreements, no more."""
+    codes_diff = ((Q - want).abs() / step).round()
+    assert codes_diff.max() <= 1, float(codes_diff.max())
+    assert (codes_diff > 0).float().mean() < 0.01, float((codes_diff > 0).float().mean())
 
 
 def test_lazy_block_update_matches_column_by_column_reference():
     """300 inputs with blocksize 128: three blocks, so the lazy update W[:, i2:] −= E · U[i1:i2, i2:] carries
     the error of the first 128 (and 256) columns into the later blocks. The blocked solver must match the
     unblocked float64 reference; without the lazy update, columns 128.. are far off."""
-    g = torch.Generator().manual_seed(5)
-    cols, rows, tokens = 300, 12, 600
-    mix = torch.randn(cols, cols, generator=g) / cols**0.5  # correlated inputs: a non-diagonal Hessian
-    X = torch.randn(tokens, cols, generator=g) @ (torch.eye(cols) + mix)
-    W = torch.randn(rows, cols, generator=g)
+    cols, rows = 300, 12
+    W = torch.randn(rows, cols, generator=torch.Generator().manual_seed(6))
     wq = IntQuantizer(4)
     solver = GPTQSolver(cols, torch.device("cpu"))
-    solver.add_batch(X)
-    want = reference_gptq(W, solver.H, wq, percdamp=0.01)
+    solver.add_batch(correlated_inputs(cols, 600, seed=5))
+    want, _ = reference_gptq(W, solver.H, wq, percdamp=0.01)
     Q, *_ = solver.quantize(W, wq, blocksize=128, percdamp=0.01)
-    step = wq.qparams(W)[0]
-    codes_diff = ((Q - want).abs() / step).round()
-    # fp32 Cholesky vs float64 inverses: a value landing within ~1e-5 of a rounding boundary may go either way,
-    # and one flip moves the later columns slightly. Allow a handful of one-step disagreements, no more.
-    assert codes_diff.max() <= 1, float(codes_diff.max())
-    assert (codes_diff > 0).float().mean() < 0.01, float((codes_diff > 0).float().mean())
+    assert_matches_reference(Q, want, wq.qparams(W)[0])
     # The test is not vacuous: the error feedback changes many codes compared with RTN in every block.
     rtn = wq.fake(W)
     for lo, hi in ((0, 128), (128, 256), (256, 300)):
         assert (want[:, lo:hi] != rtn[:, lo:hi]).float().mean() > 0.1
+
+
+@pytest.mark.parametrize(("granularity", "actorder", "static_groups", "blocksize"), [
+    ("per_channel", True, False, 16),
+    ("per_group", False, False, 12),  # blocks rounded up to 16 so that a group never spans two
+    ("per_group", True, True, 16),
+])
+def test_orderings_and_groups_match_reference(granularity, actorder, static_groups, blocksize):
+    """act-order, dynamic and static per-group grids and blocks smaller than the layer, against the float64
+    reference (which implements each rule directly), with a dead input channel."""
+    cols, rows = 40, 8
+    wq = (IntQuantizer(4, symmetric=False, granularity="per_group", group_size=8) if granularity == "per_group"
+          else IntQuantizer(4))
+    X = correlated_inputs(cols, 200, seed=8)
+    X[:, 5] = 0
+    W = torch.randn(rows, cols, generator=torch.Generator().manual_seed(9))
+    solver = GPTQSolver(cols, torch.device("cpu"))
+    solver.add_batch(X, chunks=3)
+    want, want_scale = reference_gptq(W, solver.H, wq, 0.01, actorder, static_groups)
+    Q, scale, zero, stats = solver.quantize(W, wq, blocksize=blocksize, percdamp=0.01, actorder=actorder,
+                                            static_groups=static_groups)
+    assert_matches_reference(Q, want, wq.qparams(W)[0].repeat_interleave(8 if granularity == "per_group" else 1,
+                                                                        dim=1))
+    torch.testing.assert_close(scale, want_scale.float(), rtol=1e-4, atol=1e-7)
+    assert stats["dead_columns"] == 1 and torch.equal(Q[:, 5], torch.zeros(rows))
+    assert not torch.equal(Q, wq.fake(W))
+
+
+def test_hessian_accumulation_loss_and_damping_closed_forms():
+    """H = (2/n) Σ x xᵀ over all tokens of all batches (any chunking, empty batches ignored); with a diagonal H
+    the loss is Σ (w − q)² (H_ii + λ) / 2 and λ = percdamp · mean(diag H)."""
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.randn(2, 5, 4, generator=g), torch.randn(7, 4, generator=g), torch.zeros(0, 4)]
+    s = GPTQSolver(4, torch.device("cpu"))
+    for x, chunks in zip(xs, (1, 3, 2)):
+        s.add_batch(x, chunks)
+    X = torch.cat([x.reshape(-1, 4) for x in xs])
+    assert s.n == 17
+    torch.testing.assert_close(s.H, 2 * X.T @ X / 17)
+    d = torch.tensor([4.0, 1.0, 0.25, 2.0])
+    W = torch.randn(3, 4, generator=g)
+    wq = IntQuantizer(3)
+    solver = solver_with(torch.diag(d))
+    Q, *_, stats = solver.quantize(W, wq, percdamp=0.1, keep_hessian=False)
+    lam = 0.1 * float(d.mean())
+    assert stats["damp"] == pytest.approx(lam)
+    assert stats["loss"] == pytest.approx(float(((W - Q) ** 2 * (d + lam)).sum() / 2), rel=1e-5)
+    assert solver.H is None  # keep_hessian=False works in the solver's own H and releases it
+    kept = solver_with(torch.diag(d))
+    kept.quantize(W, wq)
+    assert torch.equal(kept.H, torch.diag(d))  # keep_hessian=True leaves it untouched for the next layer
+
+
+def test_not_positive_definite_hessian_is_a_clear_error():
+    with pytest.raises(FloatingPointError, match="not positive definite.*percdamp"):
+        solver_with(-torch.eye(3)).quantize(torch.ones(2, 3), IntQuantizer(4))
+
+
+def test_gptq_options_and_stages():
+    with pytest.raises(NotImplementedError, match="owq"):
+        run(make_block(), make_calib(n=1), [gptq(owq=True)], IntQuantizer(4))
+    block, result = run(make_block(), make_calib(n=2), [gptq(true_sequential=False)], IntQuantizer(4))
+    log = result.logs[0]["gptq"]
+    assert all(rec["tokens"] == 2 * 32 for n, rec in log.items() if n.startswith("attn1")), log  # 2 samples × 32
+    assert log["attn2.to_k"]["tokens"] == 2 * 16  # cross-attention reads the 16 text tokens
+
+    class Ctx:
+        linears = {n: None for n in ("ffn.net.2", "extra.proj", "attn1.to_q")}
+
+    assert GPTQ.stages(Ctx) == [("attn1.to_q",), ("ffn.net.2",), ("extra.proj",)]
+
+
+@pytest.mark.parametrize("true_sequential", [False, True])
+def test_hessian_source_follows_true_sequential(true_sequential):
+    """attn1.to_out.0 (stage 2) is solved on the captured float inputs without true_sequential, and with it on
+    the inputs produced by the quantized q, k, v (weights on their grids, activations through aq): both
+    recomputed here with an independent capture and a fresh solver must give the layer's Q bit for bit."""
+    wq, aq = IntQuantizer(4), IntQuantizer(8, granularity="per_token")
+    calib = make_calib(n=2)
+    block = make_block()
+    w0 = block.attn1.to_out[0].weight.detach().clone()
+    probe = copy.deepcopy(block)
+    done, result = run(block, calib, [gptq(true_sequential=true_sequential)], wq, aq)
+    if true_sequential:
+        for n in ("attn1.to_q", "attn1.to_k", "attn1.to_v"):
+            lin = probe.get_submodule(n)
+            lin.weight.data = done.get_submodule(n).weight.detach().clone()
+            lin.register_forward_pre_hook(lambda _m, args: (aq.fake(args[0]),))
+    solver = GPTQSolver(w0.shape[1], torch.device("cpu"))
+    for x in linear_inputs(probe, calib)["attn1.to_out.0"]:
+        solver.add_batch(x)
+    sp = METHODS["GPTQ"]
+    Q, *_ = solver.quantize(w0, wq, int(sp["blocksize"]), float(sp["percdamp"]), bool(sp["actorder"]))
+    assert torch.equal(done.attn1.to_out[0].weight, Q)
+
+
+def test_single_token_batch_counts():
+    x = torch.tensor([[1.0, -2.0, 0.5]])
+    s = GPTQSolver(3, torch.device("cpu"))
+    s.add_batch(x)
+    assert s.n == 1
+    torch.testing.assert_close(s.H, 2 * x.T @ x)  # (√2·x)ᵀ(√2·x): fp32 rounding of √2 only
+
+
+def test_bf16_inputs_accumulate_in_fp32():
+    """Wan activations are bf16; the Hessian is accumulated from their fp32 values in fp32."""
+    x = torch.randn(9, 4, generator=torch.Generator().manual_seed(2)).bfloat16()
+    s = GPTQSolver(4, torch.device("cpu"))
+    s.add_batch(x)
+    assert s.H.dtype == torch.float32
+    torch.testing.assert_close(s.H, 2 * x.float().T @ x.float() / 9)

@@ -2,9 +2,11 @@
 
 * Structure (fast): notebooks are committed without outputs, match scripts/build_notebooks.py, and have one
   `parameters` cell that papermill parses completely, with the `output_dir` / `metrics_path` the sweep sets.
-* Execution: every notebook runs under papermill on a random tiny model with small sizes and records its
-  metrics. A kernel start plus the library imports cost a few seconds; the notebooks that quantize (most of
-  them, several quantization runs each) are marked slow (`make test-slow`).
+* Execution: every notebook runs under papermill on a random tiny model with small sizes (2 steps, 32×32,
+  5 frames, one eval prompt), records its metrics, and the metrics must show what the notebook is about:
+  SmoothQuant and GPTQ at least as good as RTN at the same settings, exports that verify, the real quantized
+  runtime closer to fake-quant than to float. All ten run in the default suite: ~25-40 s each on a loaded
+  2-core machine (measured), ~5 min together.
 * Sweep (fast toy notebook, no model): grid expansion, a failing run reported while the others finish, skip
   of complete runs, redo of an unfinished one, aggregation into csv / md, HTML renders.
 """
@@ -71,16 +73,16 @@ def test_parameters_cell_parses(path):
 # ------------------------------------------------------------------------------------------------- execution
 SMALL = {"num_inference_steps": 2, "sample_steps": 2, "height": 32, "width": 32, "num_frames": 5}
 CASES = {
-    # stem: (task, extra parameters, slow)
-    "00_quickstart": ("i2v", {"num_eval_samples": 1}, True),
-    "01_calibration_data": ("t2v", {}, False),
-    "02_rtn_baseline": ("t2v", {"num_eval_samples": 1}, True),
-    "03_smoothquant": ("t2v", {"num_eval_samples": 1, "alpha": 0.6}, True),
-    "04_awq": ("t2v", {"num_eval_samples": 1, "n_grid": 4}, True),
-    "05_gptq": ("t2v", {"num_eval_samples": 1, "w_bit": 4, "a_bit": 0}, True),
-    "06_fp8_emulation": ("t2v", {"num_eval_samples": 1}, True),
-    "07_lightx2v_export": ("t2v", {"num_eval_samples": 1}, True),
-    "08_quantized_inference": ("i2v", {"num_eval_samples": 1}, True),
+    # stem: (task, extra parameters)
+    "00_quickstart": ("i2v", {"num_eval_samples": 1}),
+    "01_calibration_data": ("t2v", {}),
+    "02_rtn_baseline": ("t2v", {"num_eval_samples": 1}),
+    "03_smoothquant": ("t2v", {"num_eval_samples": 1, "alpha": 0.6}),
+    "04_awq": ("t2v", {"num_eval_samples": 1, "n_grid": 4}),
+    "05_gptq": ("t2v", {"num_eval_samples": 1, "w_bit": 4, "a_bit": 0}),
+    "06_fp8_emulation": ("t2v", {"num_eval_samples": 1}),
+    "07_lightx2v_export": ("t2v", {"num_eval_samples": 1}),
+    "08_quantized_inference": ("i2v", {"num_eval_samples": 1}),
 }
 EXPECTED_METRICS = {
     "00_quickstart": {"video_psnr", "verify_problems", "runtime.psnr_vs_float"},
@@ -108,20 +110,40 @@ def _execute(stem: str, params: dict, out: Path, monkeypatch) -> dict:
     return read_metrics(out / "metrics.json")
 
 
-def _case_params():
-    for stem, (task, extra, slow) in CASES.items():
-        marks = [pytest.mark.slow] if slow else []
-        yield pytest.param(stem, task, extra, marks=marks, id=stem)
+def _check_behaviour(stem: str, m: dict) -> None:
+    """What each notebook demonstrates, asserted on its recorded metrics (the settings are in CASES / SMALL)."""
+    if stem == "00_quickstart":
+        assert m["verify_problems"] == 0
+        assert m["runtime.psnr_vs_float"] > 20, m
+    elif stem == "01_calibration_data":
+        # sample_steps captured transformer calls per calibration prompt
+        assert m["captured_calls"] == m["samples"] * SMALL["sample_steps"] > 0 and m["calib_mib"] > 0, m
+    elif stem == "02_rtn_baseline":
+        assert m["mean_sqnr_db"] > 20 and 0 < m["mean_timestep_rel_err"] < 0.1, m
+    elif stem in ("03_smoothquant", "05_gptq"):
+        # the method's point: at the same settings, a better per-layer SQNR than RTN
+        assert m["mean_sqnr_db"] >= m["rtn.mean_sqnr_db"], (stem, m["mean_sqnr_db"], m["rtn.mean_sqnr_db"])
+    elif stem == "04_awq":
+        assert 0 <= m["mean_ratio"] < 1 and m["mean_sqnr_db"] > 20, m
+    elif stem == "06_fp8_emulation":
+        # qtorch (ties away from zero) and torch's cast (ties to even) differ on the tie points, rarely on weights
+        assert m["tie_points_differ"] > 0 and 0 <= m["weight_codes_differ_frac"] < 0.01, m
+    elif stem == "07_lightx2v_export":
+        assert m["verify_problems.export"] == 0 and m["verify_problems.converted"] == 0, m
+        assert m["compression"] > 1
+    elif stem == "08_quantized_inference":
+        # real int8 GEMMs reproduce fake-quant far more closely than either reproduces float
+        assert m["runtime.psnr_vs_fake_quant"] > m["runtime.psnr_vs_float"], m
+        assert m["runtime.psnr_vs_fake_quant"] > 30, m
 
 
-@pytest.mark.parametrize("stem,task,extra", list(_case_params()))
-def test_notebook_executes(stem, task, extra, tiny_dirs, tmp_path, monkeypatch):
+@pytest.mark.parametrize("stem", list(CASES))
+def test_notebook_executes(stem, tiny_dirs, tmp_path, monkeypatch):
+    task, extra = CASES[stem]
     metrics = _execute(stem, {"model_path": str(tiny_dirs[task]), **SMALL, **extra}, tmp_path / stem, monkeypatch)
     missing = EXPECTED_METRICS[stem] - set(metrics)
     assert not missing, f"{stem}: metrics.json lacks {sorted(missing)}"
-    if stem in ("00_quickstart", "07_lightx2v_export"):
-        problems = metrics.get("verify_problems", metrics.get("verify_problems.converted"))
-        assert problems == 0
+    _check_behaviour(stem, metrics)
 
 
 def test_results_notebook_executes(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ expected codes (including round-half-even ties) can be asserted exactly.
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -478,3 +479,30 @@ def test_compute_dtype_applies_to_static_params_and_output_dtype() -> None:
     assert not torch.equal(static.codes, IntQuantizer(8).quantize(x).codes)
     assert static.dequantize().dtype == torch.float32
     assert bf.fake_with(x.bfloat16(), scale).dtype == torch.bfloat16
+
+
+def test_per_group_asymmetric_hand_case() -> None:
+    # Groups of 2, int4 asymmetric: [-1, 2.75] -> scale 0.25, zero 4, codes 0, 15; [1, 4.75] -> scale 0.25,
+    # zero clamps to 0, codes 4, 15 (4.75 saturates at 3.75). Each group dequantizes with its own zero point.
+    quant = IntQuantizer(4, symmetric=False, granularity="per_group", group_size=2)
+    q = quant.quantize(torch.tensor([[-1.0, 2.75, 1.0, 4.75]]))
+    assert torch.equal(q.zero, torch.tensor([[4.0, 0.0]])) and torch.equal(q.scale, torch.tensor([[0.25, 0.25]]))
+    assert torch.equal(q.codes, torch.tensor([[0, 15, 4, 15]], dtype=torch.int8))
+    assert torch.equal(q.dequantize(), torch.tensor([[-1.0, 2.75, 1.0, 3.75]]))
+
+
+def test_defaults_and_group_size_normalisation() -> None:
+    assert FloatQuantizer().fmt == "e4m3" and FloatQuantizer().code_dtype == torch.float8_e4m3fn
+    assert IntQuantizer(8, group_size=64).group_size == -1  # only per_group keeps a group size
+    one = IntQuantizer(8, granularity="per_group", group_size=1)  # one scale per element is allowed
+    x = torch.tensor([[3.0, -0.5]])
+    assert one.qparams(x)[0].shape == (1, 2) and torch.equal(one.quantize(x).codes, torch.tensor([[127, -127]],
+                                                                                                   dtype=torch.int8))
+
+
+@pytest.mark.parametrize(("shape", "last"), [((2, 3, 5), 5), ((), 0)], ids=["3d", "scalar"])
+def test_per_group_indivisible_message_names_the_last_dim(shape, last) -> None:
+    quant = IntQuantizer(4, granularity="per_group", group_size=2)
+    msg = f"per_group: last dim (in_features) = {last} is not divisible by group_size = 2"
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        quant.quantize(torch.ones(shape))

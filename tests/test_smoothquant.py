@@ -61,6 +61,7 @@ def test_block_scales_and_fold_match_formula():
         w_max = torch.stack([w0[n].abs().amax(0) for n in subset.layers]).amax(0).clamp_min(1e-5)
         s = (x_max**alpha / w_max ** (1 - alpha)).clamp_min(1e-5)
         torch.testing.assert_close(log[subset.name]["scale"], s)  # fp32 formula, same ops: default tol
+        torch.testing.assert_close(log[subset.name]["x_max"], x_max)  # read by nb.smoothing_table
         for n in subset.layers:
             torch.testing.assert_close(block.get_submodule(n).weight, w0[n] * s)
             torch.testing.assert_close(result.smooth[f"blocks.0.{n}"], s)

@@ -1,0 +1,63 @@
+"""Deployment helpers (vidquant.algos.deploy) on hand-made weights: fixed grids are used as given, every block
+linear is replaced, and the chain of algorithms is built from its names."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _wanblock import Holder, make_block
+from torch import nn
+
+from vidquant.algos.deploy import deploy_fake_quant, dequantize_codes, quantize_weight
+from vidquant.algos.engine import build_algorithms
+from vidquant.algos.gptq import GPTQ
+from vidquant.algos.smoothquant import SmoothQuant
+from vidquant.config import METHODS
+from vidquant.models.layout import T2V_LINEARS
+from vidquant.quant import FakeQuantLinear, IntQuantizer
+
+W = torch.tensor([[127.0, 2.5, -3.5], [0.5, -1.0, 0.25]])
+
+
+def test_quantize_weight_dynamic_and_fixed_grid():
+    wq = IntQuantizer(8)
+    dyn = quantize_weight(W, wq)  # min-max: row 0 scale 1, row 1 scale 1/254
+    assert torch.equal(dyn.codes[0], torch.tensor([127, 2, -4], dtype=torch.int8))
+    # A fixed grid (as GPTQ records): scale 0.5 for both rows, no zero point.
+    fixed = quantize_weight(W, wq, (torch.tensor([[0.5], [0.5]]), None))
+    assert torch.equal(fixed.codes, torch.tensor([[127, 5, -7], [1, -2, 0]], dtype=torch.int8))
+    assert torch.equal(fixed.scale, torch.tensor([[0.5], [0.5]]))
+    asym = IntQuantizer(4, symmetric=False)
+    with_zero = quantize_weight(W[1:], asym, (torch.tensor([[0.25]]), torch.tensor([[4.0]])))
+    assert torch.equal(with_zero.codes, torch.tensor([[6, 0, 5]], dtype=torch.int8))  # 2+4, -4+4, 1+4
+    assert torch.equal(with_zero.zero, torch.tensor([[4.0]]))
+
+
+def test_dequantize_codes():
+    codes = torch.tensor([[127, -2], [3, 0]], dtype=torch.int8)
+    assert torch.equal(dequantize_codes(codes, torch.tensor([[0.5], [2.0]])), torch.tensor([[63.5, -1.0], [6.0, 0.0]]))
+    got = dequantize_codes(codes.abs(), torch.tensor([[1.0], [1.0]]), torch.tensor([[2.0], [1.0]]))
+    assert torch.equal(got, torch.tensor([[125.0, 0.0], [2.0, -1.0]]))
+
+
+def test_deploy_fake_quant_replaces_every_block_linear_with_its_grid():
+    holder = Holder(make_block(seed=0))
+    holder.blocks.append(make_block(seed=1))
+    w0 = {(i, n): holder.blocks[i].get_submodule(n).weight.detach().clone() for i in range(2) for n in T2V_LINEARS}
+    wq, aq = IntQuantizer(8), IntQuantizer(8, granularity="per_token")
+    coarse = (torch.full((w0[1, "ffn.net.2"].shape[0], 1), 0.05), None)  # a fixed grid for one layer only
+    deploy_fake_quant(holder, wq, aq, {"blocks.1.ffn.net.2": coarse})
+    for (i, n), w in w0.items():
+        layer = holder.blocks[i].get_submodule(n)
+        assert isinstance(layer, FakeQuantLinear) and layer.aq is aq, (i, n)
+        want = wq.fake_with(w, *coarse) if (i, n) == (1, "ffn.net.2") else wq.fake(w)
+        assert torch.equal(layer.weight, want), (i, n)
+    assert not any(isinstance(m, nn.Linear) for b in holder.blocks for m in b.modules())
+
+
+def test_build_algorithms_from_names():
+    algos = build_algorithms(["SmoothQuant", "GPTQ"], lambda m: {**METHODS[m], "tag": m})
+    assert [type(a) for a in algos] == [SmoothQuant, GPTQ]
+    assert [a.special["tag"] for a in algos] == ["SmoothQuant", "GPTQ"]
+    with pytest.raises(KeyError):
+        build_algorithms(["NoSuchMethod"], lambda m: {})
