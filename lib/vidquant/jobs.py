@@ -94,7 +94,10 @@ def make_executor(opts: JobOptions, folder: Path, name: str):
     """submitit's AutoExecutor with one job's resources; a job array of at most `max_parallel` on Slurm."""
     import submitit
 
-    executor = submitit.AutoExecutor(folder=folder, cluster=opts.cluster)
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster=opts.cluster)
+    except RuntimeError as err:  # a cluster asked for that is not here ("Could not detect srun")
+        raise SweepError(f"--cluster {opts.cluster}: {err}") from None
     params: dict[str, Any] = {"name": f"vidquant-{name}", "timeout_min": opts.timeout_min,
                               "cpus_per_task": opts.cpus_per_job, "gpus_per_node": opts.gpus_per_job,
                               "slurm_array_parallelism": opts.max_parallel}
@@ -160,11 +163,16 @@ def run_jobs(pending: Sequence[Run], calls: Sequence[Call], opts: JobOptions, *,
 
 def _outcome(pending: Run, job) -> Run:
     logs = (Path(job.paths.stdout), Path(job.paths.stderr))
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
     try:
         run = job.result()
-    except Exception as err:  # noqa: BLE001 - submitit's UncompletedJobError / FailedJobError: the job died
-        lines = str(err).strip().splitlines() or [type(err).__name__]
-        run = dataclasses.replace(pending, status="failed", error=f"job {job.job_id}: {lines[0]}")
+    except FailedJobError as err:  # raised outside the run's own error handling; the traceback is in the log
+        last = [line for line in str(err).splitlines() if line.strip()][-1:] or [type(err).__name__]
+        run = dataclasses.replace(pending, status="failed", error=f"job {job.job_id} raised: {last[0].strip()}")
+    except UncompletedJobError:
+        run = dataclasses.replace(pending, status="failed", error=f"job {job.job_id} ended without a result "
+                                  f"(state {job.state}): killed, out of time or memory, or its node lost")
     run.logs = logs
     return run
 
