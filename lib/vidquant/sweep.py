@@ -1,5 +1,6 @@
-"""Papermill batches over the notebooks: `vidquant sweep` (a parameter grid) and `vidquant notebooks`
-(every notebook with its defaults).
+"""Batches of runs: `vidquant sweep` (papermill over a notebook's parameter grid), `vidquant quantize-grid`
+(`vidquant.run.quantize` over configs × a grid of config fields) and `vidquant notebooks` (every notebook with its
+defaults). A grid runs in this process, or with ``--executor submitit`` as one job per point (vidquant.jobs).
 
 A run executes one notebook with one set of parameters into its own folder
 ``<out>/<notebook-stem>/<param-slug>/`` (the executed notebook, ``params.json``, ``metrics.json`` and
@@ -19,6 +20,8 @@ the command line are YAML scalars with ``1e-3`` a float.
 Afterwards every complete run on disk under ``<out>/<stem>/`` (this grid's first, in grid order, then earlier
 ones) is aggregated into ``<tables>/<stem>.csv`` and ``.md`` (one row per run: its parameters, then its
 metrics; written atomically) and each executed notebook is rendered to ``<rendered>/<stem>/<slug>.html``.
+A quantize grid's runs follow the same protocol in ``<out>/<name>/<slug>/`` (each the run's ``save.save_path``,
+``metrics.json`` its summary), aggregated into ``<tables>/<name>.csv`` / ``.md``. See docs/sweeps.md.
 """
 
 from __future__ import annotations
