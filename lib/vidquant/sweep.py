@@ -459,6 +459,7 @@ def _run_all(fn: Callable[..., Run], pending: Sequence[Run], call: Callable[[Run
     if jobs is not None and not jobs.in_process:
         from vidquant.jobs import default_folder, run_jobs
 
+        jobs.check()
         folder = jobs.logs or default_folder(Path(out), name)
         calls = [(fn, *call(run)) for run in pending]
         echo(f"{len(calls)} job(s) via submitit, at most {jobs.max_parallel} at once; logs: {folder}")
