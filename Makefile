@@ -35,8 +35,10 @@ lint: $(STAMP)
 notebooks: $(STAMP)
 	$(VPY) -m vidquant.cli notebooks
 
+# e.g. make sweep SWEEP_ARGS="--executor submitit"  (parallel local processes, or a Slurm job array)
+SWEEP_ARGS ?=
 sweep: $(STAMP)
-	$(VPY) -m vidquant.cli sweep notebooks/03_smoothquant.ipynb -p alpha 0.5 0.6 0.7 0.75 0.8 0.9
+	$(VPY) -m vidquant.cli sweep notebooks/03_smoothquant.ipynb -p alpha 0.5 0.6 0.7 0.75 0.8 0.9 $(SWEEP_ARGS)
 
 tables: $(STAMP)
 	$(VPY) -m vidquant.cli tables --task t2v

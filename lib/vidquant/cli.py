@@ -1,4 +1,5 @@
-"""`vidquant` command line: quantize / convert / verify / infer / sweep / train-tiny / demo / notebooks.
+"""`vidquant` command line: quantize / convert / verify / infer / sweep / quantize-grid / train-tiny / demo /
+notebooks / tables.
 
 Exit codes: 0 success, 2 user error (bad config, missing file, wrong checkpoint: a one-line message, no
 traceback unless --debug), 1 internal failure (traceback printed).
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         "verify": ("vidquant.export.verify", "main", "check an export or a converted checkpoint"),
         "infer": ("vidquant.runtime.infer", "main", "quantized inference (lightx2v's flags)"),
         "sweep": ("vidquant.sweep", "main", "papermill grid over a notebook's parameters"),
+        "quantize-grid": ("vidquant.sweep", "quantize_grid_main", "quantize many configs / a grid of overrides"),
         "train-tiny": ("vidquant.train.tiny", "train_tiny_main", "train the embedded tiny Wan models"),
         "demo": ("vidquant.demo", "main", "the seed workflow on the tiny I2V model"),
         "notebooks": ("vidquant.sweep", "notebooks_main", "execute and render every notebook"),

@@ -1,5 +1,6 @@
-"""Papermill batches over the notebooks: `vidquant sweep` (a parameter grid) and `vidquant notebooks`
-(every notebook with its defaults).
+"""Batches of runs: `vidquant sweep` (papermill over a notebook's parameter grid), `vidquant quantize-grid`
+(`vidquant.run.quantize` over configs × a grid of config fields) and `vidquant notebooks` (every notebook with its
+defaults). A grid runs in this process, or with ``--executor submitit`` as one job per point (vidquant.jobs).
 
 A run executes one notebook with one set of parameters into its own folder
 ``<out>/<notebook-stem>/<param-slug>/`` (the executed notebook, ``params.json``, ``metrics.json`` and
@@ -19,6 +20,8 @@ the command line are YAML scalars with ``1e-3`` a float.
 Afterwards every complete run on disk under ``<out>/<stem>/`` (this grid's first, in grid order, then earlier
 ones) is aggregated into ``<tables>/<stem>.csv`` and ``.md`` (one row per run: its parameters, then its
 metrics; written atomically) and each executed notebook is rendered to ``<rendered>/<stem>/<slug>.html``.
+A quantize grid's runs follow the same protocol in ``<out>/<name>/<slug>/`` (each the run's ``save.save_path``,
+``metrics.json`` its summary), aggregated into ``<tables>/<name>.csv`` / ``.md``. See docs/sweeps.md.
 """
 
 from __future__ import annotations
@@ -36,10 +39,10 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -47,8 +50,12 @@ from vidquant.config import ConfigError, parse_scalar
 from vidquant.fsutil import clean_stale, fresh_sibling, write_text_atomic
 from vidquant.notebook import read_metrics, repo_root
 
+if TYPE_CHECKING:
+    from vidquant.jobs import JobOptions
+
 __all__ = ["Run", "SweepError", "expand_grid", "parse_value", "slug", "notebook_parameters", "run_notebook",
-           "render_html", "aggregate", "sweep", "run_notebooks", "main", "notebooks_main"]
+           "render_html", "aggregate", "sweep", "run_notebooks", "main", "notebooks_main", "run_in_folder",
+           "quantize_run", "quantize_grid", "quantize_grid_main"]
 
 log = logging.getLogger("vidquant.sweep")
 
@@ -76,6 +83,7 @@ class Run:
     error: str = ""
     html: Path | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    logs: tuple[Path, ...] = ()  # a submitit job's stdout / stderr (vidquant.jobs)
 
     @property
     def slug(self) -> str:
@@ -226,6 +234,15 @@ def run_notebook(
     """
     notebook, run_dir = Path(notebook), Path(run_dir)
     run = Run(notebook, dict(params or {}), run_dir)
+    return run_in_folder(run, lambda r: _execute(r, kernel, html, timeout), force=force)
+
+
+def run_in_folder(run: Run, execute: Callable[[Run], None], *, force: bool = False) -> Run:
+    """The run-folder protocol around `execute(run)` (which creates ``run.run_dir``, writes ``params.json``,
+    then ``metrics.json`` last, and sets ``run.status`` to "done" or "failed"): skip a complete run unless
+    `force`, clear what an unfinished attempt left, keep a complete run aside until its redo succeeds, and hold
+    the folder's lock throughout."""
+    run_dir = run.run_dir
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     with _locked(run_dir):
         _tidy(run_dir)
@@ -235,7 +252,7 @@ def run_notebook(
             return run
         kept = _set_aside(run_dir)
         try:
-            _execute(run, kernel, html, timeout)
+            execute(run)
         finally:
             _settle(run_dir, kept, run.status == "done")
     return run
@@ -413,25 +430,48 @@ def sweep(
     kernel: str = "python3",
     force: bool = False,
     timeout: int | None = None,
+    jobs: JobOptions | None = None,
     echo=print,
 ) -> tuple[list[Run], pd.DataFrame]:
-    """Run every combination of `grid` (``[("alpha", [0.5, 0.75]), ...]``) and aggregate the complete runs."""
+    """Run every combination of `grid` (``[("alpha", [0.5, 0.75]), ...]``) and aggregate the complete runs.
+    With `jobs` (``executor="submitit"``), each combination is one submitit job (see vidquant.jobs)."""
     notebook = Path(notebook)
     if not notebook.is_file():
         raise SweepError(f"{notebook}: notebook not found")
     _check_params(notebook, [n for n, _ in grid])
-    combos = expand_grid(grid)
     stem = notebook.stem
+    pending = [Run(notebook, params, Path(out) / stem / slug(params)) for params in expand_grid(grid)]
+
+    def call(run: Run) -> tuple[tuple, dict]:
+        html = None if rendered is None else Path(rendered).absolute() / stem / f"{run.slug}.html"
+        return ((notebook.absolute(), run.run_dir.absolute(), run.params),
+                {"kernel": kernel, "html": html, "force": force, "timeout": timeout})
+
+    runs = _run_all(run_notebook, pending, call, jobs, out=out, name=stem, echo=echo,
+                    on_finish=lambda done: aggregate(done, tables, stem, disk=Path(out) / stem))
+    return runs, aggregate(runs, tables, stem, disk=Path(out) / stem)
+
+
+def _run_all(fn: Callable[..., Run], pending: Sequence[Run], call: Callable[[Run], tuple[tuple, dict]],
+             jobs: JobOptions | None, *, out: str | os.PathLike, name: str, on_finish, echo) -> list[Run]:
+    """`fn(*args, **kwargs)` for each pending run (`call` gives the arguments): in this process, one after
+    another, or as submitit jobs (re-aggregating with `on_finish` as each finishes)."""
+    if jobs is not None and not jobs.in_process:
+        from vidquant.jobs import default_folder, run_jobs
+
+        jobs.check()
+        folder = jobs.logs or default_folder(Path(out), name)
+        calls = [(fn, *call(run)) for run in pending]
+        echo(f"{len(calls)} job(s) via submitit, at most {jobs.max_parallel} at once; logs: {folder}")
+        return run_jobs(pending, calls, jobs, folder=Path(folder), name=name, on_finish=on_finish, echo=echo)
     runs = []
-    for i, params in enumerate(combos, 1):
-        run_dir = Path(out) / stem / slug(params)
-        html = None if rendered is None else Path(rendered) / stem / f"{run_dir.name}.html"
-        echo(f"[{i}/{len(combos)}] {stem} {run_dir.name} ...", end=" ", flush=True)
-        run = run_notebook(notebook, run_dir, params, kernel=kernel, html=html, force=force, timeout=timeout)
+    for i, run in enumerate(pending, 1):
+        echo(f"[{i}/{len(pending)}] {name} {run.slug} ...", end=" ", flush=True)
+        args, kwargs = call(run)
+        run = fn(*args, **kwargs)
         echo(_status_line(run))
         runs.append(run)
-    table = aggregate(runs, tables, stem, disk=Path(out) / stem)
-    return runs, table
+    return runs
 
 
 def _status_line(run: Run) -> str:
@@ -448,7 +488,11 @@ def _report(runs: Sequence[Run], echo=print) -> int:
     skipped = sum(r.status == "skipped" for r in runs)
     echo(f"{len(runs)} run(s): {done} done, {skipped} skipped (complete), {len(failed)} failed")
     for r in failed:
-        echo(f"  FAILED {r.notebook.name} [{r.slug}]: {r.error}\n    executed notebook: {r.run_dir / r.notebook.name}")
+        echo(f"  FAILED {r.notebook.name} [{r.slug}]: {r.error}")
+        if r.notebook.suffix == ".ipynb":
+            echo(f"    executed notebook: {r.run_dir / r.notebook.name}")
+        if r.logs:
+            echo(f"    job logs: {'  '.join(str(p) for p in r.logs)}")
     return 1 if failed else 0
 
 
@@ -489,6 +533,129 @@ def run_notebooks(
     return runs
 
 
+# ------------------------------------------------------------------------------------------------ quantize grids
+def quantize_run(config: str | os.PathLike, run_dir: str | os.PathLike, params: Mapping[str, Any],
+                 overrides: Mapping[str, Any] | None = None, *, force: bool = False) -> Run:
+    """`vidquant.run.quantize` of `config` with `overrides` and the grid point `params` (dotted config fields;
+    a ``config`` entry is only its label), its results in `run_dir` (``save.save_path``, clips in ``videos/``);
+    ``metrics.json`` (the run's summary) written last. The run-folder protocol of `run_in_folder` applies."""
+    run = Run(Path(config), dict(params), Path(run_dir))
+    return run_in_folder(run, lambda r: _quantize(r, dict(overrides or {})), force=force)
+
+
+def point_config(config: str | os.PathLike, run_dir: Path, params: Mapping[str, Any],
+                 overrides: Mapping[str, Any]):
+    """The validated Config of one grid point, its outputs redirected into `run_dir`."""
+    from vidquant.config import load_config, read_yaml
+
+    raw = read_yaml(config)
+    fields = {**overrides, **{k: v for k, v in params.items() if k != "config"}, "save.save_path": str(run_dir)}
+    evals = raw.get("eval") if isinstance(raw, dict) else None
+    if isinstance(evals, dict):
+        fields["eval.output_video_path"] = str(run_dir / "videos")
+    elif isinstance(evals, list):  # one clip folder per eval section
+        fields["eval"] = [{**ev, "output_video_path": str(run_dir / "videos" / str(ev.get("name", i)))}
+                          for i, ev in enumerate(evals)]
+    return load_config(config, fields)
+
+
+def _quantize(run: Run, overrides: dict[str, Any]) -> None:
+    from vidquant.run import quantize
+
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / PARAMS_NAME).write_text(json.dumps(run.params, indent=2, sort_keys=True, default=str) + "\n")
+    t0 = time.time()
+    try:
+        cfg = point_config(run.notebook, run.run_dir.absolute(), run.params, overrides)
+        summary = quantize(cfg, progress=False).summary
+        write_text_atomic(run.run_dir / METRICS_NAME, json.dumps(summary, indent=2, sort_keys=True, default=str))
+        run.status, run.metrics = "done", read_metrics(run.run_dir / METRICS_NAME)
+    except Exception as err:  # noqa: BLE001 - a failing run is reported, the others go on
+        run.status, run.error = "failed", _error_text(err)
+    run.seconds = time.time() - t0
+
+
+def _config_labels(configs: Sequence[Path]) -> list[str]:
+    """Short names telling the configs apart: the path below their common folder, parts joined by '.'."""
+    if len(configs) == 1:
+        return [configs[0].stem]
+    root = Path(os.path.commonpath([c.resolve().parent for c in configs]))
+    return [".".join(c.resolve().relative_to(root).with_suffix("").parts) for c in configs]
+
+
+def quantize_grid(
+    configs: Sequence[str | os.PathLike],
+    grid: Sequence[tuple[str, Sequence[Any]]] = (),
+    *,
+    overrides: Sequence[str] = (),
+    name: str = "quantize_grid",
+    out: str | os.PathLike = "results/runs",
+    tables: str | os.PathLike = "results/tables",
+    force: bool = False,
+    jobs: JobOptions | None = None,
+    echo=print,
+) -> tuple[list[Run], pd.DataFrame]:
+    """Quantize every config × every combination of `grid` (dotted config fields, e.g.
+    ``[("quant.video_gen.special.alpha", [0.5, 0.75])]``), `overrides` (``a.b=value``) applied to all; each
+    run in ``<out>/<name>/<slug>``, the table in ``<tables>/<name>.csv`` / ``.md``. Every point's config is
+    validated (and its input paths checked) before any run starts."""
+    from vidquant.config import ConfigError, _split
+
+    paths = [Path(c) for c in configs]
+    if not paths:
+        raise SweepError("no configs given")
+    try:
+        fixed = dict(_split(o) for o in overrides)
+    except ConfigError as err:
+        raise SweepError(str(err)) from None
+    folder = Path(out) / name
+    pending = [Run(path, {"config": label, **point}, Path(folder) / slug({"config": label, **point}))
+               for path, label in zip(paths, _config_labels(paths)) for point in expand_grid(grid)]
+    if len({r.slug for r in pending}) != len(pending):
+        raise SweepError("two configs have the same label; give configs with distinct paths")
+    for run in pending:
+        if not run.notebook.is_file():
+            raise SweepError(f"{run.notebook}: config not found")
+        try:
+            point_config(run.notebook, run.run_dir.absolute(), run.params, fixed).check_paths()
+        except ConfigError as err:
+            raise SweepError(f"[{run.slug}] {err}") from None
+
+    def call(run: Run) -> tuple[tuple, dict]:
+        return (run.notebook.absolute(), run.run_dir.absolute(), run.params, fixed), {"force": force}
+
+    runs = _run_all(quantize_run, pending, call, jobs, out=out, name=name, echo=echo,
+                    on_finish=lambda done: aggregate(done, tables, name, disk=folder))
+    return runs, aggregate(runs, tables, name, disk=folder)
+
+
+def quantize_grid_main(argv: Sequence[str] | None = None) -> int:
+    """``vidquant quantize-grid --configs a.yaml b.yaml [-p field v1 v2 ...] [--set a.b=v] [--executor submitit]``."""
+    p = argparse.ArgumentParser(prog="vidquant quantize-grid",
+                                description="Quantize many configs (and a grid over config fields), one table.")
+    p.add_argument("--configs", nargs="+", required=True, help="LLMC-style YAML configs")
+    p.add_argument("-p", "--param", nargs="+", action="append", metavar=("FIELD", "VALUE"),
+                   help="a dotted config field and its values (repeatable; the grid is every combination)")
+    p.add_argument("--set", action="append", default=[], metavar="a.b.c=value", help="override for every run")
+    p.add_argument("--name", default="quantize_grid", help="runs in OUT/NAME/, table TABLES/NAME.csv "
+                   "(default: %(default)s)")
+    p.add_argument("--out", default="results/runs", help="(default: %(default)s)")
+    p.add_argument("--tables", default="results/tables", help="(default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="redo runs that are already complete")
+    from vidquant.jobs import add_job_arguments, job_options
+
+    add_job_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        runs, table = quantize_grid(args.configs, _grid(args.param), overrides=args.set, name=args.name,
+                                    out=args.out, tables=args.tables, force=args.force, jobs=job_options(args))
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"table: {Path(args.tables) / args.name}.csv / .md ({len(table)} complete run(s))")
+    return _report(runs)
+
+
 # ------------------------------------------------------------------------------------------------ CLI
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results/runs", help="run folders go to OUT/<notebook>/<params> "
@@ -517,11 +684,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="redo runs that are already complete")
     p.add_argument("--no-render", action="store_true", help="do not render HTML")
     _common(p)
+    from vidquant.jobs import add_job_arguments, job_options
+
+    add_job_arguments(p)
     args = p.parse_args(argv)
     try:
         runs, table = sweep(args.notebook, _grid(args.param), out=args.out, tables=args.tables,
                             rendered=None if args.no_render else args.rendered, kernel=args.kernel,
-                            force=args.force, timeout=args.timeout)
+                            force=args.force, timeout=args.timeout, jobs=job_options(args))
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
