@@ -24,7 +24,8 @@ import torch
 
 from vidquant.algos.deploy import deploy_fake_quant
 from vidquant.algos.engine import BlockwiseResult, build_algorithms, run_blockwise
-from vidquant.calib.capture import CalibData, capture_block_inputs
+from vidquant.cache import cached_capture, cached_clips
+from vidquant.calib.capture import CalibData
 from vidquant.calib.samples import Sample, load_samples
 from vidquant.config import Config
 from vidquant.eval.denoiser import denoiser_outputs, timestep_errors
@@ -153,14 +154,14 @@ def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = No
     reference = {}
     for ev, samples in evals:
         params = GenParams.from_section(ev, cfg.base.seed)
-        reference[ev.path] = _generate_all(pipe, samples, params, cfg.base.seed)
+        reference[ev.path] = cached_clips(pipe, samples, params, cfg.base.seed)  # computed once per process
 
     calib: CalibData | None = None
     float_preds = None
     if cfg.calib is not None:
         params = GenParams.from_section(cfg.calib, cfg.base.seed)
-        calib = capture_block_inputs(pipe, checks["calib_samples"], params, cfg.calib.sample_steps,
-                                     cfg.calib.step_selection, progress)
+        calib = cached_capture(pipe, checks["calib_samples"], params, cfg.calib.sample_steps,
+                               cfg.calib.step_selection, progress)
         float_preds = denoiser_outputs(pipe.transformer, calib, device)
         algos = build_algorithms(vg.methods, vg.special_for)
         result.blockwise = run_blockwise(pipe.transformer, calib, algos, wq, aq, device, vg.quant_out, progress)

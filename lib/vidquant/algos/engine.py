@@ -41,11 +41,12 @@ class BlockwiseResult:
         return pd.DataFrame(self.layer_rows)
 
 
-def build_algorithms(methods: list[str], special_for) -> list[Algorithm]:
-    """Instantiate the chain, e.g. ['SmoothQuant', 'GPTQ'] (importing the algorithm modules registers them)."""
+def build_algorithms(methods: list, special_for=None) -> list[Algorithm]:
+    """Instantiate the chain: method configs (`[SmoothQuantConfig(alpha=0.75), GPTQConfig()]`), or names with
+    `special_for(name)` giving each one's LLMC `special` dict (importing the algorithm modules registers them)."""
     from vidquant.algos import awq, gptq, rtn, smoothquant  # noqa: F401 - registration
 
-    return [ALGORITHMS[m](special_for(m)) for m in methods]
+    return [ALGORITHMS[m](special_for(m)) if isinstance(m, str) else ALGORITHMS[m.name](m) for m in methods]
 
 
 def _to(obj, device):
