@@ -39,7 +39,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from vidquant.run import quantize
 
     cfg = load_config(args.config, args.set)
-    result = quantize(cfg, progress=not args.quiet)
+    result = quantize(cfg, progress=not args.quiet, stream=True if args.stream else None)
     print(f"results: {result.out_dir}")
     if result.export_dir:
         print(f"lightx2v export: {result.export_dir}")
@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--config", required=True, help="LLMC-style YAML config")
     q.add_argument("--set", action="append", default=[], metavar="a.b.c=value", help="override a config field")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.add_argument("--stream", action="store_true", help="one transformer block in memory at a time (automatic "
+                   "when the weights exceed available memory); writes the export, skips the eval videos")
     q.set_defaults(func=cmd_quantize)
 
     delegated = {

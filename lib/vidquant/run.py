@@ -32,7 +32,7 @@ from vidquant.eval.denoiser import denoiser_outputs, timestep_errors
 from vidquant.eval.video import save_video, side_by_side
 from vidquant.export.lightx2v_export import EXPORT_DIRNAME, check_lightx2v_exportable, export_lightx2v
 from vidquant.generate import GenParams, generate_video
-from vidquant.models.loading import check_task, inspect_checkpoint, load_pipeline, resolve_device
+from vidquant.models.loading import check_task, inspect_checkpoint, load_pipeline, resolve_device, resolve_dtype
 from vidquant.quant import build_quantizer
 
 __all__ = ["RunResult", "quantize", "seed_all", "build_quantizers", "prepare", "load_eval_samples",
@@ -137,10 +137,18 @@ def _generate_all(pipe, samples: list[Sample], params: GenParams, seed: int) -> 
     return [generate_video(pipe, s, params) for s in samples]
 
 
-def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = None) -> RunResult:
-    """Run a config end to end and write its results under `save.save_path` (or `out_dir`)."""
+def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = None,
+             stream: bool | None = None) -> RunResult:
+    """Run a config end to end and write its results under `save.save_path` (or `out_dir`). `stream`: one block
+    in memory at a time (vidquant.stream.quantize_streaming); None = when the weights exceed available memory."""
     t0 = time.time()
     checks = prepare(cfg)
+    if stream is not False:
+        from vidquant import stream as streaming
+
+        if stream or streaming.weights_exceed_memory(checks["checkpoint"].path / "transformer",
+                                                     resolve_dtype(cfg.model.torch_dtype)):
+            return streaming.quantize_streaming(cfg, checks, progress, out_dir)
     out = Path(out_dir or cfg.resolve_path(cfg.save.save_path))
     out.mkdir(parents=True, exist_ok=True)
     result = RunResult(cfg, out)

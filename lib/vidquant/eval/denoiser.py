@@ -23,7 +23,8 @@ def _to(obj, device, dtype=None):
 @torch.no_grad()
 def denoiser_outputs(transformer, calib: CalibData, device="cpu") -> list[torch.Tensor]:
     """The transformer's prediction for every captured call (CPU, fp32)."""
-    dtype = next(transformer.parameters()).dtype
+    # diffusers' dtype rule skips the keep-in-fp32 modules: the first parameter (scale_shift_table) is fp32 in bf16
+    dtype = getattr(transformer, "dtype", None) or next(transformer.parameters()).dtype
     outs = []
     for inputs in calib.denoiser_inputs:
         kw = _to(inputs, device)
