@@ -237,12 +237,12 @@ def capture(pipe, calib: Calib, *, progress: bool = True, cache: Cache | None = 
 
 
 def reference_clips(pipe, samples: str | os.PathLike | list[Sample], params: GenParams | None = None, *,
-                    seed: int = 42, cache: Cache | None = None) -> list[np.ndarray]:
+                    seed: int = 42, progress: bool = True, cache: Cache | None = None) -> list[np.ndarray]:
     """One clip per sample, as `vidquant quantize` generates its float references (cached by content, so
     calling it again on the same float pipeline generates nothing)."""
     if not isinstance(samples, list):
         samples = load_samples(samples, _task(pipe))
-    return cached_clips(pipe, samples, params or GenParams(seed=seed), seed, cache)
+    return cached_clips(pipe, samples, params or GenParams(seed=seed), seed, cache, progress)
 
 
 def quantize_(

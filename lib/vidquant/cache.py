@@ -130,15 +130,18 @@ def cached_capture(pipe, samples: Sequence[Sample], params: GenParams, sample_st
         key, lambda: capture_block_inputs(pipe, list(samples), params, sample_steps, selection, progress))
 
 
-def cached_clips(pipe, samples: Sequence[Sample], params: GenParams, seed: int,
-                 cache: Cache | None = None) -> list[np.ndarray]:
+def cached_clips(pipe, samples: Sequence[Sample], params: GenParams, seed: int, cache: Cache | None = None,
+                 progress: bool = False) -> list[np.ndarray]:
     """One clip per sample, every generation seeded as `vidquant.run` seeds it (the float reference clips),
     computed once per (pipeline weights, samples, settings, seed)."""
+    from tqdm.auto import tqdm
+
     from vidquant.run import seed_all
 
     def compute() -> list[np.ndarray]:
         seed_all(seed)
-        return [generate_video(pipe, s, params) for s in samples]
+        return [generate_video(pipe, s, params) for s in tqdm(samples, desc="float reference clips",
+                                                              disable=not progress)]
 
     key = _key("clips", model=model_fingerprint(pipe), samples=_sample_key(samples),
                params=dataclasses.asdict(params), seed=seed)

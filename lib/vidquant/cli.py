@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train-tiny": ("vidquant.train.tiny", "train_tiny_main", "train the embedded tiny Wan models"),
         "demo": ("vidquant.demo", "main", "the seed workflow on the tiny I2V model"),
         "notebooks": ("vidquant.sweep", "notebooks_main", "execute and render every notebook"),
+        "run-notebook": ("vidquant.run_notebook", "main", "papermill one notebook (-p name value), output path "
+                         "chosen: results/runs/<notebook>/<params>/"),
         "tables": ("vidquant.tables", "main", "methods × formats results table on the tiny models"),
     }
     for name, (module, func, help_text) in delegated.items():

@@ -132,9 +132,12 @@ def video_metrics(clip: np.ndarray, reference: np.ndarray, prompt: str) -> dict:
     return row
 
 
-def _generate_all(pipe, samples: list[Sample], params: GenParams, seed: int) -> list[np.ndarray]:
+def _generate_all(pipe, samples: list[Sample], params: GenParams, seed: int, progress: bool = False,
+                  desc: str = "clips") -> list[np.ndarray]:
+    from tqdm.auto import tqdm
+
     seed_all(seed)
-    return [generate_video(pipe, s, params) for s in samples]
+    return [generate_video(pipe, s, params) for s in tqdm(samples, desc=desc, disable=not progress)]
 
 
 def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = None,
@@ -162,7 +165,7 @@ def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = No
     reference = {}
     for ev, samples in evals:
         params = GenParams.from_section(ev, cfg.base.seed)
-        reference[ev.path] = cached_clips(pipe, samples, params, cfg.base.seed)  # computed once per process
+        reference[ev.path] = cached_clips(pipe, samples, params, cfg.base.seed, progress=progress)  # once
 
     calib: CalibData | None = None
     float_preds = None
@@ -190,7 +193,7 @@ def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = No
     rows = []
     for ev, samples in evals:
         params = GenParams.from_section(ev, cfg.base.seed)
-        clips = _generate_all(pipe, samples, params, cfg.base.seed)
+        clips = _generate_all(pipe, samples, params, cfg.base.seed, progress, "fake-quant clips")
         video_dir = cfg.resolve_path(ev.output_video_path)
         for i, (clip, ref, sample) in enumerate(zip(clips, reference[ev.path], samples)):
             if "pretrain" in ev.eval_pos or "transformed" in ev.eval_pos:
