@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from vidquant.algos.base import Algorithm
 from vidquant.algos.deploy import quantize_weight
 from vidquant.algos.engine import BlockwiseResult, calibrate_block
-from vidquant.calib.capture import CalibData
+from vidquant.calib.capture import CalibData, block_call_inputs, dedupe_rotary
 from vidquant.export.io import INDEX_SUFFIX, atomic_dir, save_file_deterministic, source_files, write_index
 from vidquant.export.lightx2v_export import EXPORT_DIRNAME, _jsonable
 from vidquant.models.block import make_smoothable
@@ -205,17 +205,16 @@ class _StopCapture(Exception):
 
 
 class _Recorder(nn.Module):
-    """Stands in for block 0: records its inputs and stops the forward."""
+    """Stands in for block 0: records its inputs (as vidquant.calib.capture does) and stops the forward."""
 
     def __init__(self, data: CalibData) -> None:
         super().__init__()
         self.data = data
 
-    def forward(self, hidden_states, encoder_hidden_states, temb, rotary_emb):  # noqa: D102 - a block's signature
-        self.data.hidden_states.append(hidden_states.detach().to("cpu", copy=True))
-        rotary = tuple(r.detach().to("cpu", copy=True) for r in rotary_emb)
-        self.data.block_kwargs.append({"encoder_hidden_states": encoder_hidden_states.detach().to("cpu", copy=True),
-                                       "temb": temb.detach().to("cpu", copy=True), "rotary_emb": rotary})
+    def forward(self, *args, **kwargs):  # noqa: D102 - a block's signature
+        hidden, block_kwargs = block_call_inputs(args, kwargs)
+        self.data.hidden_states.append(hidden)
+        self.data.block_kwargs.append(block_kwargs)
         raise _StopCapture
 
 
@@ -248,10 +247,7 @@ def capture_block0_inputs(transformer: nn.Module, denoiser_inputs: Sequence[dict
                 pass
             data.denoiser_inputs.append(dict(inputs))
             data.meta.append({"call": len(data.meta)})
-    first = data.block_kwargs[0]["rotary_emb"] if data.block_kwargs else None
-    for kw in data.block_kwargs[1:]:
-        if all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(kw["rotary_emb"], first)):
-            kw["rotary_emb"] = first
+    dedupe_rotary(data)
     return data
 
 

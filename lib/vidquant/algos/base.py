@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal, get_type_hints
 import torch
 from torch import nn
 
+from vidquant.calib.capture import to_device
 from vidquant.models.layout import Subset
 
 __all__ = ["Algorithm", "BlockContext", "MethodConfig", "ALGORITHMS", "METHOD_CONFIGS", "register"]
@@ -45,7 +46,7 @@ class BlockContext:
 
     def inspect_kwargs(self, subset: Subset, i: int) -> dict:
         """kwargs for `subset.inspect` on sample i, on the compute device."""
-        return {own: _to(self.kwargs[i][blk], self.device) for blk, own in subset.kwargs}
+        return {own: to_device(self.kwargs[i][blk], self.device) for blk, own in subset.kwargs}
 
     def divide_inputs(self, layers: tuple[str, ...], s: torch.Tensor) -> None:
         """After folding 1/s into the op before `layers`, their cached inputs are x / s."""
@@ -59,14 +60,6 @@ class BlockContext:
             self.smooth[name] = self.smooth.get(name, torch.ones_like(s.cpu().float())) * s.cpu().float()
         for name in layers:  # layers sharing the list share the factor
             self.smooth[name] = self.smooth[layers[0]]
-
-
-def _to(obj, device):
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, tuple | list):
-        return type(obj)(_to(v, device) for v in obj)
-    return obj
 
 
 @dataclass(frozen=True)

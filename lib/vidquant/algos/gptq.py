@@ -40,17 +40,9 @@ import torch
 from torch import Tensor
 
 from vidquant.algos.base import Algorithm, BlockContext, MethodConfig, register
-from vidquant.algos.engine import _to, fake_quantized
-
-# Layers in forward order, grouped so that a stage's inputs depend only on earlier stages.
-STAGES: tuple[tuple[str, ...], ...] = (
-    ("attn1.to_q", "attn1.to_k", "attn1.to_v"),
-    ("attn1.to_out.0",),
-    ("attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.add_k_proj", "attn2.add_v_proj"),
-    ("attn2.to_out.0",),
-    ("ffn.net.0.proj",),
-    ("ffn.net.2",),
-)
+from vidquant.algos.deploy import fake_quantized
+from vidquant.calib.capture import to_device
+from vidquant.models.layout import STAGES  # layers in forward order, grouped by dependency
 
 
 class GPTQSolver:
@@ -250,7 +242,7 @@ class GPTQ(Algorithm):
                 for hs, kw in zip(ctx.hidden_states, ctx.kwargs):
                     seen.clear()
                     try:
-                        block(hs.to(ctx.device), **_to(kw, ctx.device))
+                        block(hs.to(ctx.device), **to_device(kw, ctx.device))
                     except _StopForward:
                         pass
             finally:

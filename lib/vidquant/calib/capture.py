@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from vidquant.calib.samples import Sample
 from vidquant.generate import GenParams, pipeline_kwargs
 
-__all__ = ["CalibData", "select_calls", "capture_block_inputs"]
+__all__ = ["CalibData", "select_calls", "capture_block_inputs", "block_call_inputs", "dedupe_rotary", "to_device"]
 
 log = logging.getLogger("vidquant")
 
@@ -65,6 +65,17 @@ def _tensors(obj):
             yield from _tensors(v)
 
 
+def to_device(obj, device):
+    """Captured inputs (tensors, or dicts / lists / tuples of them) on `device`; anything else as it is."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
+
+
 def _to_cpu(obj):
     if isinstance(obj, torch.Tensor):
         return obj.detach().to("cpu", copy=True)
@@ -73,6 +84,17 @@ def _to_cpu(obj):
     if isinstance(obj, list | tuple):
         return type(obj)(_to_cpu(v) for v in obj)
     return obj
+
+
+BLOCK_ARGS = ("hidden_states", "encoder_hidden_states", "temb", "rotary_emb")  # a Wan block's positional args
+
+
+def block_call_inputs(args: tuple, kwargs: dict) -> tuple[torch.Tensor, dict]:
+    """One call of a Wan block as calibration stores it: (hidden_states, {its other inputs}), copied to the CPU."""
+    bound = dict(zip(BLOCK_ARGS, args))
+    bound.update(kwargs)
+    hidden = bound.pop("hidden_states")
+    return _to_cpu(hidden), _to_cpu(bound)
 
 
 def select_calls(num_steps: int, calls_per_step: int, sample_steps: int, selection: str = "uniform") -> list[int]:
@@ -105,15 +127,12 @@ class _Recorder:
     def block_hook(self, module, args, kwargs):
         if self.call not in self.selected:
             return
-        names = ("hidden_states", "encoder_hidden_states", "temb", "rotary_emb")
-        bound = dict(zip(names, args))
-        bound.update(kwargs)
-        hidden = bound.pop("hidden_states")
+        hidden, block_kwargs = block_call_inputs(args, kwargs)
         denoiser = dict(self.pending_inputs)
         denoiser.pop("attention_kwargs", None)
         denoiser.pop("return_dict", None)
-        self.data.hidden_states.append(_to_cpu(hidden))
-        self.data.block_kwargs.append(_to_cpu(bound))
+        self.data.hidden_states.append(hidden)
+        self.data.block_kwargs.append(block_kwargs)
         self.data.denoiser_inputs.append(denoiser)
         timestep = denoiser.get("timestep")
         self.data.meta.append({
@@ -158,13 +177,13 @@ def capture_block_inputs(
                 f"calibration sample {i}: the pipeline made {rec.call + 1} transformer calls, fewer than the "
                 f"{rec.last + 1} needed for the selected calls"
             )
-    _dedupe_rotary(data)
+    dedupe_rotary(data)
     log.info("captured %d block-0 inputs from %d samples (%.1f MiB on the CPU)",
              len(data), len(samples), data.nbytes / 2**20)
     return data
 
 
-def _dedupe_rotary(data: CalibData) -> None:
+def dedupe_rotary(data: CalibData) -> None:
     """The rotary embedding depends only on the video size: keep one copy per size."""
     cache: dict = {}
     for kw in data.block_kwargs:
