@@ -174,7 +174,7 @@ def test_reference_clips_and_capture_are_computed_once(tmp_path, tiny_t2v_dir, c
     assert all((a == b).all() for a, b in zip(data.hidden_states, again.hidden_states))
 
 
-def test_quantize_refuses_before_any_work(tiny_t2v_dir, counted):
+def test_quantize_refuses_before_any_work(tiny_t2v_dir, counted, tmp_path):
     pipe = vq.load_pipeline(tiny_t2v_dir, dtype="float32")
     with pytest.raises(ConfigError, match="GPTQ needs calibration data"):
         vq.quantize_(pipe, vq.Recipe(methods=[vq.GPTQ()]))
@@ -184,6 +184,13 @@ def test_quantize_refuses_before_any_work(tiny_t2v_dir, counted):
 
     with pytest.raises(ExportError, match="weight.bit"):
         vq.quantize_(pipe, vq.Recipe(weight="int4", act="int4"), export_dir="never-written")
+    (tmp_path / "lightx2v_quant_model").mkdir()
+    with pytest.raises(FileExistsError, match="already exists"):
+        vq.quantize_(pipe, vq.Recipe(methods=[vq.GPTQ()]), calib=vq.Calib("assets/calib/tiny_t2v", **GEN),
+                     export_dir=tmp_path)
+    with pytest.raises(ValueError, match="SmoothQuant: unknown option.s. alpah; allowed: alpha"):
+        vq.SmoothQuant.from_special({"alpah": 0.7})
+    assert vq.SmoothQuant.from_special({"alpha": 0.7, "actorder": True}).alpha == 0.7  # a chain's shared dict
     assert counted == {"capture": 0, "generate": 0}
     assert type(pipe.transformer.blocks[0].attn1.to_q).__name__ == "Linear"
     assert not Path("never-written").exists()

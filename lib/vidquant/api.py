@@ -42,9 +42,10 @@ from vidquant.cache import Cache, cached_capture, cached_clips
 from vidquant.calib.capture import CalibData
 from vidquant.calib.samples import Sample, load_samples
 from vidquant.config import Config, ConfigError, QuantSpec, VideoGenQuant, load_config
-from vidquant.export.lightx2v_export import check_lightx2v_exportable, export_lightx2v
+from vidquant.export.lightx2v_export import EXPORT_DIRNAME, check_lightx2v_exportable, export_lightx2v
 from vidquant.generate import GenParams
 from vidquant.quant import build_quantizer
+from vidquant.run import _check_output
 
 __all__ = ["Recipe", "Calib", "QuantizeResult", "quantize_", "capture", "reference_clips", "quant_spec",
            "SmoothQuant", "GPTQ", "Awq", "AWQ", "RTN", "MethodConfig"]
@@ -281,6 +282,7 @@ def quantize_(
         raise ConfigError(f"quantize_: scale_dtype: got {scale_dtype!r}; allowed: 'float32', 'bfloat16'")
     if export_dir is not None:
         check_lightx2v_exportable(vg)
+        _check_output(Path(export_dir) / EXPORT_DIRNAME, overwrite)  # before the calibration, not after it
     wq = build_quantizer(recipe.weight)
     aq = build_quantizer(recipe.act) if recipe.act is not None else None
     device = torch.device(device) if device is not None else next(transformer.parameters()).device

@@ -93,7 +93,14 @@ class MethodConfig:
     def from_special(cls, special: dict[str, Any]) -> MethodConfig:
         """The options from an LLMC `special` dict (which a chain of methods shares): this method's keys are
         taken, the rest (other methods' keys, LLMC's generic ones) are left to their owners."""
+        from vidquant.config import _GENERIC_SPECIAL
+
         names = {f.name for f in dataclasses.fields(cls)}
+        others = set(_GENERIC_SPECIAL).union(*({f.name for f in dataclasses.fields(c)}
+                                                for c in METHOD_CONFIGS.values()))
+        unknown = sorted(set(special) - names - others)
+        if unknown:  # a typo would otherwise fall back to the default silently
+            raise ValueError(f"{cls.name}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
         return cls(**{k: v for k, v in special.items() if k in names})
 
 
