@@ -175,7 +175,7 @@ def nb00() -> list[dict]:
         code("""
             from vidquant.run import quantize
 
-            result = quantize(cfg, progress=False)
+            result = quantize(cfg)
             nb.run_summary({"SmoothQuant W8A8": result})
         """),
         code("""
@@ -297,8 +297,7 @@ def nb01() -> list[dict]:
 
             pipe = load_pipeline(cfg.resolve_path(cfg.model.path), cfg.model.type, cfg.model.torch_dtype)
             t0 = time.time()
-            calib = capture_block_inputs(pipe, samples, gen, cfg.calib.sample_steps, cfg.calib.step_selection,
-                                         progress=False)
+            calib = capture_block_inputs(pipe, samples, gen, cfg.calib.sample_steps, cfg.calib.step_selection)
             capture_seconds = time.time() - t0
             print(f"{len(calib)} captured calls from {len(samples)} samples, "
                   f"{calib.nbytes / 2**20:.2f} MiB on the CPU, {capture_seconds:.1f} s")
@@ -373,7 +372,7 @@ def nb02() -> list[dict]:
                 config, <<CONFIG_ARGS>>, save_lightx2v=False,
                 overrides=nb.bit_overrides(w_bit, a_bit))
             label = f"RTN {nb.scheme_label(cfg)}"
-            runs = {label: quantize(cfg, progress=False)}
+            runs = {label: quantize(cfg)}
             nb.run_summary(runs)
         """),
         *quality_cells(what="RTN"),
@@ -422,9 +421,9 @@ def nb03() -> list[dict]:
                 config, <<CONFIG_ARGS>>, save_lightx2v=False,
                 overrides={"quant.video_gen.special.alpha": alpha})
             label = f"SmoothQuant α={alpha}"
-            runs = {label: quantize(cfg, progress=False)}
+            runs = {label: quantize(cfg)}
             if compare_rtn:
-                runs["RTN"] = quantize(nb.as_rtn(cfg, f"{output_dir}/rtn"), progress=False)
+                runs["RTN"] = quantize(nb.as_rtn(cfg, f"{output_dir}/rtn"))
             nb.run_summary(runs)
         """),
         md("""
@@ -483,9 +482,9 @@ def nb04() -> list[dict]:
                 overrides={"quant.video_gen.special.n_grid": n_grid,
                            "quant.video_gen.special.weight_clip": weight_clip, **nb.bit_overrides(w_bit, a_bit)})
             label = f"AWQ {nb.scheme_label(cfg)}"
-            runs = {label: quantize(cfg, progress=False)}
+            runs = {label: quantize(cfg)}
             if compare_rtn:
-                runs["RTN"] = quantize(nb.as_rtn(cfg, f"{output_dir}/rtn"), progress=False)
+                runs["RTN"] = quantize(nb.as_rtn(cfg, f"{output_dir}/rtn"))
             nb.run_summary(runs)
         """),
         md("""
@@ -543,9 +542,9 @@ def nb05() -> list[dict]:
                 overrides={"quant.video_gen.special.actorder": actorder, "quant.video_gen.special.percdamp": percdamp,
                            "quant.video_gen.special.blocksize": blocksize, **nb.bit_overrides(w_bit, a_bit)})
             label = f"{'+'.join(cfg.quant.video_gen.methods)} {nb.scheme_label(cfg)}"
-            runs = {label: quantize(cfg, progress=False)}
+            runs = {label: quantize(cfg)}
             if compare_rtn:
-                runs["RTN"] = quantize(nb.as_rtn(cfg, f"{output_dir}/rtn"), progress=False)
+                runs["RTN"] = quantize(nb.as_rtn(cfg, f"{output_dir}/rtn"))
             nb.run_summary(runs)
         """),
         md("""
@@ -630,11 +629,11 @@ def nb06() -> list[dict]:
             from vidquant.run import quantize
 
             name = {True: "FP8 qtorch", False: "FP8 native"}
-            runs = {name[use_qtorch]: quantize(cfg, progress=False)}
+            runs = {name[use_qtorch]: quantize(cfg)}
             if compare_rounding:
                 flip = {f"quant.video_gen.{t}.use_qtorch": not use_qtorch for t in ("weight", "act")}
                 other = nb.variant(cfg, flip, output_dir=f"{output_dir}/other_rounding")
-                runs[name[not use_qtorch]] = quantize(other, progress=False)
+                runs[name[not use_qtorch]] = quantize(other)
             nb.run_summary(runs)
         """),
         *quality_cells(what="FP8"),
@@ -676,7 +675,7 @@ def nb07() -> list[dict]:
                 config, <<CONFIG_ARGS>>, save_lightx2v=True,
                 overrides={"quant.video_gen.special.alpha": alpha, "save.weight_scale_dtype": weight_scale_dtype,
                            "save.overwrite": True})
-            result = quantize(cfg, progress=False)
+            result = quantize(cfg)
             nb.run_summary({"export": result})
         """),
         md("## The export (`save_lightx2v`)"),
@@ -765,7 +764,7 @@ def nb08() -> list[dict]:
             cfg = nb.notebook_config(
                 config, <<CONFIG_ARGS>>, save_lightx2v=True,
                 overrides={"quant.video_gen.special.alpha": alpha, "save.overwrite": True})
-            result = quantize(cfg, progress=False)
+            result = quantize(cfg)
             converted = convert(result.export_dir, f"{output_dir}/converted", direction="backward",
                                 overwrite=True, progress=False)
             problems = verify(converted)
@@ -1054,7 +1053,8 @@ BUILDERS = {
 
 
 def build(stem: str) -> nbformat.NotebookNode:
-    """The notebook `stem` as an nbformat node: deterministic cell ids, no outputs, the python3 kernel."""
+    """The notebook `stem` as an nbformat node: deterministic cell ids, no outputs, the project's `vidquant` kernel
+    (scripts/setup_env.sh installs it into the venv)."""
     cells = []
     for i, cell in enumerate(BUILDERS[stem]()):
         meta = {"tags": cell["tags"]} if cell.get("tags") else {}
@@ -1066,7 +1066,7 @@ def build(stem: str) -> nbformat.NotebookNode:
         cells.append(node)
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata = {
-        "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"},
+        "kernelspec": {"name": "vidquant", "display_name": "vidquant", "language": "python"},
         "language_info": {"name": "python"},
     }
     nbformat.validate(nb)

@@ -17,6 +17,7 @@ else
     "$VPY" -m pip install -q torch==2.13.0
 fi
 "$VPY" -m pip install -q -e ".[dev]"
-# Register the venv as the notebooks' kernel so papermill runs them with this interpreter.
-"$VPY" -m ipykernel install --user --name python3 --display-name "Python 3 (vidquant)" >/dev/null
+# The notebooks' kernel, `vidquant`, installed inside the venv (--sys-prefix): papermill, `vidquant sweep` and a
+# JupyterLab started from this venv run this checkout's code; the user's own `python3` kernel is never touched.
+"$VPY" -m ipykernel install --sys-prefix --name vidquant --display-name "vidquant ($(cd "$VENV" && pwd))" >/dev/null
 echo "setup: done ($("$VPY" -c 'import torch, diffusers; print("torch", torch.__version__, "diffusers", diffusers.__version__)'))"

@@ -126,7 +126,12 @@ def test_failure_after_calibration_leaves_nothing_and_the_rerun_works(tmp_path, 
 
 def test_non_finite_video_stops_the_run_and_writes_nothing(tmp_path, tiny_dirs, monkeypatch):
     cfg = _rtn_config(tmp_path, tiny_dirs, with_eval=True)
-    monkeypatch.setattr(run_mod, "generate_video", lambda *a, **k: np.full((5, 32, 32, 3), np.nan, np.float32))
+    import vidquant.cache as cache_mod
+
+    nan_clip = lambda *a, **k: np.full((5, 32, 32, 3), np.nan, np.float32)  # noqa: E731
+    monkeypatch.setattr(run_mod, "generate_video", nan_clip)
+    monkeypatch.setattr(cache_mod, "generate_video", nan_clip)  # the float reference goes through the clip cache
+    cache_mod.default_cache().clear()
     with pytest.raises(FloatingPointError, match="float reference: .* NaN/Inf values in the generated video"):
         quantize(cfg, progress=False)
     assert not (tmp_path / "save").exists() and not (tmp_path / "videos").exists()

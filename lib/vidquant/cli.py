@@ -45,7 +45,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     cfg.check_paths()
     from vidquant.run import quantize
 
-    result = quantize(cfg, progress=not args.quiet)
+    result = quantize(cfg, progress=not args.quiet, stream=True if args.stream else None)
     print(f"results: {result.out_dir}")
     if result.export_dir:
         print(f"lightx2v export: {result.export_dir}")
@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--config", required=True, help="LLMC-style YAML config")
     q.add_argument("--set", action="append", default=[], metavar="a.b.c=value", help="override a config field")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.add_argument("--stream", action="store_true", help="one transformer block in memory at a time (automatic "
+                   "when the weights exceed available memory); writes the export, skips the eval videos")
     q.set_defaults(func=cmd_quantize)
 
     delegated = {
@@ -83,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train-tiny": ("vidquant.train.tiny", "train_tiny_main", "train the embedded tiny Wan models"),
         "demo": ("vidquant.demo", "main", "the seed workflow on the tiny I2V model"),
         "notebooks": ("vidquant.sweep", "notebooks_main", "execute and render every notebook"),
+        "run-notebook": ("vidquant.run_notebook", "main", "papermill one notebook (-p name value), output path "
+                         "chosen: results/runs/<notebook>/<params>/"),
         "tables": ("vidquant.tables", "main", "methods × formats results table on the tiny models"),
     }
     for name, (module, func, help_text) in delegated.items():

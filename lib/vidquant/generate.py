@@ -1,17 +1,22 @@
-"""One way to call a Wan pipeline on a sample, shared by calibration, evaluation and the runtime."""
+"""One way to call a Wan pipeline on a sample, shared by calibration, evaluation and the runtime.
+
+vidquant.calib depends on this module, never the other way (the sample type is only named in annotations).
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from PIL import Image
 
-if TYPE_CHECKING:  # vidquant.calib imports this module; import its pieces lazily to avoid a cycle
+if TYPE_CHECKING:
     from vidquant.calib.samples import Sample
 
-__all__ = ["GenParams", "pipeline_kwargs", "generate_video"]
+__all__ = ["GenParams", "pipeline_kwargs", "generate_video", "i2v_size", "load_conditioning_image"]
 
 
 @dataclass(frozen=True)
@@ -55,8 +60,6 @@ def pipeline_kwargs(pipe, sample: Sample, params: GenParams, device: torch.devic
         generator=torch.Generator(device="cpu").manual_seed(params.seed),
     )
     if sample.image is not None:
-        from vidquant.calib.samples import load_conditioning_image
-
         image = load_conditioning_image(sample, params.height, params.width, _size_multiple(pipe))
         kwargs.update(image=image, height=image.height, width=image.width)
     else:
@@ -69,3 +72,22 @@ def generate_video(pipe, sample: Sample, params: GenParams) -> np.ndarray:
     """Generate one clip: float32 array (frames, height, width, 3) in [0, 1]."""
     frames = pipe(**pipeline_kwargs(pipe, sample, params), output_type="np").frames[0]
     return np.asarray(frames, dtype=np.float32)
+
+
+def i2v_size(image_hw: tuple[int, int], target_height: int, target_width: int, mod: int = 16) -> tuple[int, int]:
+    """LLMC's I2V resolution: the target area at the image's aspect ratio, rounded down to multiples of
+    `mod` (vae spatial factor × patch size = 16 for Wan). Returns (height, width)."""
+    h, w = image_hw
+    max_area = target_height * target_width
+    aspect = h / w
+    height = (round(math.sqrt(max_area * aspect)) // mod) * mod
+    width = (round(math.sqrt(max_area / aspect)) // mod) * mod
+    return max(height, mod), max(width, mod)
+
+
+def load_conditioning_image(sample: Sample, target_height: int, target_width: int, mod: int = 16) -> Image.Image:
+    """The I2V conditioning image, RGB, resized as LLMC does."""
+    with Image.open(sample.image) as im:
+        image = im.convert("RGB")
+    height, width = i2v_size((image.height, image.width), target_height, target_width, mod)
+    return image.resize((width, height))

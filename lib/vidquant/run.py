@@ -26,6 +26,7 @@ import torch
 
 from vidquant.algos.deploy import deploy_fake_quant
 from vidquant.algos.engine import BlockwiseResult, build_algorithms, run_blockwise
+from vidquant.cache import cached_capture, cached_clips
 from vidquant.calib.capture import CalibData, capture_expert_inputs
 from vidquant.calib.samples import Sample, load_samples
 from vidquant.config import Config, ConfigError, check_device
@@ -37,7 +38,7 @@ from vidquant.fsutil import clean_stale, contains, fresh_sibling, normal_permiss
 from vidquant.generate import GenParams, generate_video
 from vidquant.lora import check_lora, merge_lora_into
 from vidquant.models.layout import pipeline_experts
-from vidquant.models.loading import check_task, inspect_checkpoint, load_pipeline, resolve_device
+from vidquant.models.loading import check_task, inspect_checkpoint, load_pipeline, resolve_device, resolve_dtype
 from vidquant.quant import build_quantizer
 from vidquant.runtime.moe import guard_experts
 
@@ -175,9 +176,12 @@ def video_metrics(clip: np.ndarray, reference: np.ndarray, prompt: str) -> dict:
     return row
 
 
-def _generate_all(pipe, samples: list[Sample], params: GenParams, seed: int) -> list[np.ndarray]:
+def _generate_all(pipe, samples: list[Sample], params: GenParams, seed: int, progress: bool = False,
+                  desc: str = "clips") -> list[np.ndarray]:
+    from tqdm.auto import tqdm
+
     seed_all(seed)
-    return [generate_video(pipe, s, params) for s in samples]
+    return [generate_video(pipe, s, params) for s in tqdm(samples, desc=desc, disable=not progress)]
 
 
 class _Staging:
@@ -228,11 +232,19 @@ def _finite_clip(clip: np.ndarray, what: str) -> np.ndarray:
     return clip
 
 
-def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = None) -> RunResult:
+def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = None,
+             stream: bool | None = None) -> RunResult:
     """Run a config end to end and write its results under `save.save_path` (or `out_dir`): all of them once
-    the run succeeds, none if it fails (see :class:`_Staging`)."""
+    the run succeeds, none if it fails (see :class:`_Staging`). `stream`: one block in memory at a time
+    (vidquant.stream.quantize_streaming); None = when the weights exceed available memory."""
     t0 = time.time()
     checks = prepare(cfg)
+    if stream is not False:
+        from vidquant import stream as streaming
+
+        if stream or streaming.weights_exceed_memory(checks["checkpoint"].path / "transformer",
+                                                     resolve_dtype(cfg.model.torch_dtype)):
+            return streaming.quantize_streaming(cfg, checks, progress, out_dir)
     out = Path(out_dir or cfg.resolve_path(cfg.save.save_path))
     staging = _Staging()
     try:
@@ -260,8 +272,8 @@ def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool
     reference = {}
     for ev, samples in evals:
         params = GenParams.from_section(ev, cfg.base.seed)
-        reference[ev.path] = [_finite_clip(c, f"{ev.path}: float reference")
-                              for c in _generate_all(pipe, samples, params, cfg.base.seed)]
+        reference[ev.path] = [_finite_clip(c, f"{ev.path}: float reference")  # computed once per process
+                              for c in cached_clips(pipe, samples, params, cfg.base.seed, progress=progress)]
 
     # Each expert (one for Wan2.1 / TI2V; high- and low-noise for Wan2.2 A14B) with its own calibration data
     experts = [e.name for e in pipeline_experts(pipe)]
@@ -269,8 +281,12 @@ def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool
     float_preds = {}
     if cfg.calib is not None:
         params = GenParams.from_section(cfg.calib, cfg.base.seed)
-        calib = capture_expert_inputs(pipe, checks["calib_samples"], params, cfg.calib.sample_steps,
-                                      cfg.calib.step_selection, progress)
+        if len(experts) == 1:  # cached: a notebook that quantizes twice captures once
+            calib = {"transformer": cached_capture(pipe, checks["calib_samples"], params, cfg.calib.sample_steps,
+                                                   cfg.calib.step_selection, progress)}
+        else:
+            calib = capture_expert_inputs(pipe, checks["calib_samples"], params, cfg.calib.sample_steps,
+                                          cfg.calib.step_selection, progress)
         for name in experts:
             float_preds[name] = denoiser_outputs(getattr(pipe, name), calib[name], device)
             algos = build_algorithms(vg.methods, vg.special_for)
@@ -304,7 +320,7 @@ def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool
     for ev, samples in evals:
         params = GenParams.from_section(ev, cfg.base.seed)
         clips = [_finite_clip(c, f"{ev.path}: fake-quant model")
-                 for c in _generate_all(pipe, samples, params, cfg.base.seed)]
+                 for c in _generate_all(pipe, samples, params, cfg.base.seed, progress, "fake-quant clips")]
         video_dir = staging.folder(cfg.resolve_path(ev.output_video_path))
         for i, (clip, ref, sample) in enumerate(zip(clips, reference[ev.path], samples)):
             if "pretrain" in ev.eval_pos or "transformed" in ev.eval_pos:

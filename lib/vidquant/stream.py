@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from vidquant.algos.base import Algorithm
 from vidquant.algos.deploy import quantize_weight
 from vidquant.algos.engine import BlockwiseResult, calibrate_block
-from vidquant.calib.capture import CalibData
+from vidquant.calib.capture import CalibData, block_call_inputs, dedupe_rotary
 from vidquant.export.io import INDEX_SUFFIX, atomic_dir, save_file_deterministic, source_files, write_index
 from vidquant.export.lightx2v_export import EXPORT_DIRNAME, _jsonable
 from vidquant.models.block import make_smoothable
@@ -51,7 +51,10 @@ __all__ = [
     "load_non_block",
     "stream_export",
     "stream_quantize",
+    "streamed_transformer",
     "transformer_config",
+    "weights_exceed_memory",
+    "quantize_streaming",
 ]
 
 log = logging.getLogger("vidquant")
@@ -150,13 +153,48 @@ def load_non_block(reader: CheckpointReader, config: dict, dtype: torch.dtype = 
 def load_block(reader: CheckpointReader, index: int, skeleton: nn.Module, dtype: torch.dtype,
                device: str | torch.device = "cpu") -> nn.Module:
     """Block ``index`` with its stored weights, made smoothable (fp32 ``affine_norm1/3`` at ones)."""
-    block = skeleton.blocks[index]
+    block = make_smoothable(_fill_block(reader, index, skeleton.blocks[index], dtype, device))
+    return block.eval().requires_grad_(False)
+
+
+def _fill_block(reader: CheckpointReader, index: int, block: nn.Module, dtype: torch.dtype,
+                device: str | torch.device) -> nn.Module:
+    """Load block ``index``'s stored weights into ``block`` (a meta-device skeleton block), on ``device``."""
     prefix = f"blocks.{index}."
     raw = reader.read(reader.block_keys[index])
     state = {k[len(prefix):]: _load_dtype(k, t, dtype) for k, t in raw.items()}
     block.load_state_dict(state, strict=True, assign=True)
-    block = make_smoothable(block.to(device))
-    return block.eval().requires_grad_(False)
+    return block.to(device).eval().requires_grad_(False)
+
+
+class _StreamedBlock(nn.Module):
+    """Block ``index`` of a checkpoint that holds no weights: each call reads them from disk into a fresh
+    diffusers block, runs it and drops it. A transformer made of these runs the real pipeline (so calibration
+    sees the real denoising trajectory) with one block in memory at a time."""
+
+    def __init__(self, reader: CheckpointReader, index: int, template: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self._source = (reader, index, template, dtype)  # a tuple: not a submodule, no meta tensors in state_dict
+
+    def forward(self, hidden_states, *args, **kwargs):  # noqa: D102 - a Wan block's signature
+        import copy
+
+        reader, index, template, dtype = self._source
+        block = _fill_block(reader, index, copy.deepcopy(template), dtype, hidden_states.device)
+        return block(hidden_states, *args, **kwargs)
+
+
+def streamed_transformer(checkpoint: str | os.PathLike, dtype: torch.dtype = torch.bfloat16,
+                         device: str | torch.device = "cpu") -> nn.Module:
+    """The transformer of ``checkpoint`` with its non-block weights loaded and every block streamed from disk
+    per call (:class:`_StreamedBlock`): the same outputs as ``from_pretrained(dtype=...)``'s model, in the
+    memory of one block."""
+    reader = CheckpointReader(checkpoint)
+    config = transformer_config(checkpoint)
+    model = load_non_block(reader, config, dtype, device)
+    template = _empty_transformer(config, num_layers=1).blocks[0]
+    model.blocks = nn.ModuleList(_StreamedBlock(reader, i, template, dtype) for i in range(reader.num_blocks))
+    return model
 
 
 # ------------------------------------------------------------------------------------------- capture
@@ -167,17 +205,16 @@ class _StopCapture(Exception):
 
 
 class _Recorder(nn.Module):
-    """Stands in for block 0: records its inputs and stops the forward."""
+    """Stands in for block 0: records its inputs (as vidquant.calib.capture does) and stops the forward."""
 
     def __init__(self, data: CalibData) -> None:
         super().__init__()
         self.data = data
 
-    def forward(self, hidden_states, encoder_hidden_states, temb, rotary_emb):  # noqa: D102 - a block's signature
-        self.data.hidden_states.append(hidden_states.detach().to("cpu", copy=True))
-        rotary = tuple(r.detach().to("cpu", copy=True) for r in rotary_emb)
-        self.data.block_kwargs.append({"encoder_hidden_states": encoder_hidden_states.detach().to("cpu", copy=True),
-                                       "temb": temb.detach().to("cpu", copy=True), "rotary_emb": rotary})
+    def forward(self, *args, **kwargs):  # noqa: D102 - a block's signature
+        hidden, block_kwargs = block_call_inputs(args, kwargs)
+        self.data.hidden_states.append(hidden)
+        self.data.block_kwargs.append(block_kwargs)
         raise _StopCapture
 
 
@@ -210,10 +247,7 @@ def capture_block0_inputs(transformer: nn.Module, denoiser_inputs: Sequence[dict
                 pass
             data.denoiser_inputs.append(dict(inputs))
             data.meta.append({"call": len(data.meta)})
-    first = data.block_kwargs[0]["rotary_emb"] if data.block_kwargs else None
-    for kw in data.block_kwargs[1:]:
-        if all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(kw["rotary_emb"], first)):
-            kw["rotary_emb"] = first
+    dedupe_rotary(data)
     return data
 
 
@@ -372,3 +406,87 @@ def _export_config(skeleton: nn.Module) -> dict:
     config = dict(skeleton.config)
     config.update({"_class_name": type(skeleton).__name__, "quant_method": "advanced_ptq"})
     return config
+
+
+# ------------------------------------------------------------------------------------- vidquant quantize --stream
+
+
+def weights_exceed_memory(checkpoint: str | os.PathLike, dtype: torch.dtype) -> bool:
+    """True when the transformer's weights, in ``dtype``, would not fit in the memory available now (psutil);
+    says so in one log line."""
+    import psutil
+
+    reader = CheckpointReader(checkpoint)
+    need = 0
+    for f in sorted(set(reader.key_file.values())):
+        with safe_open(str(f), framework="pt") as handle:
+            for key in handle.keys():
+                sl = handle.get_slice(key)
+                numel = 1
+                for n in sl.get_shape():
+                    numel *= n
+                stored = sl.get_dtype()
+                floating = stored.startswith(("F", "BF"))
+                need += numel * (torch.finfo(dtype).bits // 8 if floating else 1)
+    available = psutil.virtual_memory().available
+    if need > available:
+        log.info("transformer weights %.1f GiB > %.1f GiB available memory: streaming one block at a time "
+                 "(vidquant quantize --stream)", need / 2**30, available / 2**30)
+        return True
+    return False
+
+
+def quantize_streaming(cfg, checks: dict, progress: bool = True, out_dir: str | os.PathLike | None = None):
+    """``vidquant quantize --stream``: the in-memory flow's calibration and export with one block in memory.
+
+    The pipeline runs with a streamed transformer (:func:`streamed_transformer`), so the capture is the real
+    trajectory's, identical to the in-memory capture; calibration and export stream the blocks
+    (:func:`stream_quantize`). The export has the same tensors (keys, dtypes, bytes) and ``config.json`` as the
+    in-memory one, in lightx2v's by-block layout. The evaluation videos need the whole model and are skipped
+    (run ``vidquant infer`` on the export instead).
+    """
+    import time
+
+    from vidquant.algos.engine import build_algorithms
+    from vidquant.calib.capture import capture_block_inputs
+    from vidquant.config import ConfigError
+    from vidquant.generate import GenParams
+    from vidquant.models.loading import load_pipeline, resolve_device, resolve_dtype
+    from vidquant.run import RunResult, build_quantizers, seed_all, summarize, write_tables
+
+    t0 = time.time()
+    if not cfg.save.save_lightx2v:
+        raise ConfigError(f"{cfg.source or 'config'}: save.save_lightx2v: got false; --stream writes the lightx2v "
+                          "export (set save.save_lightx2v: true)")
+    out = Path(out_dir or cfg.resolve_path(cfg.save.save_path))
+    out.mkdir(parents=True, exist_ok=True)
+    result = RunResult(cfg, out)
+    device, dtype = resolve_device(cfg.model.device), resolve_dtype(cfg.model.torch_dtype)
+    vg = cfg.quant.video_gen
+    wq, aq = build_quantizers(cfg)
+    if cfg.evals:
+        log.info("--stream: the eval videos need the whole model; skipped (vidquant infer runs the export)")
+    seed_all(cfg.base.seed)
+    checkpoint = checks["checkpoint"].path / "transformer"
+    calib = None
+    if cfg.calib is not None:
+        transformer = streamed_transformer(checkpoint, dtype, device)
+        pipe = load_pipeline(checks["checkpoint"].path, cfg.model.type, cfg.model.torch_dtype, device,
+                             components={"transformer": transformer})
+        params = GenParams.from_section(cfg.calib, cfg.base.seed)
+        calib = capture_block_inputs(pipe, checks["calib_samples"], params, cfg.calib.sample_steps,
+                                     cfg.calib.step_selection, progress)
+        del pipe, transformer
+    scale_dtype = torch.float32 if cfg.save.weight_scale_dtype == "float32" else torch.bfloat16
+    if calib is None:
+        result.export_dir = stream_export(checkpoint, wq, out, dtype=dtype, scale_dtype=scale_dtype,
+                                          overwrite=cfg.save.overwrite, progress=progress)
+    else:
+        streamed = stream_quantize(checkpoint, calib, build_algorithms(vg.methods, vg.special_for), wq, aq, out,
+                                   dtype=dtype, device=device, quant_out=vg.quant_out, scale_dtype=scale_dtype,
+                                   overwrite=cfg.save.overwrite, progress=progress)
+        result.export_dir, result.blockwise = streamed.export_dir, streamed.blockwise
+        result.layer_metrics = streamed.blockwise.layer_metrics
+    result.summary = {**summarize(result, time.time() - t0), "streamed": True}
+    write_tables(result)
+    return result

@@ -63,6 +63,8 @@ METRICS_NAME = "metrics.json"
 PARTIAL_SUFFIX = ".partial"
 PARAMS_NAME = "params.json"
 DEFAULT_SLUG = "defaults"
+#: The project's Jupyter kernel, installed into the venv by scripts/setup_env.sh (never the user's `python3`).
+KERNEL = "vidquant"
 #: Parameters the sweep sets itself; every notebook declares them in its `parameters` cell.
 RESERVED = ("output_dir", "metrics_path")
 
@@ -221,12 +223,14 @@ def run_notebook(
     run_dir: str | os.PathLike,
     params: Mapping[str, Any] | None = None,
     *,
-    kernel: str = "python3",
+    kernel: str = KERNEL,
     html: str | os.PathLike | None = None,
     force: bool = False,
     timeout: int | None = None,
+    echo_output: bool = False,
 ) -> Run:
-    """Execute `notebook` into `run_dir` with `params` (plus `output_dir` / `metrics_path`).
+    """Execute `notebook` into `run_dir` with `params` (plus `output_dir` / `metrics_path`). `echo_output`: show
+    papermill's cell progress and the cells' stdout / stderr (progress bars) live in this terminal.
 
     Skips the run when it is complete (unless `force`); otherwise clears what a previous, unfinished attempt
     left. With `force`, a complete run is kept aside until the redo succeeds. The folder is locked meanwhile.
@@ -234,7 +238,7 @@ def run_notebook(
     """
     notebook, run_dir = Path(notebook), Path(run_dir)
     run = Run(notebook, dict(params or {}), run_dir)
-    return run_in_folder(run, lambda r: _execute(r, kernel, html, timeout), force=force)
+    return run_in_folder(run, lambda r: _execute(r, kernel, html, timeout, echo_output), force=force)
 
 
 def run_in_folder(run: Run, execute: Callable[[Run], None], *, force: bool = False) -> Run:
@@ -307,7 +311,8 @@ def _settle(run_dir: Path, kept: Path | None, success: bool) -> None:
     shutil.rmtree(kept, ignore_errors=True)
 
 
-def _execute(run: Run, kernel: str, html: str | os.PathLike | None, timeout: int | None) -> None:
+def _execute(run: Run, kernel: str, html: str | os.PathLike | None, timeout: int | None,
+             echo_output: bool = False) -> None:
     import papermill
 
     logging.getLogger("papermill").setLevel(logging.WARNING)
@@ -321,7 +326,9 @@ def _execute(run: Run, kernel: str, html: str | os.PathLike | None, timeout: int
     t0 = time.time()
     try:
         papermill.execute_notebook(str(notebook), str(executed), parameters=injected, kernel_name=kernel,
-                                   progress_bar=False, cwd=str(repo_root()), execution_timeout=timeout)
+                                   progress_bar=echo_output, cwd=str(repo_root()), execution_timeout=timeout,
+                                   stdout_file=sys.stdout if echo_output else None,
+                                   stderr_file=sys.stderr if echo_output else None)
         if not partial.is_file():
             raise RuntimeError(f"the notebook finished without recording metrics at {partial} "
                                "(its last cell should call vidquant.notebook.record_metrics(..., metrics_path))")
@@ -427,7 +434,7 @@ def sweep(
     out: str | os.PathLike = "results/runs",
     tables: str | os.PathLike = "results/tables",
     rendered: str | os.PathLike | None = "results/rendered",
-    kernel: str = "python3",
+    kernel: str = KERNEL,
     force: bool = False,
     timeout: int | None = None,
     jobs: JobOptions | None = None,
@@ -503,7 +510,7 @@ def run_notebooks(
     out: str | os.PathLike = "results/runs",
     tables: str | os.PathLike = "results/tables",
     rendered: str | os.PathLike = "results/rendered",
-    kernel: str = "python3",
+    kernel: str = KERNEL,
     timeout: int | None = None,
     echo=print,
 ) -> list[Run]:
@@ -662,7 +669,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "(default: %(default)s)")
     p.add_argument("--tables", default="results/tables", help="aggregated tables (default: %(default)s)")
     p.add_argument("--rendered", default="results/rendered", help="HTML renders (default: %(default)s)")
-    p.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: %(default)s)")
+    p.add_argument("--kernel", default=KERNEL, help="Jupyter kernel name (default: %(default)s)")
     p.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds (default: none)")
 
 
@@ -676,7 +683,7 @@ def _grid(items: Sequence[Sequence[str]] | None) -> list[tuple[str, list[Any]]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``vidquant sweep NOTEBOOK -p name v1 v2 ... [-p other ...] [--out results/runs] [--kernel python3]``."""
+    """``vidquant sweep NOTEBOOK -p name v1 v2 ... [-p other ...] [--out results/runs] [--kernel vidquant]``."""
     p = argparse.ArgumentParser(prog="vidquant sweep", description=__doc__.splitlines()[0])
     p.add_argument("notebook", help="e.g. notebooks/03_smoothquant.ipynb")
     p.add_argument("-p", "--param", nargs="+", action="append", metavar=("NAME", "VALUE"),

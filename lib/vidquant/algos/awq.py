@@ -31,12 +31,13 @@ token over the whole row (as deployment does; LLMC quantizes per token *and grou
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from vidquant.algos.base import Algorithm, BlockContext, register
+from vidquant.algos.base import Algorithm, BlockContext, MethodConfig, register
 from vidquant.algos.fold import fold_smoothing
 from vidquant.models.layout import SUBSETS, Subset
 
@@ -118,9 +119,42 @@ def best_clip(w: Tensor, x: Tensor, wq, aq, symmetric: bool) -> tuple[Tensor, Te
 
 
 # ------------------------------------------------------------------------------------------- the plug-in
+@dataclass(frozen=True)
+class AwqConfig(MethodConfig):
+    """AWQ's options (LLMC `special`). LLMC's scale/clip file options are accepted and must stay off."""
+
+    name: ClassVar[str] = "Awq"
+    trans: bool = True  # search and fold the smoothing scale
+    trans_version: Literal["v1", "v2"] = "v2"  # v1 divides by w_mean^(1-r)
+    weight_clip: bool = False  # search a per-channel clamp range after the fold
+    clip_sym: bool | None = None  # None = the weight quantizer's `symmetric`
+    clip_version: Literal["v1"] = "v1"  # LLMC's v2 needs calib_algo: learnable
+    awq_bs: int | None = None
+    save_mem: bool = True
+    save_scale: bool = False
+    scale_path: str | None = None
+    save_clip: bool = False
+    clip_path: str | None = None
+    n_grid: int = 20  # ratios r = n / n_grid, n = 0 .. n_grid-1
+    # ours: "mean" = the ratio with the mean loss over all samples; "first_sample" = LLMC's behaviour
+    ratio_selection: Literal["mean", "first_sample"] = "mean"
+    clip_max_tokens: int = 512  # strided calibration tokens in the clip search
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("n_grid", "clip_max_tokens"):
+            if getattr(self, key) < 1:
+                self.fail(key, getattr(self, key), "an integer >= 1")
+        for key in ("save_scale", "save_clip"):
+            if getattr(self, key):
+                self.fail(key, True, "False (the scales are returned in BlockwiseResult.smooth; clipping changes "
+                                     "the weights themselves)")
+
+
 @register
 class Awq(Algorithm):
     name = "Awq"
+    config_class = AwqConfig
 
     def transform_block(self, ctx: BlockContext) -> None:
         self._check_options(ctx)
@@ -134,22 +168,9 @@ class Awq(Algorithm):
             ctx.log["awq_clip"] = self.clip_weights(ctx)
 
     def _check_options(self, ctx: BlockContext) -> None:
-        sp = self.special
-        if sp["trans_version"] not in ("v1", "v2"):
-            raise ValueError(f"Awq special.trans_version: got {sp['trans_version']!r}; allowed: v1, v2")
-        if sp["ratio_selection"] not in ("mean", "first_sample"):
-            raise ValueError(f"Awq special.ratio_selection: got {sp['ratio_selection']!r}; "
-                             "allowed: mean, first_sample")
-        if sp["weight_clip"]:
-            if sp["clip_version"] != "v1":
-                raise ValueError(f"Awq special.clip_version: got {sp['clip_version']!r}; only v1 is supported "
-                                 "(LLMC's v2 needs calib_algo: learnable, which vidquant does not implement)")
-            if ctx.wq.granularity == "per_tensor":
-                raise ValueError("Awq weight_clip needs per_channel or per_group weights, got per_tensor")
-        for key in ("save_scale", "save_clip"):
-            if sp.get(key):
-                raise NotImplementedError(f"Awq special.{key}: not supported (the scales are returned in "
-                                          "BlockwiseResult.smooth; clipping changes the weights themselves)")
+        """What depends on the quantizers (the options alone are checked by AwqConfig)."""
+        if self.options.weight_clip and ctx.wq.granularity == "per_tensor":
+            raise ValueError("Awq weight_clip needs per_channel or per_group weights, got per_tensor")
 
     # --- scale search -----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -200,7 +221,7 @@ class Awq(Algorithm):
         it was skipped and the mean over channels (and groups) of chosen range / original range."""
         sym = self.special["clip_sym"]
         sym = ctx.wq.symmetric if sym is None else bool(sym)
-        n_tokens = int(self.special.get("clip_max_tokens") or 512)
+        n_tokens = self.options.clip_max_tokens
         record: dict[str, dict[str, Any]] = {}
         for name, lin in ctx.linears.items():
             if any(k in name for k in CLIP_SKIP):

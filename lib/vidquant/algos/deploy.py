@@ -3,6 +3,8 @@ export, and the per-layer error of each quantized linear against its float origi
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -11,7 +13,8 @@ from vidquant.models.layout import block_linears
 from vidquant.quant import FakeQuantLinear, QTensor
 from vidquant.quant.quantizer import decode
 
-__all__ = ["quantize_weight", "fake_weight", "fake_quant_linear", "deploy_fake_quant", "linear_error_stats"]
+__all__ = ["quantize_weight", "fake_weight", "fake_quant_linear", "fake_quantized", "deploy_fake_quant",
+           "linear_error_stats"]
 
 
 def quantize_weight(w: torch.Tensor, wq, qparams: tuple | None = None) -> QTensor:
@@ -33,6 +36,19 @@ def fake_quant_linear(linear: nn.Linear, wq, aq, qparams: tuple | None = None) -
     """A FakeQuantLinear computing aq(x) · fq(W)ᵀ + b."""
     bias = None if linear.bias is None else linear.bias.detach()
     return FakeQuantLinear(fake_weight(linear.weight.detach(), wq, qparams), bias, aq)
+
+
+@contextmanager
+def fake_quantized(block, wq, aq, weight_qparams: dict):
+    """Temporarily swap the block's linears for fake-quant versions (for `quant_out` and metrics)."""
+    original = block_linears(block)
+    try:
+        for name, lin in original.items():
+            block.set_submodule(name, fake_quant_linear(lin, wq, aq, weight_qparams.get(name)))
+        yield block
+    finally:
+        for name, lin in original.items():
+            block.set_submodule(name, lin)
 
 
 def deploy_fake_quant(transformer: nn.Module, wq, aq, weight_qparams: dict | None = None) -> nn.Module:

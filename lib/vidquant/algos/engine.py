@@ -9,15 +9,14 @@ quantization error, and pass the block's float outputs on (or its fake-quantized
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from vidquant.algos.base import ALGORITHMS, Algorithm, BlockContext
-from vidquant.algos.deploy import fake_quant_linear, linear_error_stats
-from vidquant.calib.capture import CalibData
+from vidquant.algos.deploy import fake_quantized, linear_error_stats
+from vidquant.calib.capture import CalibData, to_device
 from vidquant.models.block import make_transformer_smoothable
 from vidquant.models.layout import SUBSETS, block_linears
 
@@ -43,21 +42,12 @@ class BlockwiseResult:
         return pd.DataFrame(self.layer_rows)
 
 
-def build_algorithms(methods: list[str], special_for) -> list[Algorithm]:
-    """Instantiate the chain, e.g. ['SmoothQuant', 'GPTQ'] (importing the algorithm modules registers them)."""
+def build_algorithms(methods: list, special_for=None) -> list[Algorithm]:
+    """Instantiate the chain: method configs (`[SmoothQuantConfig(alpha=0.75), GPTQConfig()]`), or names with
+    `special_for(name)` giving each one's LLMC `special` dict (importing the algorithm modules registers them)."""
     from vidquant.algos import awq, gptq, rtn, smoothquant  # noqa: F401 - registration
 
-    return [ALGORITHMS[m](special_for(m)) for m in methods]
-
-
-def _to(obj, device):
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
-    if isinstance(obj, tuple | list):
-        return type(obj)(_to(v, device) for v in obj)
-    return obj
+    return [ALGORITHMS[m](special_for(m)) if isinstance(m, str) else ALGORITHMS[m.name](m) for m in methods]
 
 
 @torch.no_grad()
@@ -92,7 +82,7 @@ def collect_linear_inputs(block, hidden_states, kwargs, device) -> tuple[dict, l
     try:
         for hs, kw in zip(hidden_states, kwargs):
             seen.clear()
-            out = block(hs.to(device), **_to(kw, device))
+            out = block(hs.to(device), **to_device(kw, device))
             outputs.append(out.detach().to("cpu"))
     finally:
         for h in handles:
@@ -100,19 +90,6 @@ def collect_linear_inputs(block, hidden_states, kwargs, device) -> tuple[dict, l
     for name, owner in alias.items():
         inputs[name] = inputs[owner]
     return inputs, outputs
-
-
-@contextmanager
-def fake_quantized(block, wq, aq, weight_qparams: dict):
-    """Temporarily swap the block's linears for fake-quant versions (for `quant_out` and metrics)."""
-    original = block_linears(block)
-    try:
-        for name, lin in original.items():
-            block.set_submodule(name, fake_quant_linear(lin, wq, aq, weight_qparams.get(name)))
-        yield block
-    finally:
-        for name, lin in original.items():
-            block.set_submodule(name, lin)
 
 
 def run_blockwise(

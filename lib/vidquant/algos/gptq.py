@@ -33,22 +33,16 @@ from its updated columns when the loop reaches it. Differences from LLMC, on pur
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from vidquant.algos.base import Algorithm, BlockContext, register
-from vidquant.algos.engine import _to, fake_quantized
-
-# Layers in forward order, grouped so that a stage's inputs depend only on earlier stages.
-STAGES: tuple[tuple[str, ...], ...] = (
-    ("attn1.to_q", "attn1.to_k", "attn1.to_v"),
-    ("attn1.to_out.0",),
-    ("attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.add_k_proj", "attn2.add_v_proj"),
-    ("attn2.to_out.0",),
-    ("ffn.net.0.proj",),
-    ("ffn.net.2",),
-)
+from vidquant.algos.base import Algorithm, BlockContext, MethodConfig, register
+from vidquant.algos.deploy import fake_quantized
+from vidquant.calib.capture import to_device
+from vidquant.models.layout import STAGES  # layers in forward order, grouped by dependency
 
 
 class GPTQSolver:
@@ -155,15 +149,40 @@ class _StopForward(Exception):
     """Raised by a hook once every input a stage needs has been seen for the current sample."""
 
 
+@dataclass(frozen=True)
+class GPTQConfig(MethodConfig):
+    """GPTQ's options (LLMC `special`). `owq` / `n_outs` (outlier-aware GPTQ) are accepted for LLMC files and
+    must stay off."""
+
+    name: ClassVar[str] = "GPTQ"
+    true_sequential: bool = True  # Hessians of later stages from the already-quantized earlier ones
+    static_groups: bool = False  # per_group grids fixed before the updates (needed with actorder)
+    actorder: bool = True  # columns in decreasing diag(H)
+    percdamp: float = 0.01  # λ = percdamp · mean(diag H), 0 <= percdamp < 1
+    blocksize: int = 128  # columns per lazy update, >= 1
+    chunk_num: int = 1  # Hessian accumulation in this many token chunks, >= 1
+    owq: bool = False
+    n_outs: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.percdamp < 1.0:
+            self.fail("percdamp", self.percdamp, "0 <= percdamp < 1")
+        for key in ("blocksize", "chunk_num"):
+            if getattr(self, key) < 1:
+                self.fail(key, getattr(self, key), "an integer >= 1")
+        if self.owq:
+            self.fail("owq", self.owq, "False (outlier-aware GPTQ is not supported)")
+
+
 @register
 class GPTQ(Algorithm):
     name = "GPTQ"
+    config_class = GPTQConfig
 
     @torch.no_grad()
     def transform_block(self, ctx: BlockContext) -> None:
         sp = self.special
-        if sp.get("owq"):
-            raise NotImplementedError("GPTQ special.owq (outlier-aware GPTQ) is not supported")
         log = ctx.log.setdefault("gptq", {})
         done: list[str] = []
         for k, stage in enumerate(self.stages(ctx)):
@@ -226,7 +245,7 @@ class GPTQ(Algorithm):
                 for hs, kw in zip(ctx.hidden_states, ctx.kwargs):
                     seen.clear()
                     try:
-                        block(hs.to(ctx.device), **_to(kw, ctx.device))
+                        block(hs.to(ctx.device), **to_device(kw, ctx.device))
                     except _StopForward:
                         pass
             finally:

@@ -11,9 +11,12 @@ them, and the product is unchanged; s is folded into the op before the subset (v
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 
-from vidquant.algos.base import Algorithm, BlockContext, register
+from vidquant.algos.base import Algorithm, BlockContext, MethodConfig, register
 from vidquant.algos.fold import fold_smoothing
 from vidquant.models.layout import SUBSETS
 
@@ -39,9 +42,23 @@ def smoothing_scale(x_max: torch.Tensor, w_max: torch.Tensor, alpha: float) -> t
     return (x_max.pow(alpha) / w_max.pow(1.0 - alpha)).clamp_min(EPS)
 
 
+@dataclass(frozen=True)
+class SmoothQuantConfig(MethodConfig):
+    """SmoothQuant's options (LLMC `special`): α, the migration strength, 0 ≤ α ≤ 1."""
+
+    name: ClassVar[str] = "SmoothQuant"
+    alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.alpha <= 1.0:
+            self.fail("alpha", self.alpha, "0 <= alpha <= 1")
+
+
 @register
 class SmoothQuant(Algorithm):
     name = "SmoothQuant"
+    config_class = SmoothQuantConfig
 
     def transform_block(self, ctx: BlockContext) -> None:
         alpha = float(self.special["alpha"])

@@ -34,7 +34,8 @@ from vidquant.calib.samples import Sample
 from vidquant.generate import GenParams, pipeline_kwargs
 from vidquant.models.layout import Expert, pipeline_experts
 
-__all__ = ["CalibData", "select_calls", "capture_block_inputs", "capture_expert_inputs", "expert_steps"]
+__all__ = ["CalibData", "select_calls", "capture_block_inputs", "capture_expert_inputs", "expert_steps",
+           "block_call_inputs", "dedupe_rotary", "to_device"]
 
 log = logging.getLogger("vidquant")
 
@@ -73,6 +74,17 @@ def _tensors(obj):
             yield from _tensors(v)
 
 
+def to_device(obj, device):
+    """Captured inputs (tensors, or dicts / lists / tuples of them) on `device`; anything else as it is."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
+
+
 def _to_cpu(obj):
     if isinstance(obj, torch.Tensor):
         return obj.detach().to("cpu", copy=True)
@@ -81,6 +93,17 @@ def _to_cpu(obj):
     if isinstance(obj, list | tuple):
         return type(obj)(_to_cpu(v) for v in obj)
     return obj
+
+
+BLOCK_ARGS = ("hidden_states", "encoder_hidden_states", "temb", "rotary_emb")  # a Wan block's positional args
+
+
+def block_call_inputs(args: tuple, kwargs: dict) -> tuple[torch.Tensor, dict]:
+    """One call of a Wan block as calibration stores it: (hidden_states, {its other inputs}), copied to the CPU."""
+    bound = dict(zip(BLOCK_ARGS, args))
+    bound.update(kwargs)
+    hidden = bound.pop("hidden_states")
+    return _to_cpu(hidden), _to_cpu(bound)
 
 
 def select_calls(num_steps: int, calls_per_step: int, sample_steps: int, selection: str = "uniform",
@@ -139,16 +162,13 @@ class _Recorder:
         return hook
 
     def _record(self, name: str, args, kwargs) -> None:
-        names = ("hidden_states", "encoder_hidden_states", "temb", "rotary_emb")
-        bound = dict(zip(names, args))
-        bound.update(kwargs)
-        hidden = bound.pop("hidden_states")
+        hidden, block_kwargs = block_call_inputs(args, kwargs)
         denoiser = dict(self.pending_inputs)
         denoiser.pop("attention_kwargs", None)
         denoiser.pop("return_dict", None)
         data = self.data[name]
-        data.hidden_states.append(_to_cpu(hidden))
-        data.block_kwargs.append(_to_cpu(bound))
+        data.hidden_states.append(hidden)
+        data.block_kwargs.append(block_kwargs)
         data.denoiser_inputs.append(denoiser)
         timestep = denoiser.get("timestep")
         data.meta.append({
@@ -186,7 +206,7 @@ def _capture(pipe, samples: list[Sample], params: GenParams, plans: dict[str, li
                 f"{rec.last + 1} needed for the selected calls"
             )
     for name, d in data.items():
-        _dedupe_rotary(d)
+        dedupe_rotary(d)
         log.info("captured %d block-0 inputs of %s from %d samples (%.1f MiB on the CPU)",
                  len(d), name, len(samples), d.nbytes / 2**20)
     return data
@@ -234,7 +254,7 @@ def capture_expert_inputs(
     return _capture(pipe, samples, params, plans, progress, tag_expert=True)
 
 
-def _dedupe_rotary(data: CalibData) -> None:
+def dedupe_rotary(data: CalibData) -> None:
     """The rotary embedding depends only on the video size: keep one copy per size."""
     cache: dict = {}
     for kw in data.block_kwargs:

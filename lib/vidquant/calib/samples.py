@@ -7,13 +7,14 @@ A folder holds `samples.json`: a JSON list of objects with `prompt`, `negative_p
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
+
+from vidquant.generate import i2v_size, load_conditioning_image  # re-exported: how a sample's image is prepared
 
 __all__ = ["Sample", "SampleSetError", "check_image", "load_samples", "i2v_size", "load_conditioning_image"]
 
@@ -90,21 +91,3 @@ def check_image(path: Path) -> None:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise SampleSetError(f"{path} is not a readable image ({err})") from None
 
-
-def i2v_size(image_hw: tuple[int, int], target_height: int, target_width: int, mod: int = 16) -> tuple[int, int]:
-    """LLMC's I2V resolution: the target area at the image's aspect ratio, rounded down to multiples of
-    `mod` (vae spatial factor × patch size = 16 for Wan). Returns (height, width)."""
-    h, w = image_hw
-    max_area = target_height * target_width
-    aspect = h / w
-    height = (round(math.sqrt(max_area * aspect)) // mod) * mod
-    width = (round(math.sqrt(max_area / aspect)) // mod) * mod
-    return max(height, mod), max(width, mod)
-
-
-def load_conditioning_image(sample: Sample, target_height: int, target_width: int, mod: int = 16) -> Image.Image:
-    """The I2V conditioning image, RGB, resized as LLMC does."""
-    with Image.open(sample.image) as im:
-        image = im.convert("RGB")
-    height, width = i2v_size((image.height, image.width), target_height, target_width, mod)
-    return image.resize((width, height))

@@ -7,26 +7,19 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from vidquant.calib.capture import CalibData
+from vidquant.calib.capture import CalibData, to_device
 
 __all__ = ["denoiser_outputs", "timestep_errors"]
-
-
-def _to(obj, device, dtype=None):
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device=device, dtype=dtype if (dtype and obj.is_floating_point()) else None)
-    if isinstance(obj, dict):
-        return {k: _to(v, device, dtype) for k, v in obj.items()}
-    return obj
 
 
 @torch.no_grad()
 def denoiser_outputs(transformer, calib: CalibData, device="cpu") -> list[torch.Tensor]:
     """The transformer's prediction for every captured call (CPU, fp32)."""
-    dtype = next(transformer.parameters()).dtype
+    # diffusers' dtype rule skips the keep-in-fp32 modules: the first parameter (scale_shift_table) is fp32 in bf16
+    dtype = getattr(transformer, "dtype", None) or next(transformer.parameters()).dtype
     outs = []
     for inputs in calib.denoiser_inputs:
-        kw = _to(inputs, device)
+        kw = to_device(inputs, device)
         kw["hidden_states"] = kw["hidden_states"].to(dtype)
         out = transformer(**kw, return_dict=False)[0]
         outs.append(out.float().cpu())

@@ -11,12 +11,18 @@ from dataclasses import dataclass
 
 from torch import nn
 
-T2V_LINEARS: tuple[str, ...] = (
-    "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
-    "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0",
-    "ffn.net.0.proj", "ffn.net.2",
+# Every linear of a block in forward order, grouped so that a stage's inputs depend only on earlier stages (the
+# one definition of the layout: GPTQ's true_sequential order, the linears' list and order below).
+STAGES: tuple[tuple[str, ...], ...] = (
+    ("attn1.to_q", "attn1.to_k", "attn1.to_v"),
+    ("attn1.to_out.0",),
+    ("attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.add_k_proj", "attn2.add_v_proj"),
+    ("attn2.to_out.0",),
+    ("ffn.net.0.proj",),
+    ("ffn.net.2",),
 )
-I2V_EXTRA_LINEARS: tuple[str, ...] = ("attn2.add_k_proj", "attn2.add_v_proj")
+I2V_EXTRA_LINEARS: tuple[str, ...] = ("attn2.add_k_proj", "attn2.add_v_proj")  # the image-context projections
+T2V_LINEARS: tuple[str, ...] = tuple(n for stage in STAGES for n in stage if n not in I2V_EXTRA_LINEARS)
 
 
 @dataclass(frozen=True)
