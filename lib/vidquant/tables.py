@@ -124,7 +124,9 @@ def main(argv=None) -> int:
           "(each row is one `vidquant quantize` run; see lib/vidquant/tables.py).\nSQNR: per-layer output SQNR on the "
           "calibration data (dB, higher is better); timestep error: teacher-forced relative error of the denoiser "
           "prediction; video metrics: against the float model at the same seed; colour/direction: task accuracy of "
-          "the quantized model's clips.\n\n" + df.to_markdown(index=False, floatfmt=".4g") + "\n")
+          "the quantized model's clips. A run with `--methods` / `--formats` updates only its cells, so rows may come "
+          "from different runs; `seconds` is the wall time of each cell on the machine that ran it.\n\n"
+          + df.to_markdown(index=False, floatfmt=".4g") + "\n")
     Path(f"{stem}.md").write_text(md)
     print(f"wrote {stem}.csv and .md")
     return 0
