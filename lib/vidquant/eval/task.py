@@ -29,11 +29,10 @@ also measures, against the prompt (not against the float clip), two continuous e
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import re
 
 import numpy as np
 import pandas as pd
