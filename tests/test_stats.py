@@ -52,3 +52,40 @@ def test_no_difference_is_not_significant():
     rng = np.random.default_rng(5)
     d = paired_difference(rng.normal(0, 1, 64), rng.normal(0, 1, 64))
     assert d.low < 0 < d.high and marker(d) == ""
+
+
+def _clips(psnr_by_method, floor_psnr=60.0, traj_by_method=None):
+    """Synthetic per-clip rows: 16 prompts × 2 seeds per method, W8A8."""
+    import pandas as pd
+
+    rng = np.random.default_rng(7)
+    prompt_effect = rng.normal(0, 3, 32)  # shared by every method: pairing must remove it
+    rows = []
+    for method, shift in psnr_by_method.items():
+        traj = (traj_by_method or {}).get(method, 0.5)
+        for k in range(32):
+            rows.append({"method": method, "format": "W8A8-int8", "eval": "e", "sample": k % 16, "seed": k // 16,
+                         "psnr": 40 + shift + prompt_effect[k] + rng.normal(0, 0.05), "floor_psnr": floor_psnr,
+                         "traj_err_px": traj + rng.normal(0, 0.01), "floor_traj_err_px": 0.2})
+    return pd.DataFrame(rows)
+
+
+def test_interval_table_pairs_against_rtn_and_marks_floor():
+    import pandas as pd
+
+    from vidquant.tables import interval_markdown, interval_table
+
+    clips = _clips({"RTN": 0.0, "GPTQ": 1.0, "AWQ": 0.0}, traj_by_method={"GPTQ": 0.55, "AWQ": 1.5})
+    t = interval_table(clips).set_index("method")
+    assert t.loc["GPTQ", "d_psnr"] == pytest.approx(1.0, abs=0.05) and t.loc["GPTQ", "d_psnr_sig"] == "*"
+    assert t.loc["AWQ", "d_psnr_sig"] == ""  # same as RTN up to clip noise
+    assert t.loc["GPTQ", "d_traj_err_px_sig"] == "~"  # significant, but under the 0.2 px floor
+    assert t.loc["AWQ", "d_traj_err_px_sig"] == "*"
+    assert pd.isna(t.loc["RTN"].get("d_psnr", np.nan))
+    assert not t.loc["GPTQ", "psnr_at_floor"]
+    assert interval_table(_clips({"RTN": 0.0}, floor_psnr=30.0)).loc[0, "psnr_at_floor"]
+    # unpaired intervals of GPTQ and RTN overlap (prompt spread 3 dB), the paired one does not include 0
+    assert t.loc["GPTQ", "psnr_lo"] < t.loc["RTN", "psnr_hi"]
+    md = interval_markdown(t.reset_index(), pd.DataFrame({"method": ["RTN"], "format": ["W8A8-int8"],
+                                                          "mean_sqnr_db": [44.0], "mean_timestep_rel_err": [0.01]}))
+    assert "≤floor" not in md and "+1" in md and "44" in md
