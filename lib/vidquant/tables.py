@@ -98,8 +98,9 @@ def run_cell(task: str, method: str, fmt: str, out_root: Path, model_path: str |
 
 
 def cell_config(task: str, method: str, fmt: str, out_root: Path, model_path: str | None = None,
-                settings: EvalSettings | None = None):
-    """The config of one cell: the shipped tiny RTN config with the method, format and paths swapped in."""
+                settings: EvalSettings | None = None, extra: dict | None = None):
+    """The config of one cell: the shipped tiny RTN config with the method, format and paths swapped in
+    (``extra``: more overrides, e.g. ``{"eval": None}`` for the deterministic metrics alone)."""
     chain = METHODS[method]
     special = {k: v for m in chain for k, v in SPECIAL[m].items()}
     if "GPTQ" in chain and fmt in BLOCK_FORMATS:
@@ -117,6 +118,7 @@ def cell_config(task: str, method: str, fmt: str, out_root: Path, model_path: st
     }
     if settings is not None:
         overrides.update({"eval.path": f"assets/eval/tiny_{task}_32", "eval.num_samples": settings.prompts})
+    overrides.update(extra or {})
     if model_path:
         overrides["model.path"] = model_path
     return load_config(f"configs/quantization/video_gen/tiny_{task}/rtn_w_a.yaml", overrides)
