@@ -30,7 +30,7 @@ from vidquant.calib.capture import CalibData, capture_expert_inputs
 from vidquant.calib.samples import Sample, load_samples
 from vidquant.config import Config, ConfigError, check_device
 from vidquant.eval.denoiser import denoiser_outputs, timestep_errors
-from vidquant.eval.noise import EvalPlan, floor_metrics, generate_nudged
+from vidquant.eval.noise import EvalPlan, floor_metrics, generate_nudged, jitter_metrics
 from vidquant.eval.video import save_video, side_by_side
 from vidquant.export.experts import export_lightx2v_experts
 from vidquant.export.lightx2v_export import EXPORT_DIRNAME, check_lightx2v_exportable, export_lightx2v
@@ -320,6 +320,7 @@ def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool
     rows = []
     for ev, samples in evals:
         clips = _generate_seeds(pipe, ev, samples, seeds, "fake-quant model")
+        jittered = _generate_seeds(pipe, ev, samples, seeds, "fake-quant, nudged", nudged=True) if plan.jitter else {}
         video_dir = staging.folder(cfg.resolve_path(ev.output_video_path))
         for seed in seeds:
             for i, (clip, ref, sample) in enumerate(zip(clips[seed], reference[ev.path][seed], samples)):
@@ -327,6 +328,8 @@ def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool
                        **video_metrics(clip, ref, sample.prompt)}
                 if plan.noise_floor:
                     row.update(floor_metrics(floor[ev.path][seed][i], ref, sample.prompt))
+                if plan.jitter:
+                    row.update(jitter_metrics(video_metrics(jittered[seed][i], ref, sample.prompt), row))
                 rows.append(row)
                 if seed != seeds[0]:
                     continue  # clips on disk: the first seed's, named as LLMC names them
@@ -363,7 +366,8 @@ def summarize(result: RunResult, seconds: float) -> dict:
     if not vm.empty:
         for col in ("psnr", "ssim", "flicker_error", "colour_ok", "direction_ok", "float_colour_ok",
                     "float_direction_ok", "traj_err_px", "colour_de", "float_traj_err_px", "float_colour_de",
-                    "floor_psnr", "floor_ssim", "floor_flicker_error", "floor_traj_err_px", "floor_colour_de"):
+                    "floor_psnr", "floor_ssim", "floor_flicker_error", "floor_traj_err_px", "floor_colour_de",
+                    "jitter_psnr", "jitter_traj_err_px", "jitter_colour_de"):
             if col in vm:
                 s[f"video_{col}"] = float(vm[col].astype(float).mean())
     if result.export_dir is not None:

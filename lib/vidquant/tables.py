@@ -18,6 +18,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from vidquant.config import load_config
@@ -65,6 +66,7 @@ COLUMNS = ["method", "format", "mean_sqnr_db", "min_sqnr_db", "mean_timestep_rel
 # Per-clip video metrics with an interval in the table; lower is better for all but PSNR and SSIM.
 INTERVAL_METRICS = ("psnr", "ssim", "flicker_error", "traj_err_px", "colour_de")
 HIGHER_IS_BETTER = {"psnr", "ssim"}
+FIDELITY_METRICS = {"psnr", "ssim", "flicker_error"}  # against the float clip; the others against the prompt
 BASELINE = "RTN"
 DEFAULT_PROMPTS, FULL_PROMPTS, DEFAULT_SEEDS = 8, 32, (42, 43)
 
@@ -92,7 +94,7 @@ def run_cell(task: str, method: str, fmt: str, out_root: Path, model_path: str |
     summary and its per-clip video metrics (with the noise floor)."""
     settings = settings or EvalSettings()
     result = quantize(cell_config(task, method, fmt, out_root, model_path, settings), progress=False,
-                      plan=EvalPlan(seeds=settings.seeds, noise_floor=True))
+                      plan=EvalPlan(seeds=settings.seeds, noise_floor=True, jitter=True))
     clips = result.video_metrics.assign(method=method, format=fmt)
     return {**result.summary, "method": method, "format": fmt}, clips
 
@@ -167,23 +169,37 @@ def interval_table(clips: pd.DataFrame) -> pd.DataFrame:
 
     Fidelity metrics (against the float clip): ``<m>_at_floor`` is True when the cell is as close to the float
     clip as the float model's own nudged clip (the quantization error is lost in the generation noise).
-    Task errors (against the prompt): a difference smaller than the floor is marked ``~``."""
+    ``<m>_jitter``: the mean change of the cell's metric when its own latent is nudged by one ulp. A difference
+    smaller than the larger jitter of the two cells (and, for task errors, than the float floor) is marked ``~``.
+    """
     rows = []
     for (method, fmt), cell in clips.groupby(["method", "format"], sort=False):
         row: dict = {"method": method, "format": fmt, "n_clips": len(cell)}
+        base = clips[(clips["method"] == BASELINE) & (clips["format"] == fmt)]
         for m in (m for m in INTERVAL_METRICS if m in cell):
             iv = mean_ci(cell[m])
-            floor = float(cell[f"floor_{m}"].mean()) if f"floor_{m}" in cell else float("nan")
-            row.update({m: iv.mean, f"{m}_lo": iv.low, f"{m}_hi": iv.high, f"{m}_floor": floor})
-            if m in ("psnr", "ssim", "flicker_error"):
+            floor, jitter = _column_mean(cell, f"floor_{m}"), _column_mean(cell, f"jitter_{m}")
+            row.update({m: iv.mean, f"{m}_lo": iv.low, f"{m}_hi": iv.high, f"{m}_floor": floor,
+                        f"{m}_jitter": jitter})
+            if m in FIDELITY_METRICS and np.isfinite(floor):
                 row[f"{m}_at_floor"] = bool(iv.mean >= floor if m in HIGHER_IS_BETTER else iv.mean <= floor)
             diff = _paired(clips, method, fmt, m)
             if diff is not None:
+                floors = [jitter, _column_mean(base, f"jitter_{m}")] + ([] if m in FIDELITY_METRICS else [floor])
+                threshold = max((f for f in floors if np.isfinite(f)), default=None)
                 row.update({f"d_{m}": diff.mean, f"d_{m}_lo": diff.low, f"d_{m}_hi": diff.high,
-                            f"d_{m}_sig": marker(diff, floor if m not in HIGHER_IS_BETTER | {"flicker_error"}
-                                                 else None)})
+                            f"d_{m}_sig": marker(diff, threshold)})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _column_mean(df: pd.DataFrame, column: str) -> float:
+    """Mean of the finite values of a column; NaN when the column is absent or has none."""
+    if column not in df:
+        return float("nan")
+    values = df[column].astype(float)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if len(values) else float("nan")
 
 
 def _fmt(x: float) -> str:
@@ -204,6 +220,7 @@ def interval_markdown(table: pd.DataFrame, cells: pd.DataFrame) -> str:
             floor = " ≤floor" if r.get(f"{m}_at_floor") is True else ""
             out[m] = f"{_fmt(r[m])} [{_fmt(r[f'{m}_lo'])}, {_fmt(r[f'{m}_hi'])}]{floor}"
             out[f"{m} floor"] = _fmt(r[f"{m}_floor"])
+            out[f"{m} jitter"] = _fmt(r.get(f"{m}_jitter", float("nan")))
             if pd.notna(r.get(f"d_{m}")):
                 out[f"Δ{m} vs RTN"] = (f"{r[f'd_{m}']:+.3g} [{r[f'd_{m}_lo']:+.3g}, {r[f'd_{m}_hi']:+.3g}]"
                                        f"{r[f'd_{m}_sig']}")
@@ -264,9 +281,12 @@ def write_tables(stem: Path, task: str, cells: pd.DataFrame, clips: pd.DataFrame
           "centroid's motion against the prompt's (pixels per frame); colour_de: CIEDE2000 ΔE of the object's "
           "colour against the prompt's. *floor*: the same metric for the float model with its latent nudged by one "
           "ulp after the first step (for the task errors: how far that nudge moves them) — `≤floor` marks a cell "
-          "as close to the float clip as the nudged float clip itself. *Δ vs RTN*: paired difference against RTN "
-          "in the same format on the same prompts and seeds, `[95 % interval]`; `*` the interval excludes 0, "
-          "`~` it does but the difference is below the noise floor, nothing: not significant.\n\n"
+          "as close to the float clip as the nudged float clip itself. *jitter*: how much the cell's own metric "
+          "moves when its latent is nudged by one ulp (the quantizers make generation chaotic; this is the size "
+          "of a change another CPU can cause). *Δ vs RTN*: paired difference against RTN "
+          "in the same format on the same prompts and seeds, `[95 % interval]`; `*` the interval excludes 0 and "
+          "the difference exceeds the jitter (and, for task errors, the floor), `~` it excludes 0 but is below "
+          "them, nothing: not significant.\n\n"
           + interval_markdown(intervals, cells)
           + "\n\n## Per-cell summary (means)\n\n" + cells.to_markdown(index=False, floatfmt=".4g") + "\n")
     Path(f"{stem}.md").write_text(md)

@@ -10,6 +10,13 @@ below any rounding difference between two CPUs. The floor of a metric is then
   the float clip — a quantized model that scores at or beyond it is indistinguishable from the float model;
 - for task errors against the prompt (trajectory, ΔE): ``|error(nudged) - error(float)|`` — how far the error
   moves under the harmless perturbation; a difference between methods smaller than this is not a finding.
+
+On the tiny models the float model is *not* chaotic at this scale (its nudged clip sits ~130 dB from the
+original): the chaos comes from the quantizers, where a one-ulp change flips a rounding decision somewhere and
+the flip grows over the denoising steps (this is how another CPU moves a quantized clip by dB). So the plan can
+also nudge the *quantized* model: ``jitter_<metric>`` is ``|metric(nudged quantized clip) - metric(quantized
+clip)|`` (both against the same float clip / prompt), the spread of that cell's own numbers under a perturbation
+that should not matter; a difference between methods below it is not a finding either.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ import torch
 from vidquant.eval.metrics import video_fidelity
 from vidquant.eval.task import task_errors
 
-__all__ = ["EvalPlan", "nudge_first_latent", "generate_nudged", "floor_metrics", "FIDELITY_FLOOR", "TASK_FLOOR"]
+__all__ = ["EvalPlan", "nudge_first_latent", "generate_nudged", "floor_metrics", "jitter_metrics", "FIDELITY_FLOOR",
+           "TASK_FLOOR"]
 
 FIDELITY_FLOOR = ("psnr", "ssim", "flicker_error")
 TASK_FLOOR = ("traj_err_px", "colour_de")
@@ -32,11 +40,12 @@ TASK_FLOOR = ("traj_err_px", "colour_de")
 @dataclass(frozen=True)
 class EvalPlan:
     """How a run evaluates its clips beyond the config: the generation seeds (None: ``base.seed`` alone) and
-    whether to measure the noise floor (one more float generation per clip). The prompts are the eval set's
-    (``eval.num_samples`` limits them)."""
+    whether to measure the noise floor (one more float generation per clip) and the quantized model's jitter
+    (one more quantized generation per clip). The prompts are the eval set's (``eval.num_samples`` limits them)."""
 
     seeds: tuple[int, ...] | None = None
     noise_floor: bool = False
+    jitter: bool = False
 
     def __post_init__(self) -> None:
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
@@ -71,3 +80,9 @@ def floor_metrics(nudged: np.ndarray, reference: np.ndarray, prompt: str) -> dic
     nudged_err, float_err = task_errors(nudged, prompt), task_errors(reference, prompt)
     row.update({f"floor_{k}": abs(nudged_err[k] - float_err[k]) for k in nudged_err})
     return row
+
+
+def jitter_metrics(nudged_row: dict, row: dict) -> dict[str, float]:
+    """``jitter_<metric>``: ``|nudged - original|`` for the fidelity and task metrics of two ``video_metrics``
+    rows of the same quantized model (original and nudged latent) against the same float clip and prompt."""
+    return {f"jitter_{k}": abs(nudged_row[k] - row[k]) for k in (*FIDELITY_FLOOR, *TASK_FLOOR) if k in row}
