@@ -73,7 +73,7 @@ def _clips(psnr_by_method, floor_psnr=60.0, traj_by_method=None):
 def test_interval_table_pairs_against_rtn_and_marks_floor():
     import pandas as pd
 
-    from vidquant.tables import interval_markdown, interval_table
+    from vidquant.tables import interval_markdown, interval_table, verdict
 
     clips = _clips({"RTN": 0.0, "GPTQ": 1.0, "AWQ": 0.0}, traj_by_method={"GPTQ": 0.55, "AWQ": 1.5})
     t = interval_table(clips).set_index("method")
@@ -89,3 +89,10 @@ def test_interval_table_pairs_against_rtn_and_marks_floor():
     md = interval_markdown(t.reset_index(), pd.DataFrame({"method": ["RTN"], "format": ["W8A8-int8"],
                                                           "mean_sqnr_db": [44.0], "mean_timestep_rel_err": [0.01]}))
     assert "≤floor" not in md and "+1" in md and "44" in md
+    cells = pd.DataFrame({"method": ["RTN", "GPTQ", "AWQ"], "format": ["W8A8-int8"] * 3,
+                          "mean_sqnr_db": [44.0, 46.0, 45.0]})
+    words = verdict(t.reset_index(), cells)
+    assert words[0] == ("W8A8-int8: by per-layer SQNR (deterministic, primary): "
+                        "GPTQ (46 dB) > AWQ (45 dB) > RTN (44 dB).")
+    assert "GPTQ vs RTN over 32 clips: psnr +0.9" in words[1] and "dB [+0.9" in words[1]
+    assert "(real)" in words[1] and "(below the noise floor or jitter)" in words[1]

@@ -202,6 +202,32 @@ def _column_mean(df: pd.DataFrame, column: str) -> float:
     return float(values.mean()) if len(values) else float("nan")
 
 
+_UNITS = {"psnr": " dB", "traj_err_px": " px/frame", "colour_de": " ΔE"}
+_VERDICT_METRICS = ("psnr", "traj_err_px", "colour_de")
+_SIG_WORDS = {"*": "real", "~": "below the noise floor or jitter", "": "not significant"}
+
+
+def verdict(intervals: pd.DataFrame, cells: pd.DataFrame) -> list[str]:
+    """In words, per format: the deterministic ranking (SQNR, primary) and which video differences against RTN
+    are real (interval excludes 0 and beyond the jitter), with their intervals."""
+    lines = []
+    for fmt in dict.fromkeys(cells["format"]):
+        here = cells[cells["format"] == fmt].sort_values("mean_sqnr_db", ascending=False)
+        ranking = " > ".join(f"{m} ({v:.3g} dB)" for m, v in zip(here["method"], here["mean_sqnr_db"]))
+        lines.append(f"{fmt}: by per-layer SQNR (deterministic, primary): {ranking}.")
+        rows = intervals[(intervals["format"] == fmt) & (intervals["method"] != BASELINE)]
+        for _, r in rows.iterrows():
+            parts = []
+            for m in (m for m in _VERDICT_METRICS if f"d_{m}" in r and pd.notna(r[f"d_{m}"])):
+                mark = r[f"d_{m}_sig"] if isinstance(r[f"d_{m}_sig"], str) else ""  # "" reads back from csv as NaN
+                sig = _SIG_WORDS[mark]
+                parts.append(f"{m} {r[f'd_{m}']:+.3g}{_UNITS[m]} [{r[f'd_{m}_lo']:+.3g}, {r[f'd_{m}_hi']:+.3g}] "
+                             f"({sig})")
+            if parts:
+                lines.append(f"  {r['method']} vs RTN over {int(r['n_clips'])} clips: " + "; ".join(parts) + ".")
+    return lines
+
+
 def _fmt(x: float) -> str:
     return f"{x:.4g}" if pd.notna(x) else "–"
 
@@ -287,6 +313,7 @@ def write_tables(stem: Path, task: str, cells: pd.DataFrame, clips: pd.DataFrame
           "in the same format on the same prompts and seeds, `[95 % interval]`; `*` the interval excludes 0 and "
           "the difference exceeds the jitter (and, for task errors, the floor), `~` it excludes 0 but is below "
           "them, nothing: not significant.\n\n"
+          + "\n".join(f"- {line.strip()}" for line in verdict(intervals, cells)) + "\n\n"
           + interval_markdown(intervals, cells)
           + "\n\n## Per-cell summary (means)\n\n" + cells.to_markdown(index=False, floatfmt=".4g") + "\n")
     Path(f"{stem}.md").write_text(md)
