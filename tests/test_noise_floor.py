@@ -34,13 +34,14 @@ def test_plan_seeds_and_floor_in_the_run(tmp_path, tiny_dirs):
     cfg["eval"]["num_samples"] = 2
     cfg["save"]["save_lightx2v"] = False
     result = quantize(load_config(write_config(tmp_path, cfg)), progress=False,
-                      plan=EvalPlan(seeds=(1, 2), noise_floor=True))
+                      plan=EvalPlan(seeds=(1, 2), noise_floor=True, jitter=True))
     vm = result.video_metrics
     assert sorted(zip(vm["seed"], vm["sample"])) == [(1, 0), (1, 1), (2, 0), (2, 1)]
     assert np.isfinite(vm["floor_psnr"]).all()
     assert not vm.loc[vm.seed == 1, "psnr"].equals(vm.loc[vm.seed == 2, "psnr"])  # the seeds are different clips
     assert result.summary["video_floor_psnr"] == pytest.approx(vm["floor_psnr"].mean())
     assert {"traj_err_px", "colour_de", "float_traj_err_px"} <= set(vm.columns)
+    assert (vm["jitter_psnr"] >= 0).all() and "jitter_colour_de" in vm
     assert len(list((tmp_path / "videos").glob("fake_quant_output_*.mp4"))) == 2  # the first seed's clips
 
 

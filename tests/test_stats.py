@@ -96,3 +96,30 @@ def test_interval_table_pairs_against_rtn_and_marks_floor():
                         "GPTQ (46 dB) > AWQ (45 dB) > RTN (44 dB).")
     assert "GPTQ vs RTN over 32 clips: psnr +0.9" in words[1] and "dB [+0.9" in words[1]
     assert "(real)" in words[1] and "(below the noise floor or jitter)" in words[1]
+
+
+def test_write_tables_round_trip(tmp_path):
+    import pandas as pd
+
+    from vidquant.tables import EvalSettings, verdict, write_tables
+
+    clips = _clips({"RTN": 0.0, "GPTQ": 1.0})
+    cells = pd.DataFrame({"method": ["RTN", "GPTQ"], "format": ["W8A8-int8"] * 2, "mean_sqnr_db": [44.0, 46.0],
+                          "mean_timestep_rel_err": [0.01, 0.008]})
+    stem = tmp_path / "methods_formats_t2v"
+    write_tables(stem, "t2v", cells, clips, EvalSettings(16, (0, 1)))
+    md = (tmp_path / "methods_formats_t2v.md").read_text()
+    assert "--prompts 16 --seeds 0 1" in md and "16 prompts × 2 seeds" in md and "GPTQ vs RTN" in md
+    back = verdict(pd.read_csv(f"{stem}_intervals.csv"), pd.read_csv(f"{stem}.csv"))
+    assert back == verdict(pd.read_csv(f"{stem}_intervals.csv"), cells) and "(real)" in back[1]
+    assert len(pd.read_csv(f"{stem}_clips.csv")) == 64
+
+
+@pytest.mark.parametrize("argv", [["--prompts", "40"], ["--prompts", "0"], ["--seeds", "1", "1"]])
+def test_tables_cli_rejects_bad_settings_before_any_run(argv, capsys):
+    from vidquant.tables import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--task", "t2v", *argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and ("--prompts" in err or "distinct" in err)
