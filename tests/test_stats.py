@@ -123,3 +123,11 @@ def test_tables_cli_rejects_bad_settings_before_any_run(argv, capsys):
         main(["--task", "t2v", *argv])
     err = capsys.readouterr().err
     assert e.value.code == 2 and ("--prompts" in err or "distinct" in err)
+
+
+def test_from_runs_without_runs_is_a_usage_error(tmp_path):
+    from vidquant.tables import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--task", "t2v", "--from-runs", "--runs", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert e.value.code == 2 and not (tmp_path / "out").exists()

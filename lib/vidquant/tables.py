@@ -107,7 +107,7 @@ def cell_config(task: str, method: str, fmt: str, out_root: Path, model_path: st
     special = {k: v for m in chain for k, v in SPECIAL[m].items()}
     if "GPTQ" in chain and fmt in BLOCK_FORMATS:
         special["static_groups"] = True  # block grids fixed up front (actorder needs it; nvfp4 always)
-    run_dir = out_root / task / f"{method}_{fmt}".replace("+", "_")
+    run_dir = cell_dir(out_root, task, method, fmt)
     overrides = {
         "quant.video_gen.method": chain if len(chain) > 1 else chain[0],
         "quant.video_gen.weight": FORMATS[fmt]["weight"],
@@ -124,6 +124,29 @@ def cell_config(task: str, method: str, fmt: str, out_root: Path, model_path: st
     if model_path:
         overrides["model.path"] = model_path
     return load_config(f"configs/quantization/video_gen/tiny_{task}/rtn_w_a.yaml", overrides)
+
+
+def cell_dir(out_root: Path, task: str, method: str, fmt: str) -> Path:
+    """The run folder of one cell under ``out_root``."""
+    return Path(out_root) / task / f"{method}_{fmt}".replace("+", "_")
+
+
+def read_runs(task: str, out_root: Path, methods=None, formats=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The cells table and per-clip metrics of the complete cell runs already under ``out_root`` (a run is
+    complete when its summary.json exists: it is written last), without running anything."""
+    import json
+
+    rows, clips = [], []
+    for method in methods or METHODS:
+        for fmt in formats or FORMATS:
+            run_dir = cell_dir(out_root, task, method, fmt)
+            if (run_dir / "summary.json").is_file() and (run_dir / "video_metrics.csv").is_file():
+                rows.append({**json.loads((run_dir / "summary.json").read_text()), "method": method, "format": fmt})
+                clips.append(pd.read_csv(run_dir / "video_metrics.csv").assign(method=method, format=fmt))
+    if not rows:
+        raise FileNotFoundError(f"{out_root}: no complete cell run of the {task} table (summary.json)")
+    df = pd.DataFrame(rows)
+    return df[[c for c in COLUMNS if c in df.columns]], pd.concat(clips, ignore_index=True)
 
 
 def build_table(task: str, out_root: Path, methods=None, formats=None, model_path: str | None = None,
@@ -268,6 +291,9 @@ def main(argv=None) -> int:
                    help=f"eval prompts per clip set (default {DEFAULT_PROMPTS}; --full: {FULL_PROMPTS})")
     p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), help="generation seeds")
     p.add_argument("--full", action="store_true", help=f"{FULL_PROMPTS} prompts (the whole eval set)")
+    p.add_argument("--from-runs", action="store_true",
+                   help="tabulate the complete cell runs already under --runs; run nothing (the settings flags "
+                        "must say how they were run: they label the table)")
     args = p.parse_args(argv)
     try:
         settings = EvalSettings(FULL_PROMPTS if args.full else args.prompts, tuple(args.seeds))
@@ -276,7 +302,13 @@ def main(argv=None) -> int:
         p.error(str(e))  # exit code 2, before any run
     out = Path(args.out)
     stem = out / f"methods_formats_{args.task}"
-    cells, clips = build_table(args.task, Path(args.runs), args.methods, args.formats, args.model_path, settings)
+    if args.from_runs:
+        try:
+            cells, clips = read_runs(args.task, Path(args.runs), args.methods, args.formats)
+        except FileNotFoundError as e:
+            p.error(str(e))
+    else:
+        cells, clips = build_table(args.task, Path(args.runs), args.methods, args.formats, args.model_path, settings)
     if (args.methods or args.formats) and Path(f"{stem}.csv").is_file():  # a subset updates its cells
         cells = merge_cells(pd.read_csv(f"{stem}.csv"), cells)
         if Path(f"{stem}_clips.csv").is_file():
