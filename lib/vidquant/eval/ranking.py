@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     for label, report in reports.items():
         for fmt in args.formats:
             for metric in METRICS:
-                print(f"[{label}] {fmt} {metric}: {_ranking(report, fmt, metric)}")
+                print(f"[{label}] {fmt} {metric}, best first: {_ranking(report, fmt, metric)}")
     first, second = (reports[c] for c in args.classes)
     conflicts = order_conflicts(first, second, args.formats, args.tol)
     worst = max(abs(first[k]["mean_sqnr_db"] - second[k]["mean_sqnr_db"]) for k in first)
