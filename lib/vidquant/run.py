@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import random
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -143,33 +142,14 @@ def load_eval_samples(cfg: Config) -> list[tuple]:
     return out
 
 
-_WORDS = {
-    "colour": ("red", "green", "blue", "yellow"),
-    "shape": ("square", "circle"),
-    "direction": ("left", "right", "up", "down"),
-}
-
-
-def _task_spec(prompt: str) -> dict | None:
-    """Attributes of a procedural prompt ('a red square moving left ...'), None for other prompts."""
-    words = set(re.findall(r"[a-z]+", prompt.lower()))
-    spec = {}
-    for attr, vocab in _WORDS.items():
-        hits = [w for w in vocab if w in words]
-        if len(hits) != 1:
-            return None
-        spec[attr] = hits[0]
-    return spec
-
-
 def video_metrics(clip: np.ndarray, reference: np.ndarray, prompt: str) -> dict:
     """Fidelity against the float clip, plus task accuracy and task errors (against the prompt) when the prompt
     is a procedural one."""
     from vidquant.eval.metrics import video_fidelity
-    from vidquant.eval.task import detect, task_errors
+    from vidquant.eval.task import detect, prompt_attributes, task_errors
 
     row = dict(video_fidelity(clip, reference))
-    spec = _task_spec(prompt)
+    spec = prompt_attributes(prompt)
     if spec is not None:
         det, ref = detect(clip), detect(reference)
         row.update(colour_ok=det.colour == spec["colour"], direction_ok=det.direction == spec["direction"],
