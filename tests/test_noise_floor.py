@@ -15,9 +15,10 @@ from vidquant.models.loading import load_pipeline
 from vidquant.run import quantize
 
 
-def test_nudge_moves_the_clip_a_little_and_deterministically(tiny_dirs):
-    pipe = load_pipeline(tiny_dirs["t2v"], "WanT2V", "torch.float32", "cpu")
-    sample = load_samples("assets/eval/tiny_t2v", "t2v")[0]
+@pytest.mark.parametrize("task", ["t2v", "i2v"])
+def test_nudge_moves_the_clip_a_little_and_deterministically(tiny_dirs, task):
+    pipe = load_pipeline(tiny_dirs[task], "WanI2V" if task == "i2v" else "WanT2V", "torch.float32", "cpu")
+    sample = load_samples(f"assets/eval/tiny_{task}", task)[0]
     params = GenParams(32, 32, 5, 5.0, 4, 7, 16)
     ref = generate_video(pipe, sample, params)
     a, b = generate_nudged(pipe, sample, params), generate_nudged(pipe, sample, params)
