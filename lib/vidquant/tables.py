@@ -318,6 +318,16 @@ def main(argv=None) -> int:
     return 0
 
 
+def _older_cells_note(cells: pd.DataFrame, clips: pd.DataFrame) -> str:
+    """A warning when the cells table keeps cells (from an earlier run) that have no per-clip rows here."""
+    with_clips = set(zip(clips["method"], clips["format"]))
+    older = [f"{m} × {f}" for m, f in zip(cells["method"], cells["format"]) if (m, f) not in with_clips]
+    if not older:
+        return ""
+    return (f"{len(older)} of these cells ({', '.join(older)}) come from an earlier run without per-clip rows: "
+            "their video columns are means over that run's eval (one seed), with no interval.\n\n")
+
+
 def write_tables(stem: Path, task: str, cells: pd.DataFrame, clips: pd.DataFrame, settings: EvalSettings) -> None:
     """The cells table, the per-clip metrics, the interval table (csv) and the markdown report."""
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -347,5 +357,6 @@ def write_tables(stem: Path, task: str, cells: pd.DataFrame, clips: pd.DataFrame
           "them, nothing: not significant.\n\n"
           + "\n".join(f"- {line.strip()}" for line in verdict(intervals, cells)) + "\n\n"
           + interval_markdown(intervals, cells)
-          + "\n\n## Per-cell summary (means)\n\n" + cells.to_markdown(index=False, floatfmt=".4g") + "\n")
+          + "\n\n## Per-cell summary (means)\n\n" + _older_cells_note(cells, clips)
+          + cells.to_markdown(index=False, floatfmt=".4g") + "\n")
     Path(f"{stem}.md").write_text(md)
