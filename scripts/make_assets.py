@@ -26,6 +26,9 @@ CALIB = [("red", "square", "left"), ("green", "circle", "up"), ("blue", "square"
          ("yellow", "circle", "down")]
 # Evaluation: 8 of the 32 combinations (every colour × direction pair appears across calib + eval).
 EVAL_INDEX = [0, 5, 10, 15, 17, 22, 27, 30]
+# The full eval set for intervals (tiny_<task>_32): the 8 above first (eval.num_samples 8 is the small set), then
+# the other 24 combinations in eval_prompt_set order.
+EVAL_FULL_INDEX = EVAL_INDEX + [i for i in range(32) if i not in EVAL_INDEX]
 
 
 def write_set(folder: Path, specs, with_images: bool) -> None:
@@ -50,6 +53,7 @@ def main() -> None:
     for task in ("t2v", "i2v"):
         write_set(ROOT / "calib" / f"tiny_{task}", calib, task == "i2v")
         write_set(ROOT / "eval" / f"tiny_{task}", evals, task == "i2v")
+        write_set(ROOT / "eval" / f"tiny_{task}_32", [eval_prompt_set()[i] for i in EVAL_FULL_INDEX], task == "i2v")
 
     from PIL import Image
     from skimage import data

@@ -250,10 +250,25 @@ def metrics_table(samples, floats, fakes, runtimes) -> pd.DataFrame:
 
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
-    cols = [c for c in ("psnr", "ssim", "flicker_error", "colour_ok", "direction_ok", "psnr_vs_fake_quant")
+    cols = [c for c in ("psnr", "ssim", "flicker_error", "colour_ok", "direction_ok", "traj_err_px", "colour_de",
+                        "psnr_vs_fake_quant")
             if c in df]
     out = df.groupby("model", sort=False)[cols].agg(lambda c: float(np.mean(c.astype(float))))
-    return out.rename(columns={"colour_ok": "colour_acc", "direction_ok": "direction_acc"})
+    out = out.rename(columns={"colour_ok": "colour_acc", "direction_ok": "direction_acc"})
+    return out.join(_intervals(df))
+
+
+def _intervals(df: pd.DataFrame) -> pd.DataFrame:
+    """95 % bootstrap interval of the mean over the samples (vidquant.eval.stats), per model; a column of
+    "[low, high]" per metric (a bit-identical clip's inf PSNR is left out of its interval)."""
+    from vidquant.eval.stats import mean_ci
+
+    cols = [c for c in ("psnr", "traj_err_px", "colour_de") if c in df]
+    rows = {}
+    for model, group in df.groupby("model", sort=False):
+        cis = {c: mean_ci(group[c]) for c in cols}
+        rows[model] = {f"{c}_ci95": f"[{iv.low:.4g}, {iv.high:.4g}]" if iv.n else "–" for c, iv in cis.items()}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def write_results(out: Path, samples, floats, fakes, runtimes, fps: int, notes: list[str]) -> pd.DataFrame:
@@ -269,8 +284,10 @@ def write_results(out: Path, samples, floats, fakes, runtimes, fps: int, notes: 
     df.to_csv(out / "metrics.csv", index=False)
     summary = summary_table(df)
     md = ["# vidquant demo: float vs quantized (tiny Wan2.1 I2V)", "", *notes, "",
-          "Mean over the eval samples. psnr/ssim/flicker_error are against the float clip; psnr_vs_fake_quant",
-          "shows how closely the real W8A8 runtime follows LLMC's fake-quant model of the same export.", "",
+          "Mean over the eval samples with its 95 % bootstrap interval (`_ci95`). psnr/ssim/flicker_error are",
+          "against the float clip; traj_err_px (object motion, pixels per frame) and colour_de (CIEDE2000) against",
+          "the prompt; psnr_vs_fake_quant shows how closely the real W8A8 runtime follows LLMC's fake-quant model",
+          "of the same export.", "",
           summary.to_markdown(floatfmt=".4g"), "", "## Per sample", "",
           df.drop(columns=["temporal_flicker", "temporal_flicker_ref"], errors="ignore")
             .to_markdown(index=False, floatfmt=".4g"), ""]

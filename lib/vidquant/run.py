@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import random
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from vidquant.calib.capture import CalibData, capture_expert_inputs
 from vidquant.calib.samples import Sample, load_samples
 from vidquant.config import Config, ConfigError, check_device
 from vidquant.eval.denoiser import denoiser_outputs, timestep_errors
+from vidquant.eval.noise import EvalPlan, floor_metrics, generate_nudged, jitter_metrics
 from vidquant.eval.video import save_video, side_by_side
 from vidquant.export.experts import export_lightx2v_experts
 from vidquant.export.lightx2v_export import EXPORT_DIRNAME, check_lightx2v_exportable, export_lightx2v
@@ -143,45 +143,45 @@ def load_eval_samples(cfg: Config) -> list[tuple]:
     return out
 
 
-_WORDS = {
-    "colour": ("red", "green", "blue", "yellow"),
-    "shape": ("square", "circle"),
-    "direction": ("left", "right", "up", "down"),
-}
-
-
-def _task_spec(prompt: str) -> dict | None:
-    """Attributes of a procedural prompt ('a red square moving left ...'), None for other prompts."""
-    words = set(re.findall(r"[a-z]+", prompt.lower()))
-    spec = {}
-    for attr, vocab in _WORDS.items():
-        hits = [w for w in vocab if w in words]
-        if len(hits) != 1:
-            return None
-        spec[attr] = hits[0]
-    return spec
-
-
 def video_metrics(clip: np.ndarray, reference: np.ndarray, prompt: str) -> dict:
-    """Fidelity against the float clip, plus task accuracy when the prompt is a procedural one."""
+    """Fidelity against the float clip, plus task accuracy and task errors (against the prompt) when the prompt
+    is a procedural one."""
     from vidquant.eval.metrics import video_fidelity
-    from vidquant.eval.task import detect
+    from vidquant.eval.task import detect, prompt_attributes, task_errors
 
     row = dict(video_fidelity(clip, reference))
-    spec = _task_spec(prompt)
+    spec = prompt_attributes(prompt)
     if spec is not None:
         det, ref = detect(clip), detect(reference)
         row.update(colour_ok=det.colour == spec["colour"], direction_ok=det.direction == spec["direction"],
                    float_colour_ok=ref.colour == spec["colour"], float_direction_ok=ref.direction == spec["direction"])
+        row.update(task_errors(clip, prompt))
+        row.update({f"float_{k}": v for k, v in task_errors(reference, prompt).items()})
     return row
 
 
-def _generate_all(pipe, samples: list[Sample], params: GenParams, seed: int, progress: bool = False,
-                  desc: str = "clips") -> list[np.ndarray]:
+def _generate_all(pipe, samples: list[Sample], params: GenParams, seed: int, nudged: bool = False,
+                  progress: bool = False, desc: str = "clips") -> list[np.ndarray]:
     from tqdm.auto import tqdm
 
     seed_all(seed)
-    return [generate_video(pipe, s, params) for s in tqdm(samples, desc=desc, disable=not progress)]
+    generate = generate_nudged if nudged else generate_video
+    return [generate(pipe, s, params) for s in tqdm(samples, desc=desc, disable=not progress)]
+
+
+def _generate_seeds(pipe, ev, samples: list[Sample], seeds: tuple[int, ...], what: str,
+                    nudged: bool = False, progress: bool = False, cached: bool = False) -> dict[int, list[np.ndarray]]:
+    """The eval set's clips for every seed (the noise-floor clips with ``nudged``), checked finite. ``cached``:
+    through the clip cache (the float reference: computed once per process, vidquant.cache)."""
+    clips = {}
+    for seed in seeds:
+        params = GenParams.from_section(ev, seed)
+        if cached and not nudged:
+            generated = cached_clips(pipe, samples, params, seed, progress=progress)
+        else:
+            generated = _generate_all(pipe, samples, params, seed, nudged, progress, what)
+        clips[seed] = [_finite_clip(c, f"{ev.path}: {what}") for c in generated]
+    return clips
 
 
 class _Staging:
@@ -233,10 +233,11 @@ def _finite_clip(clip: np.ndarray, what: str) -> np.ndarray:
 
 
 def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = None,
-             stream: bool | None = None) -> RunResult:
+             stream: bool | None = None, plan: EvalPlan | None = None) -> RunResult:
     """Run a config end to end and write its results under `save.save_path` (or `out_dir`): all of them once
     the run succeeds, none if it fails (see :class:`_Staging`). `stream`: one block in memory at a time
-    (vidquant.stream.quantize_streaming); None = when the weights exceed available memory."""
+    (vidquant.stream.quantize_streaming); None = when the weights exceed available memory. `plan` adds eval
+    seeds and the noise floor."""
     t0 = time.time()
     checks = prepare(cfg)
     if stream is not False:
@@ -248,7 +249,7 @@ def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = No
     out = Path(out_dir or cfg.resolve_path(cfg.save.save_path))
     staging = _Staging()
     try:
-        result = _run(cfg, checks, out, staging, progress)
+        result = _run(cfg, checks, out, staging, progress, plan or EvalPlan())
         result.summary = summarize(result, time.time() - t0)
         write_tables(result, staging.folder(out))
         staging.commit(cfg.save.overwrite)
@@ -257,7 +258,7 @@ def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = No
     return result
 
 
-def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool) -> RunResult:
+def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool, plan: EvalPlan) -> RunResult:
     result = RunResult(cfg, out)
     device = resolve_device(cfg.model.device)
     seed_all(cfg.base.seed)
@@ -269,11 +270,11 @@ def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool
     vg = cfg.quant.video_gen
 
     evals = load_eval_samples(cfg)
-    reference = {}
-    for ev, samples in evals:
-        params = GenParams.from_section(ev, cfg.base.seed)
-        reference[ev.path] = [_finite_clip(c, f"{ev.path}: float reference")  # computed once per process
-                              for c in cached_clips(pipe, samples, params, cfg.base.seed, progress=progress)]
+    seeds = plan.seeds_for(cfg.base.seed)
+    reference = {ev.path: _generate_seeds(pipe, ev, samples, seeds, "float reference", progress=progress, cached=True)
+                 for ev, samples in evals}
+    floor = {ev.path: _generate_seeds(pipe, ev, samples, seeds, "float, nudged", nudged=True)
+             for ev, samples in evals if plan.noise_floor}
 
     # Each expert (one for Wan2.1 / TI2V; high- and low-noise for Wan2.2 A14B) with its own calibration data
     experts = [e.name for e in pipeline_experts(pipe)]
@@ -318,18 +319,25 @@ def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool
 
     rows = []
     for ev, samples in evals:
-        params = GenParams.from_section(ev, cfg.base.seed)
-        clips = [_finite_clip(c, f"{ev.path}: fake-quant model")
-                 for c in _generate_all(pipe, samples, params, cfg.base.seed, progress, "fake-quant clips")]
+        clips = _generate_seeds(pipe, ev, samples, seeds, "fake-quant model", progress=progress)
+        jittered = _generate_seeds(pipe, ev, samples, seeds, "fake-quant, nudged", nudged=True) if plan.jitter else {}
         video_dir = staging.folder(cfg.resolve_path(ev.output_video_path))
-        for i, (clip, ref, sample) in enumerate(zip(clips, reference[ev.path], samples)):
-            if "pretrain" in ev.eval_pos or "transformed" in ev.eval_pos:
-                save_video(ref, video_dir / f"pretrain_output_{i}.mp4", ev.fps)
-            save_video(clip, video_dir / f"fake_quant_output_{i}.mp4", ev.fps)
-            save_video(side_by_side(ref, clip), video_dir / f"float_vs_fake_quant_{i}.mp4", ev.fps)
-            rows.append({"eval": ev.path, "sample": i, "prompt": sample.prompt,
-                         **video_metrics(clip, ref, sample.prompt)})
-            result.videos[(ev.path, i)] = (ref, clip)
+        for seed in seeds:
+            for i, (clip, ref, sample) in enumerate(zip(clips[seed], reference[ev.path][seed], samples)):
+                row = {"eval": ev.path, "sample": i, "seed": seed, "prompt": sample.prompt,
+                       **video_metrics(clip, ref, sample.prompt)}
+                if plan.noise_floor:
+                    row.update(floor_metrics(floor[ev.path][seed][i], ref, sample.prompt))
+                if plan.jitter:
+                    row.update(jitter_metrics(video_metrics(jittered[seed][i], ref, sample.prompt), row))
+                rows.append(row)
+                if seed != seeds[0]:
+                    continue  # clips on disk: the first seed's, named as LLMC names them
+                if "pretrain" in ev.eval_pos or "transformed" in ev.eval_pos:
+                    save_video(ref, video_dir / f"pretrain_output_{i}.mp4", ev.fps)
+                save_video(clip, video_dir / f"fake_quant_output_{i}.mp4", ev.fps)
+                save_video(side_by_side(ref, clip), video_dir / f"float_vs_fake_quant_{i}.mp4", ev.fps)
+                result.videos[(ev.path, i)] = (ref, clip)
     result.video_metrics = pd.DataFrame(rows)
     return result
 
@@ -357,7 +365,9 @@ def summarize(result: RunResult, seconds: float) -> dict:
         s.update(mean_timestep_rel_err=float(tm["rel_err"].mean()))
     if not vm.empty:
         for col in ("psnr", "ssim", "flicker_error", "colour_ok", "direction_ok", "float_colour_ok",
-                    "float_direction_ok"):
+                    "float_direction_ok", "traj_err_px", "colour_de", "float_traj_err_px", "float_colour_de",
+                    "floor_psnr", "floor_ssim", "floor_flicker_error", "floor_traj_err_px", "floor_colour_de",
+                    "jitter_psnr", "jitter_traj_err_px", "jitter_colour_de"):
             if col in vm:
                 s[f"video_{col}"] = float(vm[col].astype(float).mean())
     if result.export_dir is not None:

@@ -3,17 +3,27 @@
 Each cell is one `vidquant.run.quantize` run of the shipped tiny config with the method and format swapped in
 by overrides, so every number comes from the same code path as `vidquant quantize`:
 
-    vidquant tables --task t2v            # → results/tables/methods_formats_t2v.{csv,md}
+    vidquant tables --task t2v            # → results/tables/methods_formats_t2v.{csv,md}, ..._clips.csv
+    vidquant tables --task t2v --full     # the eval at 32 prompts × 2 seeds (default: 8 prompts × 2 seeds)
+
+The deterministic metrics (per-layer SQNR, teacher-forced timestep error) are the primary ranking: they
+reproduce across CPUs. The video metrics are per clip (prompt × seed, ``..._clips.csv``) and each cell reports
+their mean with a 95 % bootstrap interval, the noise floor (``vidquant.eval.noise``) and the paired difference
+against RTN in the same format (``vidquant.eval.stats``).
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from vidquant.config import load_config
+from vidquant.eval.noise import EvalPlan
+from vidquant.eval.stats import Interval, marker, mean_ci, paired_difference
 from vidquant.run import quantize
 
 FORMATS: dict[str, dict] = {
@@ -53,21 +63,51 @@ SPECIAL = {"SmoothQuant": {"alpha": 0.75}, "Awq": {}, "GPTQ": {}, "RTN": {}}
 COLUMNS = ["method", "format", "mean_sqnr_db", "min_sqnr_db", "mean_timestep_rel_err", "video_psnr", "video_ssim",
            "video_flicker_error", "video_colour_ok", "video_direction_ok", "video_float_colour_ok",
            "video_float_direction_ok", "seconds"]
+# Per-clip video metrics with an interval in the table; lower is better for all but PSNR and SSIM.
+INTERVAL_METRICS = ("psnr", "ssim", "flicker_error", "traj_err_px", "colour_de")
+HIGHER_IS_BETTER = {"psnr", "ssim"}
+FIDELITY_METRICS = {"psnr", "ssim", "flicker_error"}  # against the float clip; the others against the prompt
+BASELINE = "RTN"
+DEFAULT_PROMPTS, FULL_PROMPTS, DEFAULT_SEEDS = 8, 32, (42, 43)
 
 
-def run_cell(task: str, method: str, fmt: str, out_root: Path, model_path: str | None = None) -> dict:
-    """One (method, format) run of configs/quantization/video_gen/tiny_<task>/rtn_w_a.yaml with overrides."""
-    summary = quantize(cell_config(task, method, fmt, out_root, model_path), progress=False).summary
-    return {**summary, "method": method, "format": fmt}
+@dataclass(frozen=True)
+class EvalSettings:
+    """The eval behind the interval columns: the first ``prompts`` of assets/eval/tiny_<task>_32 × ``seeds``,
+    with the noise floor."""
+
+    prompts: int = DEFAULT_PROMPTS
+    seeds: tuple[int, ...] = DEFAULT_SEEDS
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.prompts <= FULL_PROMPTS:
+            raise ValueError(f"--prompts: got {self.prompts}; allowed: 1..{FULL_PROMPTS}")
+
+    @property
+    def label(self) -> str:
+        return f"{self.prompts} prompts × {len(self.seeds)} seeds ({', '.join(map(str, self.seeds))})"
 
 
-def cell_config(task: str, method: str, fmt: str, out_root: Path, model_path: str | None = None):
-    """The config of one cell: the shipped tiny RTN config with the method, format and paths swapped in."""
+def run_cell(task: str, method: str, fmt: str, out_root: Path, model_path: str | None = None,
+             settings: EvalSettings | None = None) -> tuple[dict, pd.DataFrame]:
+    """One (method, format) run of configs/quantization/video_gen/tiny_<task>/rtn_w_a.yaml with overrides: its
+    summary and its per-clip video metrics (with the noise floor)."""
+    settings = settings or EvalSettings()
+    result = quantize(cell_config(task, method, fmt, out_root, model_path, settings), progress=False,
+                      plan=EvalPlan(seeds=settings.seeds, noise_floor=True, jitter=True))
+    clips = result.video_metrics.assign(method=method, format=fmt)
+    return {**result.summary, "method": method, "format": fmt}, clips
+
+
+def cell_config(task: str, method: str, fmt: str, out_root: Path, model_path: str | None = None,
+                settings: EvalSettings | None = None, extra: dict | None = None):
+    """The config of one cell: the shipped tiny RTN config with the method, format and paths swapped in
+    (``extra``: more overrides, e.g. ``{"eval": None}`` for the deterministic metrics alone)."""
     chain = METHODS[method]
     special = {k: v for m in chain for k, v in SPECIAL[m].items()}
     if "GPTQ" in chain and fmt in BLOCK_FORMATS:
         special["static_groups"] = True  # block grids fixed up front (actorder needs it; nvfp4 always)
-    run_dir = out_root / task / f"{method}_{fmt}".replace("+", "_")
+    run_dir = cell_dir(out_root, task, method, fmt)
     overrides = {
         "quant.video_gen.method": chain if len(chain) > 1 else chain[0],
         "quant.video_gen.weight": FORMATS[fmt]["weight"],
@@ -78,29 +118,165 @@ def cell_config(task: str, method: str, fmt: str, out_root: Path, model_path: st
         "save.save_lightx2v": fmt in EXPORTED,
         "eval.output_video_path": str(run_dir / "videos"),
     }
+    if settings is not None:
+        overrides.update({"eval.path": f"assets/eval/tiny_{task}_32", "eval.num_samples": settings.prompts})
+    overrides.update(extra or {})
     if model_path:
         overrides["model.path"] = model_path
     return load_config(f"configs/quantization/video_gen/tiny_{task}/rtn_w_a.yaml", overrides)
 
 
-def build_table(task: str, out_root: Path, methods=None, formats=None, model_path: str | None = None) -> pd.DataFrame:
-    rows = []
+def cell_dir(out_root: Path, task: str, method: str, fmt: str) -> Path:
+    """The run folder of one cell under ``out_root``."""
+    return Path(out_root) / task / f"{method}_{fmt}".replace("+", "_")
+
+
+def read_runs(task: str, out_root: Path, methods=None, formats=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The cells table and per-clip metrics of the complete cell runs already under ``out_root`` (a run is
+    complete when its summary.json exists: it is written last), without running anything."""
+    import json
+
+    rows, clips = [], []
+    for method in methods or METHODS:
+        for fmt in formats or FORMATS:
+            run_dir = cell_dir(out_root, task, method, fmt)
+            if (run_dir / "summary.json").is_file() and (run_dir / "video_metrics.csv").is_file():
+                rows.append({**json.loads((run_dir / "summary.json").read_text()), "method": method, "format": fmt})
+                clips.append(pd.read_csv(run_dir / "video_metrics.csv").assign(method=method, format=fmt))
+    if not rows:
+        raise FileNotFoundError(f"{out_root}: no complete cell run of the {task} table (summary.json)")
+    df = pd.DataFrame(rows)
+    return df[[c for c in COLUMNS if c in df.columns]], pd.concat(clips, ignore_index=True)
+
+
+def build_table(task: str, out_root: Path, methods=None, formats=None, model_path: str | None = None,
+                settings: EvalSettings | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run every (method, format) cell: the cells table (one row per cell) and the per-clip video metrics."""
+    rows, clips = [], []
     for method in methods or METHODS:
         for fmt in formats or FORMATS:
             print(f"[tables] {task}: {method} × {fmt}", flush=True)
-            rows.append(run_cell(task, method, fmt, out_root, model_path))
+            row, cell_clips = run_cell(task, method, fmt, out_root, model_path, settings)
+            rows.append(row)
+            clips.append(cell_clips)
     df = pd.DataFrame(rows)
-    return df[[c for c in COLUMNS if c in df.columns]]
+    return df[[c for c in COLUMNS if c in df.columns]], pd.concat(clips, ignore_index=True)
 
 
-def merge_cells(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    """``old`` with the (method, format) rows of ``new`` replaced or added, in METHODS x FORMATS order."""
+def merge_cells(old: pd.DataFrame, new: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+    """``old`` with the (method, format) rows of ``new`` replaced or added, in METHODS x FORMATS order (stable
+    within a cell, so per-clip rows keep their order). ``columns``: the columns kept (default: COLUMNS)."""
     done = set(zip(new["method"], new["format"]))
     keep = old[[(m, f) not in done for m, f in zip(old["method"], old["format"])]]
     df = pd.concat([keep, new], ignore_index=True)
     order = {(m, f): i for i, (m, f) in enumerate((m, f) for m in METHODS for f in FORMATS)}
     df = df.iloc[sorted(range(len(df)), key=lambda i: order.get((df["method"][i], df["format"][i]), len(order)))]
-    return df[[c for c in COLUMNS if c in df.columns]].reset_index(drop=True)
+    columns = columns or COLUMNS
+    return df[[c for c in columns if c in df.columns]].reset_index(drop=True)
+
+
+def _paired(clips: pd.DataFrame, method: str, fmt: str, metric: str) -> Interval | None:
+    """Paired difference ``method - BASELINE`` of ``metric`` in format ``fmt`` over the clips both have."""
+    key = ["eval", "sample", "seed"]
+    a = clips[(clips["method"] == method) & (clips["format"] == fmt)][[*key, metric]]
+    b = clips[(clips["method"] == BASELINE) & (clips["format"] == fmt)][[*key, metric]]
+    both = a.merge(b, on=key, suffixes=("", "_base"))
+    if method == BASELINE or both.empty:
+        return None
+    return paired_difference(both[metric], both[f"{metric}_base"])
+
+
+def interval_table(clips: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, format): for each metric its mean, 95 % interval, noise floor, the paired difference
+    against RTN (same prompts and seeds) with its interval, and a marker (``vidquant.eval.stats.marker``).
+
+    Fidelity metrics (against the float clip): ``<m>_at_floor`` is True when the cell is as close to the float
+    clip as the float model's own nudged clip (the quantization error is lost in the generation noise).
+    ``<m>_jitter``: the mean change of the cell's metric when its own latent is nudged by one ulp. A difference
+    smaller than the larger jitter of the two cells (and, for task errors, than the float floor) is marked ``~``.
+    """
+    rows = []
+    for (method, fmt), cell in clips.groupby(["method", "format"], sort=False):
+        row: dict = {"method": method, "format": fmt, "n_clips": len(cell)}
+        base = clips[(clips["method"] == BASELINE) & (clips["format"] == fmt)]
+        for m in (m for m in INTERVAL_METRICS if m in cell):
+            iv = mean_ci(cell[m])
+            floor, jitter = _column_mean(cell, f"floor_{m}"), _column_mean(cell, f"jitter_{m}")
+            row.update({m: iv.mean, f"{m}_lo": iv.low, f"{m}_hi": iv.high, f"{m}_floor": floor,
+                        f"{m}_jitter": jitter})
+            if m in FIDELITY_METRICS and np.isfinite(floor):
+                row[f"{m}_at_floor"] = bool(iv.mean >= floor if m in HIGHER_IS_BETTER else iv.mean <= floor)
+            diff = _paired(clips, method, fmt, m)
+            if diff is not None:
+                floors = [jitter, _column_mean(base, f"jitter_{m}")] + ([] if m in FIDELITY_METRICS else [floor])
+                threshold = max((f for f in floors if np.isfinite(f)), default=None)
+                row.update({f"d_{m}": diff.mean, f"d_{m}_lo": diff.low, f"d_{m}_hi": diff.high,
+                            f"d_{m}_sig": marker(diff, threshold)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _column_mean(df: pd.DataFrame, column: str) -> float:
+    """Mean of the finite values of a column; NaN when the column is absent or has none."""
+    if column not in df:
+        return float("nan")
+    values = df[column].astype(float)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if len(values) else float("nan")
+
+
+_UNITS = {"psnr": " dB", "traj_err_px": " px/frame", "colour_de": " ΔE"}
+_VERDICT_METRICS = ("psnr", "traj_err_px", "colour_de")
+_SIG_WORDS = {"*": "real", "~": "below the noise floor or jitter", "": "not significant"}
+
+
+def verdict(intervals: pd.DataFrame, cells: pd.DataFrame) -> list[str]:
+    """In words, per format: the deterministic ranking (SQNR, primary) and which video differences against RTN
+    are real (interval excludes 0 and beyond the jitter), with their intervals."""
+    lines = []
+    for fmt in dict.fromkeys(cells["format"]):
+        here = cells[cells["format"] == fmt].sort_values("mean_sqnr_db", ascending=False)
+        ranking = " > ".join(f"{m} ({v:.3g} dB)" for m, v in zip(here["method"], here["mean_sqnr_db"]))
+        lines.append(f"{fmt}: by per-layer SQNR (deterministic, primary): {ranking}.")
+        rows = intervals[(intervals["format"] == fmt) & (intervals["method"] != BASELINE)]
+        for _, r in rows.iterrows():
+            parts = []
+            for m in (m for m in _VERDICT_METRICS if f"d_{m}" in r and pd.notna(r[f"d_{m}"])):
+                mark = r[f"d_{m}_sig"] if isinstance(r[f"d_{m}_sig"], str) else ""  # "" reads back from csv as NaN
+                sig = _SIG_WORDS[mark]
+                parts.append(f"{m} {r[f'd_{m}']:+.3g}{_UNITS[m]} [{r[f'd_{m}_lo']:+.3g}, {r[f'd_{m}_hi']:+.3g}] "
+                             f"({sig})")
+            if parts:
+                lines.append(f"  {r['method']} vs RTN over {int(r['n_clips'])} clips: " + "; ".join(parts) + ".")
+    return lines
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}" if pd.notna(x) else "–"
+
+
+def interval_markdown(table: pd.DataFrame, cells: pd.DataFrame) -> str:
+    """The headline table: deterministic metrics first (the primary ranking), then each video metric as
+    ``mean [lo, hi]``, its floor, and ``Δ vs RTN [lo, hi] marker``."""
+    det = cells.set_index(["method", "format"])
+    lines = []
+    for _, r in table.iterrows():
+        out = {"method": r["method"], "format": r["format"]}
+        key = (r["method"], r["format"])
+        for c in ("mean_sqnr_db", "mean_timestep_rel_err"):
+            out[c] = _fmt(det.loc[key, c]) if key in det.index and c in det else "–"
+        for m in (m for m in INTERVAL_METRICS if m in table):
+            floor = " ≤floor" if r.get(f"{m}_at_floor") is True else ""
+            out[m] = f"{_fmt(r[m])} [{_fmt(r[f'{m}_lo'])}, {_fmt(r[f'{m}_hi'])}]{floor}"
+            out[f"{m} floor"] = _fmt(r[f"{m}_floor"])
+            out[f"{m} jitter"] = _fmt(r.get(f"{m}_jitter", float("nan")))
+            if pd.notna(r.get(f"d_{m}")):
+                out[f"Δ{m} vs RTN"] = (f"{r[f'd_{m}']:+.3g} [{r[f'd_{m}_lo']:+.3g}, {r[f'd_{m}_hi']:+.3g}]"
+                                       f"{r[f'd_{m}_sig']}")
+            else:
+                out[f"Δ{m} vs RTN"] = ""
+        lines.append(out)
+    return pd.DataFrame(lines).to_markdown(index=False)
 
 
 def main(argv=None) -> int:
@@ -111,22 +287,76 @@ def main(argv=None) -> int:
     p.add_argument("--model-path")
     p.add_argument("--out", default="results/tables")
     p.add_argument("--runs", default="results/runs/tables")
+    p.add_argument("--prompts", type=int, default=DEFAULT_PROMPTS,
+                   help=f"eval prompts per clip set (default {DEFAULT_PROMPTS}; --full: {FULL_PROMPTS})")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), help="generation seeds")
+    p.add_argument("--full", action="store_true", help=f"{FULL_PROMPTS} prompts (the whole eval set)")
+    p.add_argument("--from-runs", action="store_true",
+                   help="tabulate the complete cell runs already under --runs; run nothing (the settings flags "
+                        "must say how they were run: they label the table)")
     args = p.parse_args(argv)
-    df = build_table(args.task, Path(args.runs), args.methods, args.formats, args.model_path)
+    try:
+        settings = EvalSettings(FULL_PROMPTS if args.full else args.prompts, tuple(args.seeds))
+        EvalPlan(seeds=settings.seeds)
+    except ValueError as e:
+        p.error(str(e))  # exit code 2, before any run
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = out / f"methods_formats_{args.task}"
-    if (args.methods or args.formats) and Path(f"{stem}.csv").is_file():
-        df = merge_cells(pd.read_csv(f"{stem}.csv"), df)  # a subset updates its cells, keeps the others
-    df.to_csv(f"{stem}.csv", index=False)
-    command = "vidquant tables --task " + args.task
-    md = (f"# Methods × formats on the tiny {args.task.upper()} model\n\nGenerated by `{command}` "
-          "(each row is one `vidquant quantize` run; see lib/vidquant/tables.py).\nSQNR: per-layer output SQNR on the "
-          "calibration data (dB, higher is better); timestep error: teacher-forced relative error of the denoiser "
-          "prediction; video metrics: against the float model at the same seed; colour/direction: task accuracy of "
-          "the quantized model's clips. A run with `--methods` / `--formats` updates only its cells, so rows may come "
-          "from different runs; `seconds` is the wall time of each cell on the machine that ran it.\n\n"
-          + df.to_markdown(index=False, floatfmt=".4g") + "\n")
-    Path(f"{stem}.md").write_text(md)
-    print(f"wrote {stem}.csv and .md")
+    if args.from_runs:
+        try:
+            cells, clips = read_runs(args.task, Path(args.runs), args.methods, args.formats)
+        except FileNotFoundError as e:
+            p.error(str(e))
+    else:
+        cells, clips = build_table(args.task, Path(args.runs), args.methods, args.formats, args.model_path, settings)
+    if (args.methods or args.formats) and Path(f"{stem}.csv").is_file():  # a subset updates its cells
+        cells = merge_cells(pd.read_csv(f"{stem}.csv"), cells)
+        if Path(f"{stem}_clips.csv").is_file():
+            clips = merge_cells(pd.read_csv(f"{stem}_clips.csv"), clips, list(clips.columns))
+    write_tables(stem, args.task, cells, clips, settings)
+    print(f"wrote {stem}.csv, _clips.csv, _intervals.csv and .md")
     return 0
+
+
+def _older_cells_note(cells: pd.DataFrame, clips: pd.DataFrame) -> str:
+    """A warning when the cells table keeps cells (from an earlier run) that have no per-clip rows here."""
+    with_clips = set(zip(clips["method"], clips["format"]))
+    older = [f"{m} × {f}" for m, f in zip(cells["method"], cells["format"]) if (m, f) not in with_clips]
+    if not older:
+        return ""
+    return (f"{len(older)} of these cells ({', '.join(older)}) come from an earlier run without per-clip rows: "
+            "their video columns are means over that run's eval (one seed), with no interval.\n\n")
+
+
+def write_tables(stem: Path, task: str, cells: pd.DataFrame, clips: pd.DataFrame, settings: EvalSettings) -> None:
+    """The cells table, the per-clip metrics, the interval table (csv) and the markdown report."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    intervals = interval_table(clips)
+    cells.to_csv(f"{stem}.csv", index=False)
+    clips.to_csv(f"{stem}_clips.csv", index=False)
+    intervals.to_csv(f"{stem}_intervals.csv", index=False)
+    flags = "" if settings.prompts == DEFAULT_PROMPTS else f" --prompts {settings.prompts}"
+    flags += "" if settings.seeds == DEFAULT_SEEDS else " --seeds " + " ".join(map(str, settings.seeds))
+    md = (f"# Methods × formats on the tiny {task.upper()} model\n\n"
+          f"Generated by `vidquant tables --task {task}{flags}` (each row is one `vidquant quantize` run; see "
+          f"lib/vidquant/tables.py). Video eval: {settings.label}, the first prompts of "
+          f"assets/eval/tiny_{task}_32.\n\n"
+          "**Primary ranking: the deterministic metrics** (per-layer output SQNR on the calibration data, dB, "
+          "higher is better; teacher-forced relative error of the denoiser prediction, lower is better); they "
+          "reproduce across CPUs.\n\n"
+          "Video metrics, per clip then averaged: `mean [95 % bootstrap interval]` over the clips. psnr / ssim / "
+          "flicker_error: against the float model's clip at the same prompt and seed; traj_err_px: the object "
+          "centroid's motion against the prompt's (pixels per frame); colour_de: CIEDE2000 ΔE of the object's "
+          "colour against the prompt's. *floor*: the same metric for the float model with its latent nudged by one "
+          "ulp after the first step (for the task errors: how far that nudge moves them) — `≤floor` marks a cell "
+          "as close to the float clip as the nudged float clip itself. *jitter*: how much the cell's own metric "
+          "moves when its latent is nudged by one ulp (the quantizers make generation chaotic; this is the size "
+          "of a change another CPU can cause). *Δ vs RTN*: paired difference against RTN "
+          "in the same format on the same prompts and seeds, `[95 % interval]`; `*` the interval excludes 0 and "
+          "the difference exceeds the jitter (and, for task errors, the floor), `~` it excludes 0 but is below "
+          "them, nothing: not significant.\n\n"
+          + "\n".join(f"- {line.strip()}" for line in verdict(intervals, cells)) + "\n\n"
+          + interval_markdown(intervals, cells)
+          + "\n\n## Per-cell summary (means)\n\n" + _older_cells_note(cells, clips)
+          + cells.to_markdown(index=False, floatfmt=".4g") + "\n")
+    Path(f"{stem}.md").write_text(md)

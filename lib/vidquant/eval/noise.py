@@ -1,0 +1,88 @@
+"""The eval plan (prompts × seeds) and the noise floor of the video metrics.
+
+Generation is chaotic: a one-ulp change anywhere in the denoising loop moves the whole clip, so a video metric
+of a quantized model against the float model mixes the quantization error with this chaos. The **noise floor**
+measures the chaos alone: the *float* model regenerates every eval clip (same prompt, same seed) with the latent
+after the first denoising step nudged by one ulp (``torch.nextafter`` towards +inf, every element), a change far
+below any rounding difference between two CPUs. The floor of a metric is then
+
+- for fidelity against the float clip (PSNR, SSIM, flicker error): the metric of the nudged float clip against
+  the float clip — a quantized model that scores at or beyond it is indistinguishable from the float model;
+- for task errors against the prompt (trajectory, ΔE): ``|error(nudged) - error(float)|`` — how far the error
+  moves under the harmless perturbation; a difference between methods smaller than this is not a finding.
+
+On the tiny models the float model is *not* chaotic at this scale (its nudged clip sits ~130 dB from the
+original): the chaos comes from the quantizers, where a one-ulp change flips a rounding decision somewhere and
+the flip grows over the denoising steps (this is how another CPU moves a quantized clip by dB). So the plan can
+also nudge the *quantized* model: ``jitter_<metric>`` is ``|metric(nudged quantized clip) - metric(quantized
+clip)|`` (both against the same float clip / prompt), the spread of that cell's own numbers under a perturbation
+that should not matter; a difference between methods below it is not a finding either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from vidquant.eval.metrics import video_fidelity
+from vidquant.eval.task import task_errors
+
+__all__ = ["EvalPlan", "nudge_first_latent", "generate_nudged", "floor_metrics", "jitter_metrics", "FIDELITY_FLOOR",
+           "TASK_FLOOR"]
+
+FIDELITY_FLOOR = ("psnr", "ssim", "flicker_error")
+TASK_FLOOR = ("traj_err_px", "colour_de")
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """How a run evaluates its clips beyond the config: the generation seeds (None: ``base.seed`` alone) and
+    whether to measure the noise floor (one more float generation per clip) and the quantized model's jitter
+    (one more quantized generation per clip). The prompts are the eval set's (``eval.num_samples`` limits them)."""
+
+    seeds: tuple[int, ...] | None = None
+    noise_floor: bool = False
+    jitter: bool = False
+
+    def __post_init__(self) -> None:
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
+            raise ValueError(f"EvalPlan.seeds: got {self.seeds}; expected distinct seeds, at least one")
+
+    def seeds_for(self, base_seed: int) -> tuple[int, ...]:
+        return self.seeds if self.seeds is not None else (base_seed,)
+
+
+def nudge_first_latent(pipe: Any, step: int, timestep: Any, callback_kwargs: dict) -> dict:
+    """``callback_on_step_end`` of a Wan pipeline: after the first step, every latent element one ulp up."""
+    if step != 0:
+        return {}
+    latents = callback_kwargs["latents"]
+    return {"latents": torch.nextafter(latents, torch.full_like(latents, float("inf")))}
+
+
+@torch.no_grad()
+def generate_nudged(pipe: Any, sample: Any, params: Any) -> np.ndarray:
+    """:func:`vidquant.generate.generate_video` with the one-ulp nudge after the first denoising step."""
+    from vidquant.generate import pipeline_kwargs
+
+    out = pipe(**pipeline_kwargs(pipe, sample, params), output_type="np", callback_on_step_end=nudge_first_latent,
+               callback_on_step_end_tensor_inputs=["latents"])
+    return np.asarray(out.frames[0], dtype=np.float32)
+
+
+def floor_metrics(nudged: np.ndarray, reference: np.ndarray, prompt: str) -> dict[str, float]:
+    """The noise-floor columns of one clip: ``floor_<metric>`` (see the module docstring)."""
+    fidelity = video_fidelity(nudged, reference)
+    row = {f"floor_{k}": fidelity[k] for k in FIDELITY_FLOOR}
+    nudged_err, float_err = task_errors(nudged, prompt), task_errors(reference, prompt)
+    row.update({f"floor_{k}": abs(nudged_err[k] - float_err[k]) for k in nudged_err})
+    return row
+
+
+def jitter_metrics(nudged_row: dict, row: dict) -> dict[str, float]:
+    """``jitter_<metric>``: ``|nudged - original|`` for the fidelity and task metrics of two ``video_metrics``
+    rows of the same quantized model (original and nudged latent) against the same float clip and prompt."""
+    return {f"jitter_{k}": abs(nudged_row[k] - row[k]) for k in (*FIDELITY_FLOOR, *TASK_FLOOR) if k in row}
