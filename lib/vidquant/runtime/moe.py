@@ -143,13 +143,15 @@ def run_moe(args: argparse.Namespace) -> Path:
         explicit = {"dit_quantized_ckpt": ckpt or str(model_path / EXPERT_DIRS[name])}
         settings[name] = resolve_settings(cfg | explicit, config_path=config_path, task=args.task,
                                           model_path=model_path, seed=args.seed, device=args.device,
-                                          dtype=args.dtype, round_scale_bf16=args.round_scale_bf16)
+                                          dtype=args.dtype, round_scale_bf16=args.round_scale_bf16,
+                                          numerics=args.numerics,
+                                          compile_kernels={"auto": None, "on": True, "off": False}[args.compile])
     first = settings["transformer"]
     if first.quantized:
         pipe = load_quantized_moe_pipeline(
             model_path, {n: s.quantized_ckpt for n, s in settings.items()}, first.device, first.dtype,
             quant_methods={n: s.quant_method for n, s in settings.items()}, scheme=first.scheme,
-            round_scale_bf16=first.round_scale_bf16)
+            round_scale_bf16=first.round_scale_bf16, numerics=first.numerics, compile_kernels=first.compile_kernels)
     else:
         pipe = load_pipeline(model_path, None, first.dtype, first.device)
         guard_experts(pipe)
