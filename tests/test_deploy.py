@@ -56,8 +56,11 @@ def test_deploy_fake_quant_replaces_every_block_linear_with_its_grid():
 
 
 def test_build_algorithms_from_names():
-    algos = build_algorithms(["SmoothQuant", "GPTQ"], lambda m: {**METHODS[m], "tag": m})
+    special = {"SmoothQuant": {"alpha": 0.6}, "GPTQ": {**METHODS["GPTQ"], "blocksize": 64}}
+    algos = build_algorithms(["SmoothQuant", "GPTQ"], lambda m: special[m])
     assert [type(a) for a in algos] == [SmoothQuant, GPTQ]
-    assert [a.special["tag"] for a in algos] == ["SmoothQuant", "GPTQ"]
+    assert algos[0].special["alpha"] == 0.6 and algos[1].special["blocksize"] == 64  # each gets its own options
+    with pytest.raises(ValueError, match="unknown option"):  # a misspelt option is an error, not a default
+        build_algorithms(["SmoothQuant"], lambda m: {"alhpa": 0.6})
     with pytest.raises(KeyError):
         build_algorithms(["NoSuchMethod"], lambda m: {})

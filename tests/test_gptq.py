@@ -274,7 +274,7 @@ def test_not_positive_definite_hessian_is_a_clear_error():
 
 
 def test_gptq_options_and_stages():
-    with pytest.raises(NotImplementedError, match="owq"):
+    with pytest.raises(ValueError, match="owq"):  # refused when the options are read, before any work
         run(make_block(), make_calib(n=1), [gptq(owq=True)], IntQuantizer(4))
     block, result = run(make_block(), make_calib(n=2), [gptq(true_sequential=False)], IntQuantizer(4))
     log = result.logs[0]["gptq"]

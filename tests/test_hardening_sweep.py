@@ -63,7 +63,7 @@ def test_command_line_values_are_parsed_as_numbers(text, value):
 
 def _stub(monkeypatch, fail=False, calls=None):
     """Replace notebook execution: write params + metrics (or fail), as the real one does."""
-    def execute(run, kernel, html, timeout):
+    def execute(run, kernel, html, timeout, echo_output=False):
         if calls is not None:
             calls.append(run.slug)
         run.run_dir.mkdir(parents=True)
