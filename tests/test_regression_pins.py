@@ -19,6 +19,11 @@ import pytest
 from regression_pins import METHOD_SPECIAL, PINS, TASKS, compute_task
 
 RTOL = 1e-3
+# The teacher-forced error runs the whole fake-quantized denoiser: a last-bit difference in a float kernel flips
+# a few per-token activation codes, which moves it by 2-12 % on another CPU class (measured: native AMX vs
+# ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2). It is pinned as a bound, not a value: it may not grow by
+# more than 25 % (a quality regression), and per-layer SQNR stays pinned to 1e-3 both ways.
+TIMESTEP_GROWTH = 0.25
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +34,12 @@ def pins() -> dict:
 @pytest.fixture(scope="module", params=list(TASKS))
 def measured(request) -> tuple[str, dict]:
     return request.param, compute_task(request.param)
+
+
+def _assert_not_worse(got: list[float], want: list[float], what: str) -> None:
+    assert len(got) == len(want), f"{what}: {len(got)} values, pinned {len(want)}"
+    bad = [(i, g, w) for i, (g, w) in enumerate(zip(got, want)) if g > (1 + TIMESTEP_GROWTH) * w]
+    assert not bad, f"{what}: {len(bad)} of {len(want)} values grew by more than {TIMESTEP_GROWTH:.0%}: {bad[:5]}"
 
 
 def _assert_close(got: list[float], want: list[float], what: str) -> None:
@@ -43,7 +54,8 @@ def test_metrics_match_pins(measured, pins):
     assert set(got) == set(METHOD_SPECIAL)
     for method, metrics in got.items():
         for key, values in metrics.items():
-            _assert_close(values, pins[task][method][key], f"{task} {method} {key}")
+            check = _assert_not_worse if key == "timestep_rel_err" else _assert_close
+            check(values, pins[task][method][key], f"{task} {method} {key}")
 
 
 def test_pinned_ordering_is_meaningful(pins):
