@@ -142,7 +142,7 @@ class EvalSection(_GenSection):
     name: Literal["t2v", "i2v"]
     download: bool = False
     path: str
-    bs: Literal[1] = 1
+    bs: int = Field(1, ge=1)  # clips per pipeline call (vidquant.generate.generate_videos)
     target_height: int = Field(480, gt=0)
     target_width: int = Field(832, gt=0)
     num_frames: int = Field(81, gt=0)

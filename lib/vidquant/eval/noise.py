@@ -30,7 +30,7 @@ import torch
 from vidquant.eval.metrics import video_fidelity
 from vidquant.eval.task import task_errors
 
-__all__ = ["EvalPlan", "nudge_first_latent", "generate_nudged", "floor_metrics", "jitter_metrics", "FIDELITY_FLOOR",
+__all__ = ["EvalPlan", "nudge_first_latent", "floor_metrics", "jitter_metrics", "FIDELITY_FLOOR",
            "TASK_FLOOR"]
 
 FIDELITY_FLOOR = ("psnr", "ssim", "flicker_error")
@@ -61,16 +61,6 @@ def nudge_first_latent(pipe: Any, step: int, timestep: Any, callback_kwargs: dic
         return {}
     latents = callback_kwargs["latents"]
     return {"latents": torch.nextafter(latents, torch.full_like(latents, float("inf")))}
-
-
-@torch.no_grad()
-def generate_nudged(pipe: Any, sample: Any, params: Any) -> np.ndarray:
-    """:func:`vidquant.generate.generate_video` with the one-ulp nudge after the first denoising step."""
-    from vidquant.generate import pipeline_kwargs
-
-    out = pipe(**pipeline_kwargs(pipe, sample, params), output_type="np", callback_on_step_end=nudge_first_latent,
-               callback_on_step_end_tensor_inputs=["latents"])
-    return np.asarray(out.frames[0], dtype=np.float32)
 
 
 def floor_metrics(nudged: np.ndarray, reference: np.ndarray, prompt: str) -> dict[str, float]:
