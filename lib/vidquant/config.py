@@ -155,6 +155,16 @@ class EvalSection(_GenSection):
     # ours
     num_inference_steps: int = Field(50, gt=0)
     max_sequence_length: int = Field(512, gt=0)
+    seeds: list[SeedInt] | None = None  # generation seeds of every eval clip (None: base.seed)
+    noise_floor: bool = False  # also the float model's clips with a one-ulp nudge (vidquant.eval.noise)
+    jitter: bool = False  # also the quantized model's nudged clips
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"got {v}; expected distinct seeds, at least one (or null: base.seed)")
+        return v
 
     @field_validator("output_video_path")
     @classmethod

@@ -229,8 +229,8 @@ def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = No
              stream: bool | None = None, plan: EvalPlan | None = None) -> RunResult:
     """Run a config end to end and write its results under `save.save_path` (or `out_dir`): all of them once
     the run succeeds, none if it fails (see :class:`_Staging`). `stream`: one block in memory at a time
-    (vidquant.stream.quantize_streaming); None = when the weights exceed available memory. `plan` adds eval
-    seeds and the noise floor."""
+    (vidquant.stream.quantize_streaming); None = when the weights exceed available memory. `plan` (seeds, noise
+    floor, jitter) replaces the eval sections' own ``seeds`` / ``noise_floor`` / ``jitter``."""
     t0 = time.time()
     checks = prepare(cfg)
     if stream is not False:
@@ -242,7 +242,7 @@ def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = No
     out = Path(out_dir or cfg.resolve_path(cfg.save.save_path))
     staging = _Staging()
     try:
-        result = _run(cfg, checks, out, staging, progress, plan or EvalPlan())
+        result = _run(cfg, checks, out, staging, progress, plan)
         result.summary = summarize(result, time.time() - t0)
         write_tables(result, staging.folder(out))
         staging.commit(cfg.save.overwrite)
@@ -251,7 +251,8 @@ def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = No
     return result
 
 
-def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool, plan: EvalPlan) -> RunResult:
+def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool,
+         plan: EvalPlan | None) -> RunResult:
     result = RunResult(cfg, out)
     device = resolve_device(cfg.model.device)
     seed_all(cfg.base.seed)
@@ -262,13 +263,14 @@ def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool
     wq, aq = build_quantizers(cfg)
     vg = cfg.quant.video_gen
 
-    evals = load_eval_samples(cfg)
-    seeds = plan.seeds_for(cfg.base.seed)
-    reference = {ev.path: _generate_seeds(pipe, ev, samples, seeds, "float reference", progress=progress, cached=True)
-                 for ev, samples in evals}
-    floor = {ev.path: _generate_seeds(pipe, ev, samples, seeds, "float, nudged", nudged=True, progress=progress,
-                                      cached=True)
-             for ev, samples in evals if plan.noise_floor}
+    # each eval section with its plan (seeds, noise floor, jitter): the one given, else the section's own fields
+    evals = [(ev, samples, plan or EvalPlan.from_section(ev)) for ev, samples in load_eval_samples(cfg)]
+    seeds = {ev.path: p.seeds_for(cfg.base.seed) for ev, _, p in evals}
+    reference = {ev.path: _generate_seeds(pipe, ev, samples, seeds[ev.path], "float reference", progress=progress,
+                                          cached=True) for ev, samples, _ in evals}
+    floor = {ev.path: _generate_seeds(pipe, ev, samples, seeds[ev.path], "float, nudged", nudged=True,
+                                      progress=progress, cached=True)
+             for ev, samples, p in evals if p.noise_floor}
 
     # Each expert (one for Wan2.1 / TI2V; high- and low-noise for Wan2.2 A14B) with its own calibration data
     experts = [e.name for e in pipeline_experts(pipe)]
@@ -312,21 +314,22 @@ def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool
             for n in experts})
 
     rows = []
-    for ev, samples in evals:
-        clips = _generate_seeds(pipe, ev, samples, seeds, "fake-quant model", aq, progress=progress)
-        jittered = (_generate_seeds(pipe, ev, samples, seeds, "fake-quant, nudged", aq, nudged=True, progress=progress)
-                    if plan.jitter else {})
+    for ev, samples, ev_plan in evals:
+        ev_seeds = seeds[ev.path]
+        clips = _generate_seeds(pipe, ev, samples, ev_seeds, "fake-quant model", aq, progress=progress)
+        jittered = (_generate_seeds(pipe, ev, samples, ev_seeds, "fake-quant, nudged", aq, nudged=True,
+                                    progress=progress) if ev_plan.jitter else {})
         video_dir = staging.folder(cfg.resolve_path(ev.output_video_path))
-        for seed in seeds:
+        for seed in ev_seeds:
             for i, (clip, ref, sample) in enumerate(zip(clips[seed], reference[ev.path][seed], samples)):
                 row = {"eval": ev.path, "sample": i, "seed": seed, "prompt": sample.prompt,
                        **video_metrics(clip, ref, sample.prompt)}
-                if plan.noise_floor:
+                if ev_plan.noise_floor:
                     row.update(floor_metrics(floor[ev.path][seed][i], ref, sample.prompt))
-                if plan.jitter:
+                if ev_plan.jitter:
                     row.update(jitter_metrics(video_metrics(jittered[seed][i], ref, sample.prompt), row))
                 rows.append(row)
-                if seed != seeds[0]:
+                if seed != ev_seeds[0]:
                     continue  # clips on disk: the first seed's, named as LLMC names them
                 if "pretrain" in ev.eval_pos or "transformed" in ev.eval_pos:
                     save_video(ref, video_dir / f"pretrain_output_{i}.mp4", ev.fps)

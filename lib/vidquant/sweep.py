@@ -557,7 +557,7 @@ def point_config(config: str | os.PathLike, run_dir: Path, params: Mapping[str, 
 
     raw = read_yaml(config)
     fields = {**overrides, **{k: v for k, v in params.items() if k != "config"}, "save.save_path": str(run_dir)}
-    evals = raw.get("eval") if isinstance(raw, dict) else None
+    evals = fields["eval"] if "eval" in fields else raw.get("eval") if isinstance(raw, dict) else None
     if isinstance(evals, dict):
         fields["eval.output_video_path"] = str(run_dir / "videos")
     elif isinstance(evals, list):  # one clip folder per eval section

@@ -51,6 +51,13 @@ class EvalPlan:
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
             raise ValueError(f"EvalPlan.seeds: got {self.seeds}; expected distinct seeds, at least one")
 
+    @classmethod
+    def from_section(cls, ev: Any) -> EvalPlan:
+        """The plan an eval config section asks for (its ``seeds``, ``noise_floor`` and ``jitter`` fields)."""
+        seeds = getattr(ev, "seeds", None)
+        return cls(tuple(seeds) if seeds else None, bool(getattr(ev, "noise_floor", False)),
+                   bool(getattr(ev, "jitter", False)))
+
     def seeds_for(self, base_seed: int) -> tuple[int, ...]:
         return self.seeds if self.seeds is not None else (base_seed,)
 
