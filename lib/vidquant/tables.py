@@ -212,20 +212,22 @@ def merge_cells(old: pd.DataFrame, new: pd.DataFrame, columns: list[str] | None 
     return df[[c for c in columns if c in df.columns]].reset_index(drop=True)
 
 
-def _paired(clips: pd.DataFrame, method: str, fmt: str, metric: str) -> Interval | None:
-    """Paired difference ``method - BASELINE`` of ``metric`` in format ``fmt`` over the clips both have."""
+def _paired(clips: pd.DataFrame, method: str, fmt: str, metric: str, baseline: str | None = BASELINE
+            ) -> Interval | None:
+    """Paired difference ``method - baseline`` of ``metric`` in format ``fmt`` over the clips both have."""
     key = ["eval", "sample", "seed"]
     a = clips[(clips["method"] == method) & (clips["format"] == fmt)][[*key, metric]]
-    b = clips[(clips["method"] == BASELINE) & (clips["format"] == fmt)][[*key, metric]]
+    b = clips[(clips["method"] == baseline) & (clips["format"] == fmt)][[*key, metric]]
     both = a.merge(b, on=key, suffixes=("", "_base"))
-    if method == BASELINE or both.empty:
+    if method == baseline or both.empty:
         return None
     return paired_difference(both[metric], both[f"{metric}_base"])
 
 
-def interval_table(clips: pd.DataFrame) -> pd.DataFrame:
+def interval_table(clips: pd.DataFrame, baseline: str | None = BASELINE) -> pd.DataFrame:
     """One row per (method, format): for each metric its mean, 95 % interval, noise floor, the paired difference
-    against RTN (same prompts and seeds) with its interval, and a marker (``vidquant.eval.stats.marker``).
+    against ``baseline`` in the same format (same prompts and seeds; default RTN) with its interval, and a
+    marker (``vidquant.eval.stats.marker``).
 
     Fidelity metrics (against the float clip): ``<m>_at_floor`` is True when the cell is as close to the float
     clip as the float model's own nudged clip (the quantization error is lost in the generation noise).
@@ -235,7 +237,7 @@ def interval_table(clips: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (method, fmt), cell in clips.groupby(["method", "format"], sort=False):
         row: dict = {"method": method, "format": fmt, "n_clips": len(cell)}
-        base = clips[(clips["method"] == BASELINE) & (clips["format"] == fmt)]
+        base = clips[(clips["method"] == baseline) & (clips["format"] == fmt)]
         for m in (m for m in INTERVAL_METRICS if m in cell):
             iv = mean_ci(cell[m])
             floor, jitter = _column_mean(cell, f"floor_{m}"), _column_mean(cell, f"jitter_{m}")
@@ -243,7 +245,7 @@ def interval_table(clips: pd.DataFrame) -> pd.DataFrame:
                         f"{m}_jitter": jitter})
             if m in FIDELITY_METRICS and np.isfinite(floor):
                 row[f"{m}_at_floor"] = bool(iv.mean >= floor if m in HIGHER_IS_BETTER else iv.mean <= floor)
-            diff = _paired(clips, method, fmt, m)
+            diff = _paired(clips, method, fmt, m, baseline)
             if diff is not None:
                 floors = [jitter, _column_mean(base, f"jitter_{m}")] + ([] if m in FIDELITY_METRICS else [floor])
                 threshold = max((f for f in floors if np.isfinite(f)), default=None)
@@ -292,9 +294,11 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}" if pd.notna(x) else "–"
 
 
-def interval_markdown(table: pd.DataFrame, cells: pd.DataFrame) -> str:
+def interval_markdown(table: pd.DataFrame, cells: pd.DataFrame, baseline: str = BASELINE,
+                      label: str = "method") -> str:
     """The headline table: deterministic metrics first (the primary ranking), then each video metric as
-    ``mean [lo, hi]``, its floor, and ``Δ vs RTN [lo, hi] marker``."""
+    ``mean [lo, hi]``, its floor, and ``Δ vs <baseline> [lo, hi] marker`` (``label``: the name of the first
+    column; an all-empty format column is left out)."""
     det = cells.set_index(["method", "format"])
     lines = []
     for _, r in table.iterrows():
@@ -308,12 +312,16 @@ def interval_markdown(table: pd.DataFrame, cells: pd.DataFrame) -> str:
             out[f"{m} floor"] = _fmt(r[f"{m}_floor"])
             out[f"{m} jitter"] = _fmt(r.get(f"{m}_jitter", float("nan")))
             if pd.notna(r.get(f"d_{m}")):
-                out[f"Δ{m} vs RTN"] = (f"{r[f'd_{m}']:+.3g} [{r[f'd_{m}_lo']:+.3g}, {r[f'd_{m}_hi']:+.3g}]"
-                                       f"{r[f'd_{m}_sig']}")
+                sig = r[f"d_{m}_sig"] if isinstance(r[f"d_{m}_sig"], str) else ""  # "" reads back as NaN
+                out[f"Δ{m} vs {baseline}"] = (f"{r[f'd_{m}']:+.3g} [{r[f'd_{m}_lo']:+.3g}, {r[f'd_{m}_hi']:+.3g}]"
+                                              f"{sig}")
             else:
-                out[f"Δ{m} vs RTN"] = ""
+                out[f"Δ{m} vs {baseline}"] = ""
         lines.append(out)
-    return pd.DataFrame(lines).to_markdown(index=False)
+    df = pd.DataFrame(lines).rename(columns={"method": label})
+    if (df["format"] == "").all():
+        df = df.drop(columns="format")
+    return df.to_markdown(index=False)
 
 
 def main(argv=None) -> int:
