@@ -29,7 +29,7 @@ from vidquant.calib.capture import CalibData, capture_expert_inputs
 from vidquant.calib.samples import Sample, load_samples
 from vidquant.config import Config, ConfigError, check_device
 from vidquant.eval.denoiser import denoiser_outputs, timestep_errors
-from vidquant.eval.noise import EvalPlan, floor_metrics, jitter_metrics, nudge_first_latent
+from vidquant.eval.noise import JITTER_CLIPS, EvalPlan, floor_metrics, jitter_metrics, nudge_first_latent
 from vidquant.eval.video import save_video, side_by_side
 from vidquant.export.experts import export_lightx2v_experts
 from vidquant.export.lightx2v_export import EXPORT_DIRNAME, check_lightx2v_exportable, export_lightx2v
@@ -317,8 +317,10 @@ def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool
     for ev, samples, ev_plan in evals:
         ev_seeds = seeds[ev.path]
         clips = _generate_seeds(pipe, ev, samples, ev_seeds, "fake-quant model", aq, progress=progress)
-        jittered = (_generate_seeds(pipe, ev, samples, ev_seeds, "fake-quant, nudged", aq, nudged=True,
-                                    progress=progress) if ev_plan.jitter else {})
+        # the jitter is the size of a perturbation's effect, estimated on the first seed's first clips
+        jitter_samples = samples[:JITTER_CLIPS] if ev_plan.jitter else []
+        jittered = (_generate_seeds(pipe, ev, jitter_samples, ev_seeds[:1], "fake-quant, nudged", aq, nudged=True,
+                                    progress=progress) if jitter_samples else {})
         video_dir = staging.folder(cfg.resolve_path(ev.output_video_path))
         for seed in ev_seeds:
             for i, (clip, ref, sample) in enumerate(zip(clips[seed], reference[ev.path][seed], samples)):
@@ -326,7 +328,7 @@ def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool
                        **video_metrics(clip, ref, sample.prompt)}
                 if ev_plan.noise_floor:
                     row.update(floor_metrics(floor[ev.path][seed][i], ref, sample.prompt))
-                if ev_plan.jitter:
+                if seed in jittered and i < len(jittered[seed]):
                     row.update(jitter_metrics(video_metrics(jittered[seed][i], ref, sample.prompt), row))
                 rows.append(row)
                 if seed != ev_seeds[0]:
