@@ -222,3 +222,76 @@ def test_infer_moe_runs_a_block_format(tmp_path, monkeypatch, capsys):
     with capsys.disabled():
         print(f"\n[wan2.2_moe t2v mxfp4] infer vs fake-quant {p_fq:.1f} dB")
     assert p_fq >= MIN_PSNR_VS_FAKE["mxfp4"], p_fq
+
+
+# ----------------------------------------------------------------------------------------------- settings, errors
+@pytest.fixture(scope="module")
+def mxfp4_export(tmp_path_factory):
+    """An RTN mxfp4 export (diffusers keys: vidquant infer reads an export as well as a converted checkpoint)."""
+    from diffusers import WanTransformer3DModel
+
+    from vidquant.export.lightx2v_export import export_lightx2v
+    from vidquant.quant.blockfmt import MXQuantizer
+
+    tr = WanTransformer3DModel.from_pretrained(ROOT / "assets/models/tiny-wan-t2v/transformer").eval()
+    return export_lightx2v(tr, MXQuantizer("e2m1"), tmp_path_factory.mktemp("mxfp4"), scheme="mxfp4")
+
+
+def _settings(cfg_path: Path, model_path: Path):
+    from vidquant.export.lightx2v_config import read_lightx2v_config
+    from vidquant.runtime.infer import resolve_settings
+
+    return resolve_settings(read_lightx2v_config(cfg_path), config_path=cfg_path, task="t2v", model_path=model_path)
+
+
+@pytest.mark.parametrize("scheme,subdir", [("mxfp8", "mxfp8"), ("mxfp6-mxfp8", "mxfp6"), ("mxfp4", "mxfp4"),
+                                           ("nvfp4", "nvfp4"), ("int4-g128-marlin", "int4"),
+                                           ("fp8-pertensor", "fp8")])
+def test_block_scheme_settings_and_default_checkpoint_dir(tmp_path, scheme, subdir):
+    """The runtime runs the kernel the JSON names (fp8-pertensor is not fp8 per-channel W8A8); without
+    dit_quantized_ckpt the checkpoint is <model_path>/<first token of the scheme>, as lightx2v's default."""
+    (tmp_path / "model" / subdir).mkdir(parents=True)
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"infer_steps": 2, "target_height": 32, "target_width": 32, "dit_quantized": True,
+                               "dit_quant_scheme": scheme}))
+    s = _settings(cfg, tmp_path / "model")
+    assert (s.scheme, s.quantized, s.quantized_ckpt) == (scheme, True, tmp_path / "model" / subdir)
+    from vidquant.runtime.infer import describe_matmul
+
+    assert describe_matmul(s).startswith(f"{scheme} from {tmp_path / 'model' / subdir}, EMULATED")
+
+
+def test_block_scheme_next_to_a_w8a8_mm_type_is_refused(tmp_path):
+    from vidquant.export.lightx2v_config import ConfigError, read_lightx2v_config
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"dit_quantized": True, "dit_quant_scheme": "fp8-pertensor",
+                               "mm_config": {"mm_type": "W-fp8-channel-sym-A-fp8-channel-sym-dynamic-Vllm"}}))
+    with pytest.raises(ConfigError, match="field 'mm_config.mm_type'.*different kernel than dit_quant_scheme"):
+        read_lightx2v_config(cfg)
+
+
+@pytest.mark.parametrize("asked,stored", [("mxfp8", "mxfp4"), ("int8", "mxfp4")])
+def test_infer_refuses_a_checkpoint_of_another_format(tmp_path, capsys, mxfp4_export, asked, stored):
+    cfg = tmp_path / "c.json"
+    write_lightx2v_config(cfg, task="t2v", scheme=asked, quantized_ckpt=mxfp4_export, infer_steps=2,
+                          target_height=32, target_width=32, target_video_length=5, guidance_scale=1.0, seed=42)
+    out = tmp_path / "o.mp4"
+    argv = ["infer", "--model_cls", "wan2.1", "--task", "t2v", "--model_path", str(ROOT / "assets/models/tiny-wan-t2v"),
+            "--config_json", str(cfg), "--prompt", "a red square", "--save_video_path", str(out)]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"asks for {asked} but the checkpoint's block linears are {stored}" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_infer_runs_an_export_directly(tmp_path, monkeypatch, capsys, mxfp4_export):
+    """The LLMC-layout export (diffusers keys) runs too, emulated, on the float-pipeline's sampler."""
+    cfg = tmp_path / "c.json"
+    write_lightx2v_config(cfg, task="t2v", scheme="mxfp4", quantized_ckpt=mxfp4_export, infer_steps=2,
+                          target_height=32, target_width=32, target_video_length=5, guidance_scale=1.0, seed=42)
+    argv = ["--model_cls", "wan2.1", "--task", "t2v", "--model_path", str(ROOT / "assets/models/tiny-wan-t2v"),
+            "--config_json", str(cfg), "--prompt", "a red square", "--save_video_path", str(tmp_path / "o.mp4")]
+    clip = _infer_clip(argv, monkeypatch)
+    assert clip.shape[0] == 5 and np.isfinite(clip).all()
+    assert "mxfp4 from" in capsys.readouterr().out

@@ -398,8 +398,9 @@ def load_quantized_transformer(
     block = emulated.checkpoint_block_scheme(ckpt.state, len(model.blocks), block_linear_names(model.blocks[0]))
     found = block or checkpoint_scheme(ckpt)
     if scheme is not None and scheme != found:
+        stored = f"{W8A8_FORMATS[found]} ({found})" if found in W8A8_FORMATS else found
         raise QuantizedCheckpointError(f"{ckpt.path}: the inference config asks for {scheme} but the checkpoint's "
-                                       f"block linears are {W8A8_FORMATS.get(found, found)} ({found})")
+                                       f"block linears are {stored}")
     if quant_method == "auto":
         quant_method = ckpt.config.get("quant_method")
     check_state_dict(ckpt.state, ckpt.path, files=ckpt.files, advanced_ptq=quant_method == "advanced_ptq",
