@@ -295,3 +295,33 @@ def test_infer_runs_an_export_directly(tmp_path, monkeypatch, capsys, mxfp4_expo
     clip = _infer_clip(argv, monkeypatch)
     assert clip.shape[0] == 5 and np.isfinite(clip).all()
     assert "mxfp4 from" in capsys.readouterr().out
+
+
+def test_nvfp4_runtime_takes_the_activation_scale_as_lightx2v_does(tmp_path):
+    """input_absmax wins over the stored input_global_scale (lightx2v derives the scale, and alpha, from it), and a
+    checkpoint without it is refused naming the key (lightx2v's lazy_load path cannot load it either)."""
+    from diffusers import WanTransformer3DModel
+    from safetensors.torch import load_file, save_file
+
+    from vidquant.export.lightx2v_export import export_lightx2v
+    from vidquant.models.layout import block_linear_names
+    from vidquant.quant.blockfmt import NVFP4Quantizer
+    from vidquant.runtime import QuantizedCheckpointError, load_quantized_transformer
+
+    base = ROOT / "assets/models/tiny-wan-t2v"
+    tr = WanTransformer3DModel.from_pretrained(base / "transformer").eval()
+    absmax = {f"blocks.{i}.{n}": torch.tensor(4.0) for i, b in enumerate(tr.blocks) for n in block_linear_names(b)}
+    export = export_lightx2v(tr, NVFP4Quantizer(), tmp_path / "x", scheme="nvfp4", input_absmax=absmax)
+    (f,) = export.glob("*.safetensors")
+    state = load_file(f)
+    q = "blocks.0.attn1.to_q"
+    assert state[f"{q}.input_global_scale"].item() == pytest.approx(2688.0 / 4.0)
+    state[f"{q}.input_absmax"] = torch.tensor(8.0)
+    save_file(state, f, metadata={"format": "pt"})
+    model = load_quantized_transformer(export, base, dtype=torch.float32)
+    assert model.blocks[0].attn1.to_q.input_scale.item() == pytest.approx(2688.0 / 8.0)
+    assert model.blocks[0].attn1.to_k.input_scale.item() == pytest.approx(2688.0 / 4.0)
+    del state[f"{q}.input_absmax"]
+    save_file(state, f, metadata={"format": "pt"})
+    with pytest.raises(QuantizedCheckpointError, match=r"blocks\.0\.attn1\.to_q\.input_absmax: missing"):
+        load_quantized_transformer(export, base, dtype=torch.float32)
