@@ -153,7 +153,7 @@ def describe_matmul(settings: InferSettings) -> str:
         return "float"
     if settings.scheme in BLOCK_DIT_QUANT_SCHEMES:
         return (f"{settings.scheme} from {settings.quantized_ckpt}, EMULATED (dequantize-then-GEMM in fp32: "
-                "lightx2v's kernel is not used, results match it, speed does not)")
+                "lightx2v's kernel's function up to fp32 rounding, not its speed)")
     return f"{settings.scheme} W8A8 from {settings.quantized_ckpt}"
 
 
@@ -367,8 +367,7 @@ def run(args: argparse.Namespace) -> Path:
                                 round_scale_bf16=args.round_scale_bf16, numerics=args.numerics,
                                 compile_kernels={"auto": None, "on": True, "off": False}[args.compile])
     print(f"vidquant infer: {args.task} {describe_matmul(settings)}, quant_method={settings.quant_method}, "
-          f"{settings.device}, "
-          f"{str(settings.dtype).removeprefix('torch.')}")
+          f"{settings.device}, {str(settings.dtype).removeprefix('torch.')}")
     t0 = time.time()
     pipe = load_runtime_pipeline(settings)
     t1 = time.time()
