@@ -39,7 +39,7 @@ PINNED = {
     "mxfp6-mxfp8": {"weight": (U8, (1536, 3840)), "weight_scale": (E8M0, (1536, 160))},
     "mxfp4": {"weight": (U8, (1536, 2560)), "weight_scale": (E8M0, (1536, 160))},
     "nvfp4": {"weight": (U8, (1536, 2560)), "weight_scale": (E4M3, (1536, 320)), "weight_global_scale": (F32, ()),
-              "input_global_scale": (F32, ()), "alpha": (F32, ())},
+              "input_global_scale": (F32, ()), "alpha": (F32, ()), "input_absmax": (F32, ())},
     "int4-g128-marlin": {"weight": (I32, (320, 3072)), "weight_scale": (F16, (40, 1536)),
                          "weight_workspace": (I32, (96,))},
     "fp8-pertensor": {"weight": (E4M3, (1536, 5120)), "weight_scale": (F32, (1,)), "input_scale": (F32, (1,))},
@@ -70,6 +70,16 @@ def test_rtn_export_has_the_layout_and_decodes_to_the_quantizer(scheme):
     else:
         ref = q.dequantize()
     torch.testing.assert_close(dq, ref, rtol=1e-6, atol=0)
+
+
+def test_nvfp4_input_absmax_gives_lightx2v_the_stored_scales():
+    """lightx2v reads <P>.input_absmax when present (older versions and its lazy_load path always do) and derives
+    input_global_scale = 2688 / input_absmax and alpha = 1 / (input_global_scale · weight_global_scale) from it; the
+    stored input_global_scale / alpha (its non-lazy path without input_absmax) must be the same numbers."""
+    t = pack_linear("nvfp4", NVFP4Quantizer().quantize(torch.randn(256, 512) * 0.05), torch.tensor(3.7))
+    derived = (2688.0 / t["input_absmax"]).to(torch.float32)
+    assert t["input_absmax"].item() == pytest.approx(3.7) and torch.equal(derived, t["input_global_scale"])
+    assert torch.equal(1.0 / (derived * t["weight_global_scale"]), t["alpha"])
 
 
 # ------------------------------------------------------------------------------------------- packing by hand

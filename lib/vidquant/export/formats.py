@@ -15,7 +15,7 @@ mxfp4               weight uint8 (out, in/2) e2m1 packed;      MXFP4 e2m1, dynam
 nvfp4               weight uint8 (out, in/2); weight_scale     NVFP4 with the static input_global_scale,
                     float8_e4m3fn swizzled; weight_global_     dynamic e4m3 block scales; the GEMM output
                     scale fp32 (); input_global_scale fp32 (); is multiplied by alpha = 1 / (input_global
-                    alpha fp32 ()                              _scale · weight_global_scale)
+                    alpha fp32 (); input_absmax fp32 ()        _scale · weight_global_scale)
 int4-g128-marlin    weight int32 (in/16, 2·out) Marlin tiles;  none (W4A16)
                     weight_scale float16 (in/128, out);
                     weight_workspace int32 (out/128·8,)
@@ -258,9 +258,10 @@ def pack_linear(scheme: str, q: QTensor, input_absmax: Tensor | None = None) -> 
     if scheme == "nvfp4":
         g = q.global_scale.float().reshape(())
         block = (scale * g).clamp(0, 448.0).to(torch.float8_e4m3fn).view(torch.uint8)  # exact e4m3 values
-        ig = (448.0 * 6.0 / _need_absmax(scheme, input_absmax).float().clamp_min(1e-12)).reshape(())
+        amax = _need_absmax(scheme, input_absmax).float().clamp_min(1e-12).reshape(())
+        ig = 448.0 * 6.0 / amax  # lightx2v derives the same two numbers from input_absmax when it is present
         tensors.update(weight_scale=swizzle_scales(block).view(torch.float8_e4m3fn), weight_global_scale=g,
-                       input_global_scale=ig, alpha=(1.0 / (ig * g)).reshape(()))
+                       input_global_scale=ig, alpha=(1.0 / (ig * g)).reshape(()), input_absmax=amax)
     else:
         tensors["weight_scale"] = swizzle_scales(e8m0_bits(scale)).view(_E8M0)
     return tensors
@@ -305,7 +306,8 @@ def expected_layout(scheme: str, out_f: int, in_f: int) -> dict[str, tuple[torch
     layout = {"weight": (torch.uint8, (out_f, width))}
     if scheme == "nvfp4":
         layout.update(weight_scale=(torch.float8_e4m3fn, scales), weight_global_scale=(torch.float32, ()),
-                      input_global_scale=(torch.float32, ()), alpha=(torch.float32, ()))
+                      input_global_scale=(torch.float32, ()), alpha=(torch.float32, ()),
+                      input_absmax=(torch.float32, ()))
     else:
         layout["weight_scale"] = (_E8M0, scales)
     return layout

@@ -200,6 +200,10 @@ def _normalize_vocabularies(cfg: dict, source: str) -> None:
     if mm_type is not None and flag is not None and from_mm != from_alias:
         said = f"dit_quantized={flag}, dit_quant_scheme={alias!r}"
         raise _fail(source, "dit_quantized", f"{said} disagrees with mm_config.mm_type {mm_type!r}")
+    if flag and alias in BLOCK_DIT_QUANT_SCHEMES and mm_type is not None:
+        # fp8-pertensor / int4-g128-marlin share their first token with a W8A8 mm_type but not the kernel
+        raise _fail(source, "mm_config.mm_type", f"{mm_type!r} names a different kernel than dit_quant_scheme "
+                    f"{alias!r}, which has no mm_type name; remove mm_config.mm_type")
     scheme = from_mm or from_alias
     if mm_type is None and flag:
         mm_type = _REVERSE_EQUIVALENT.get(alias)

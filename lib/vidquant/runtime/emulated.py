@@ -4,9 +4,10 @@ fp8-pertensor): **dequantize-then-GEMM**, on CPU and CUDA alike.
 lightx2v runs these formats with Blackwell (sm120) CUTLASS kernels, Marlin, or ``torch._scaled_mm``; none of them
 exists on a CPU. :class:`EmulatedLinear` computes the same function in plain torch: the stored codes and scales are
 decoded once into an fp32 weight (exactly the values the kernel multiplies), and each call quantizes its input as
-lightx2v does at run time (MX: dynamic E8M0 scales per 32; NVFP4: the stored static ``input_global_scale`` with
-dynamic e4m3 block scales; fp8-pertensor: the static ``input_scale``; int4: none), dequantizes it and runs an fp32
-``F.linear``. The result equals the quantized GEMM up to fp32 summation order; it is not faster than float.
+lightx2v does at run time (MX: dynamic E8M0 scales per 32; NVFP4: the stored static ``input_global_scale``, or the
+one derived from ``input_absmax`` when that is stored, as lightx2v picks it, with dynamic e4m3 block scales;
+fp8-pertensor: the static ``input_scale``; int4: none), dequantizes it and runs an fp32 ``F.linear``. The result
+equals the quantized GEMM up to fp32 summation order; it is not faster than float.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from vidquant.export.formats import (
     unpack_linear,
 )
 from vidquant.models.layout import block_linear_names
-from vidquant.quant.blockfmt import MXQuantizer, nvfp4_fake_static
+from vidquant.quant.blockfmt import NVFP4_GLOBAL_NUMERATOR, MXQuantizer, nvfp4_fake_static
 
 __all__ = ["EmulatedLinear", "checkpoint_block_scheme", "install_emulated_linears"]
 
@@ -38,8 +39,7 @@ class EmulatedLinear(nn.Module):
         self.scheme, self.in_features, self.out_features = scheme, in_features, out_features
         self.register_buffer("weight", unpack_linear(scheme, tensors, out_features, in_features).float())
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
-        static = tensors.get("input_global_scale", tensors.get("input_scale"))
-        self.register_buffer("input_scale", None if static is None else static.float().reshape(()).clone())
+        self.register_buffer("input_scale", _static_input_scale(scheme, tensors))
         act_elem = {"mxfp8": "e4m3", "mxfp6-mxfp8": "e4m3", "mxfp4": "e2m1"}.get(scheme)
         self._mx = MXQuantizer(act_elem) if act_elem else None
 
@@ -61,6 +61,20 @@ class EmulatedLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.scheme}, in_features={self.in_features}, out_features={self.out_features} (emulated)"
+
+
+def _static_input_scale(scheme: str, tensors: dict[str, Tensor]) -> Tensor | None:
+    """The stored activation scale, as lightx2v picks it: nvfp4's ``input_global_scale`` is derived from
+    ``input_absmax`` when that is present (``(2688 / input_absmax).float()``; lightx2v then also recomputes
+    ``alpha``, so the stored ``input_global_scale`` / ``alpha`` are unused), else read; fp8-pertensor's
+    ``input_scale``; None for the dynamic and weight-only schemes."""
+    if scheme == "nvfp4":
+        if "input_absmax" in tensors:
+            return (NVFP4_GLOBAL_NUMERATOR / tensors["input_absmax"].float()).reshape(()).clone()
+        return tensors["input_global_scale"].float().reshape(()).clone()
+    if scheme == "fp8-pertensor":
+        return tensors["input_scale"].float().reshape(()).clone()
+    return None
 
 
 def _linear_tensors(state: dict[str, Tensor], key: str) -> dict[str, Tensor]:

@@ -5,11 +5,16 @@
 
 The JSON is a lightx2v inference config (lightx2v_reference §4.3), read with
 :func:`vidquant.export.lightx2v_config.read_lightx2v_config`, so both matmul vocabularies work
-(``mm_config.mm_type`` and ``dit_quantized`` / ``dit_quant_scheme``). Fields used: ``dit_quantized_ckpt``
-(default ``<model_path>/<scheme>``, as lightx2v), ``quant_method``, ``infer_steps``, ``target_height`` /
-``target_width`` (I2V: the area; the size follows the image's aspect ratio), ``target_video_length``,
-``sample_guide_scale`` / ``enable_cfg``, ``sample_shift``, ``text_len``, ``seed`` and ``fps``. Attention
-backends, offloading and caching fields are accepted and have no effect (diffusers' SDPA attention is used).
+(``mm_config.mm_type`` and ``dit_quantized`` / ``dit_quant_scheme``). Matmuls: per-channel W8A8 (``int8`` /
+``fp8``) as real int8 / fp8 GEMMs; the formats beyond W8A8 (``dit_quant_scheme`` ``mxfp8``, ``mxfp6-mxfp8``,
+``mxfp4``, ``nvfp4``, ``int4-g128-marlin``, ``fp8-pertensor``) **emulated**: decoded once to fp32 weights, inputs
+quantized as lightx2v's kernels do, fp32 GEMM (:mod:`vidquant.runtime.emulated`; the log line says so).
+
+Fields used: ``dit_quantized_ckpt`` (default ``<model_path>/<first token of the scheme>``, e.g. ``int8``,
+``mxfp6``, as lightx2v), ``quant_method``, ``infer_steps``, ``target_height`` / ``target_width`` (I2V: the area;
+the size follows the image's aspect ratio), ``target_video_length``, ``sample_guide_scale`` / ``enable_cfg``,
+``sample_shift``, ``text_len``, ``seed`` and ``fps``. Attention backends, offloading and caching fields are
+accepted and have no effect (diffusers' SDPA attention is used).
 
 Precedence as lightx2v (§4.1): CLI < config JSON < ``<dit_quantized_ckpt>/config.json`` (only its
 ``quant_method``, and only when ``dit_quantized_ckpt`` is set explicitly); ``--seed`` overrides the JSON's
@@ -33,10 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidquant.export.lightx2v_config import MAX_SEED, ConfigError, read_lightx2v_config
+from vidquant.export.lightx2v_config import BLOCK_DIT_QUANT_SCHEMES, MAX_SEED, ConfigError, read_lightx2v_config
 
-__all__ = ["InferError", "InferSettings", "build_parser", "generate", "load_runtime_pipeline", "main",
-           "resolve_settings"]
+__all__ = ["InferError", "InferSettings", "build_parser", "describe_matmul", "generate", "load_runtime_pipeline",
+           "main", "resolve_settings"]
 
 log = logging.getLogger("vidquant.runtime")
 
@@ -58,7 +63,7 @@ class InferSettings:
     task: str
     model_path: Path
     quantized: bool
-    scheme: str | None  # "int8" | "fp8" | None (float)
+    scheme: str | None  # "int8" | "fp8" (W8A8) | a BLOCK_DIT_QUANT_SCHEMES name (emulated) | None (float)
     quantized_ckpt: Path | None
     quant_method: str | None
     infer_steps: int
@@ -96,7 +101,8 @@ def _resolve_path(value: str, config_path: Path) -> Path:
 
 
 def _check_matmul(cfg: dict, source: str) -> str | None:
-    """The quantization scheme this runtime will run ('int8' / 'fp8'), None for a float config."""
+    """The quantization scheme this runtime will run: 'int8' / 'fp8' (per-channel W8A8, real GEMMs), one of
+    BLOCK_DIT_QUANT_SCHEMES (mxfp8, ..., fp8-pertensor: emulated, runtime/emulated.py), None for a float config."""
     mm_type = (cfg.get("mm_config") or {}).get("mm_type") or ""
     alias = cfg.get("dit_quant_scheme") or ""
     if (cfg.get("mm_config") or {}).get("weight_auto_quant"):
@@ -105,10 +111,13 @@ def _check_matmul(cfg: dict, source: str) -> str | None:
     scheme = cfg.get("quant_scheme")
     if scheme is None:
         return None
+    if cfg.get("dit_quantized") and alias in BLOCK_DIT_QUANT_SCHEMES:
+        return alias  # the kernel's name: quant_scheme is only its first token (fp8-pertensor -> fp8)
     if scheme not in ("int8", "fp8") or "block128" in mm_type or "b128" in alias:
         what = mm_type or alias
         raise InferError(f"{source}: matmul {what!r} is not supported by vidquant's runtime; use a per-channel "
-                         "W8A8 type (W-int8-channel-sym-A-int8-channel-sym-dynamic-Vllm / int8-vllm, or fp8)")
+                         "W8A8 type (W-int8-channel-sym-A-int8-channel-sym-dynamic-Vllm / int8-vllm, or fp8) or "
+                         f"one of the emulated formats ({', '.join(BLOCK_DIT_QUANT_SCHEMES)})")
     return scheme
 
 
@@ -126,14 +135,26 @@ def _checkpoint_quant_method(ckpt: Path, cfg: dict) -> str | None:
     return method
 
 
-def _quantized_checkpoint(cfg: dict, scheme: str, model_path: Path, config_path: Path) -> Path:
+def _quantized_checkpoint(cfg: dict, model_path: Path, config_path: Path) -> Path:
+    """``dit_quantized_ckpt``, else lightx2v's default ``<model_path>/<first token of the scheme name>``."""
     explicit = cfg.get("dit_quantized_ckpt")
-    ckpt = _resolve_path(explicit, config_path) if explicit else model_path / scheme
+    subdir = cfg["quant_scheme"]
+    ckpt = _resolve_path(explicit, config_path) if explicit else model_path / subdir
     if not ckpt.exists():
-        how = "dit_quantized_ckpt" if explicit else f"the default <model_path>/{scheme} (dit_quantized_ckpt unset)"
+        how = "dit_quantized_ckpt" if explicit else f"the default <model_path>/{subdir} (dit_quantized_ckpt unset)"
         raise InferError(f"{config_path}: quantized checkpoint {ckpt} ({how}) does not exist; run the converter "
                          "(converter.py -s <export> -o <out> -d backward) and point dit_quantized_ckpt at it")
     return ckpt
+
+
+def describe_matmul(settings: InferSettings) -> str:
+    """What the runtime will run, for the log line: W8A8 GEMMs, an emulated block format, or float."""
+    if not settings.quantized:
+        return "float"
+    if settings.scheme in BLOCK_DIT_QUANT_SCHEMES:
+        return (f"{settings.scheme} from {settings.quantized_ckpt}, EMULATED (dequantize-then-GEMM in fp32: "
+                "lightx2v's kernel's function up to fp32 rounding, not its speed)")
+    return f"{settings.scheme} W8A8 from {settings.quantized_ckpt}"
 
 
 def _dtype(flag: str | None) -> torch.dtype:
@@ -154,7 +175,7 @@ def resolve_settings(cfg: dict, *, config_path: str | os.PathLike, task: str, mo
     if cfg.get("task") not in (None, task):
         raise InferError(f"{source}: field 'task' is {cfg['task']!r} but --task is {task!r}")
     scheme = _check_matmul(cfg, source)
-    ckpt = _quantized_checkpoint(cfg, scheme, model_path, config_path) if scheme else None
+    ckpt = _quantized_checkpoint(cfg, model_path, config_path) if scheme else None
     scale = cfg.get("sample_guide_scale")
     if isinstance(scale, list):
         raise InferError(f"{source}: field 'sample_guide_scale' is a [high, low] pair, which only a two-expert "
@@ -345,9 +366,8 @@ def run(args: argparse.Namespace) -> Path:
                                 seed=args.seed, device=args.device, dtype=args.dtype,
                                 round_scale_bf16=args.round_scale_bf16, numerics=args.numerics,
                                 compile_kernels={"auto": None, "on": True, "off": False}[args.compile])
-    what = f"{settings.scheme} W8A8 from {settings.quantized_ckpt}" if settings.quantized else "float"
-    print(f"vidquant infer: {args.task} {what}, quant_method={settings.quant_method}, {settings.device}, "
-          f"{str(settings.dtype).removeprefix('torch.')}")
+    print(f"vidquant infer: {args.task} {describe_matmul(settings)}, quant_method={settings.quant_method}, "
+          f"{settings.device}, {str(settings.dtype).removeprefix('torch.')}")
     t0 = time.time()
     pipe = load_runtime_pipeline(settings)
     t1 = time.time()

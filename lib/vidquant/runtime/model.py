@@ -5,7 +5,9 @@ an LLMC ``save_lightx2v`` export (diffusers key layout; llmc_reference §8), det
 diffusers ``WanTransformer3DModel`` whose blocks are :class:`~vidquant.models.block.SmoothableWanBlock` (so
 ``affine_norm1/3`` multiply the adaLN modulation exactly as lightx2v does, §8.3 / §9 item 16) and whose block
 linears are :class:`~vidquant.quant.W8A8Linear` holding the stored int8 / float8_e4m3fn codes, so the matmuls
-are real ``torch._int_mm`` / ``torch._scaled_mm`` GEMMs with per-token dynamic activations.
+are real ``torch._int_mm`` / ``torch._scaled_mm`` GEMMs with per-token dynamic activations. A checkpoint in one of
+the formats beyond W8A8 (mxfp8, mxfp6-mxfp8, mxfp4, nvfp4, int4-g128-marlin, fp8-pertensor; docs/formats.md §5)
+gets :class:`~vidquant.runtime.emulated.EmulatedLinear` instead: dequantize-then-GEMM emulation, no fast kernel.
 
 Memory: the model is built on the meta device (accelerate's ``init_empty_weights``) and every tensor is
 assigned straight from the checkpoint, so no float copy of a block linear ever exists.
@@ -73,7 +75,7 @@ class QuantInfo:
 
     path: Path
     layout: str  # "wan" (converted) or "diffusers" (LLMC export)
-    scheme: str  # "int8" or "fp8"
+    scheme: str  # "int8" / "fp8" (W8A8Linear) or a block scheme such as "nvfp4" (EmulatedLinear)
     quant_method: str | None
     i2v: bool
     num_linears: int
@@ -368,7 +370,8 @@ def load_quantized_transformer(
         dtype: working dtype of the non-quantized tensors and activations (fp32-kept modules excepted).
         quant_method: ``"advanced_ptq"`` loads ``affine_norm1/3``; anything else leaves them at ones (with a
             warning). ``"auto"`` reads it from the checkpoint's ``config.json``.
-        scheme: ``"int8"`` / ``"fp8"`` to insist on a format (e.g. the inference config's); None = as stored.
+        scheme: ``"int8"`` / ``"fp8"`` or a block scheme (``"mxfp8"``, ..., ``"fp8-pertensor"``: emulated) to insist
+            on a format (e.g. the inference config's); None = as stored.
         round_scale_bf16: round ``weight_scale`` to bf16 before using it in fp32, as lightx2v's non-lazy
             loader does (bit-for-bit parity with lightx2v; slightly less accurate).
         numerics: the W8A8 linears' activation quantization: ``"vidquant"`` (LLMC's division: what fake-quant
@@ -395,8 +398,9 @@ def load_quantized_transformer(
     block = emulated.checkpoint_block_scheme(ckpt.state, len(model.blocks), block_linear_names(model.blocks[0]))
     found = block or checkpoint_scheme(ckpt)
     if scheme is not None and scheme != found:
+        stored = f"{W8A8_FORMATS[found]} ({found})" if found in W8A8_FORMATS else found
         raise QuantizedCheckpointError(f"{ckpt.path}: the inference config asks for {scheme} but the checkpoint's "
-                                       f"block linears are {W8A8_FORMATS.get(found, found)} ({found})")
+                                       f"block linears are {stored}")
     if quant_method == "auto":
         quant_method = ckpt.config.get("quant_method")
     check_state_dict(ckpt.state, ckpt.path, files=ckpt.files, advanced_ptq=quant_method == "advanced_ptq",
@@ -417,8 +421,10 @@ def load_quantized_transformer(
     cached = cond_cache.cache_conditioning(model) if cache_conditioning else 0
     model.quant_info = QuantInfo(ckpt.path, ckpt.layout, found, quant_method, i2v, n, smoothing, round_scale_bf16,
                                  numerics, cached)
-    log.info("loaded %s (%s layout): %d %s linears, quant_method=%s, numerics=%s", ckpt.path, ckpt.layout, n,
-             found, quant_method, numerics)
+    kind = ("EmulatedLinear (dequantize-then-GEMM emulation, no quantized kernel)" if block
+            else f"W8A8Linear (real GEMMs, numerics={numerics})")
+    log.info("loaded %s (%s layout): %d %s linears as %s, quant_method=%s", ckpt.path, ckpt.layout, n, found, kind,
+             quant_method)
     return model.to(device).eval().requires_grad_(False)
 
 
