@@ -47,8 +47,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from vidquant.config import ConfigError, parse_scalar
-from vidquant.fsutil import clean_stale, fresh_sibling, write_text_atomic
-from vidquant.notebook import read_metrics, repo_root
+from vidquant.fsutil import clean_stale, fresh_sibling, repo_root, write_text_atomic
+from vidquant.records import read_metrics
 
 if TYPE_CHECKING:
     from vidquant.jobs import JobOptions
@@ -331,7 +331,7 @@ def _execute(run: Run, kernel: str, html: str | os.PathLike | None, timeout: int
                                    stderr_file=sys.stderr if echo_output else None)
         if not partial.is_file():
             raise RuntimeError(f"the notebook finished without recording metrics at {partial} "
-                               "(its last cell should call vidquant.notebook.record_metrics(..., metrics_path))")
+                               "(its last cell should call vidquant.records.record_metrics(..., metrics_path))")
         recorded = json.loads(partial.read_text())
         if not isinstance(recorded, dict):
             raise RuntimeError(f"{partial}: the recorded metrics are not a JSON object")
