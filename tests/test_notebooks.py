@@ -187,6 +187,7 @@ metrics_path = None
 """
 TOY_BODY = """\
 import json, os, pathlib
+print("step 1/2\\rstep 2/2")  # a progress bar's updates
 if x == 2 and fail_flag and os.path.exists(fail_flag):
     raise ValueError("boom at x=2")
 path = pathlib.Path(metrics_path or f"{output_dir}/metrics.json")
@@ -233,12 +234,13 @@ def test_unknown_parameter_is_refused(toy_notebook, tmp_path):
         sweep.sweep(toy_notebook, [("output_dir", ["x"])], out=tmp_path / "runs", tables=tmp_path / "tables")
 
 
-def test_sweep_failure_skip_redo_aggregate(toy_notebook, tmp_path, capsys):
-    out, tables, rendered = tmp_path / "runs", tmp_path / "tables", tmp_path / "rendered"
+def test_sweep_failure_skip_redo_aggregate(toy_notebook, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter"))  # the notary's signatures (trust)
+    out, tables, published = tmp_path / "runs", tmp_path / "tables", tmp_path / "published"
     flag = tmp_path / "fail"
     flag.touch()
     argv = [str(toy_notebook), "-p", "x", "1", "2", "3", "-p", "fail_flag", str(flag), "--out", str(out),
-            "--tables", str(tables), "--rendered", str(rendered)]
+            "--tables", str(tables), "--publish", str(published)]
 
     # 1. x=2 fails; x=1 and x=3 still run; exit status 1 and the failure named at the end
     assert sweep.main(argv) == 1
@@ -255,7 +257,9 @@ def test_sweep_failure_skip_redo_aggregate(toy_notebook, tmp_path, capsys):
     assert list(table["x"]) == [1, 3] and list(table["square"]) == [1, 9]
     assert list(table.columns[:3]) == ["run", "x", "fail_flag"]
     assert "| run" in (tables / "toy.md").read_text()
-    assert len(list((rendered / "toy").glob("*.html"))) == 2
+    copies = sorted((published / "toy").glob("*.ipynb"))
+    assert [p.stem for p in copies] == [p.parent.name for p in done]  # the complete runs, published
+    _check_published(copies[0])
     first_mtime = {p: p.stat().st_mtime_ns for p in done}
 
     # 2. rerun: complete runs are skipped, the failed one is redone (now succeeding), the table has all three
@@ -271,18 +275,29 @@ def test_sweep_failure_skip_redo_aggregate(toy_notebook, tmp_path, capsys):
     (victim / "metrics.json").unlink()
     (victim / "stale.txt").write_text("left by a killed run")
     runs_list, _ = sweep.sweep(toy_notebook, [("x", [3]), ("fail_flag", [str(flag)])], out=out, tables=tables,
-                               rendered=None, echo=lambda *a, **k: None)
+                               echo=lambda *a, **k: None)
     assert [r.status for r in runs_list] == ["done"]
     assert not (victim / "stale.txt").exists() and (victim / "metrics.json").is_file()
 
 
-def test_notebooks_main_runs_each_with_defaults(toy_notebook, tmp_path, capsys):
-    out, tables, rendered = tmp_path / "runs", tmp_path / "tables", tmp_path / "rendered"
-    common = ["--out", str(out), "--tables", str(tables), "--rendered", str(rendered)]
+def _check_published(path: Path) -> None:
+    """An executed copy as published: outputs kept, a progress bar's last state only, trusted here."""
+    from nbformat.sign import NotebookNotary
+
+    nb = nbformat.read(path, as_version=4)
+    streams = [o.text for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "stream"]
+    assert streams == ["step 2/2\n"], streams
+    assert NotebookNotary().check_signature(nb)
+
+
+def test_notebooks_main_runs_each_with_defaults(toy_notebook, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter"))
+    out, tables, published = tmp_path / "runs", tmp_path / "tables", tmp_path / "published"
+    common = ["--out", str(out), "--tables", str(tables), "--publish", str(published)]
     assert sweep.notebooks_main([str(toy_notebook), "-p", "not_a_param", "1", *common]) == 2
     assert "not a parameter of any" in capsys.readouterr().err
     assert sweep.notebooks_main([str(toy_notebook), "-p", "x", "5", *common]) == 0
     assert read_metrics(out / "toy" / "defaults" / "metrics.json") == {"square": 25, "label": "a"}
-    assert (rendered / "toy.html").is_file()
+    _check_published(published / "toy.ipynb")
     long = pd.read_csv(tables / "notebooks.csv")
     assert set(long["metric"]) == {"square", "label"} and set(long["notebook"]) == {"toy"}

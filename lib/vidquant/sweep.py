@@ -19,7 +19,8 @@ the command line are YAML scalars with ``1e-3`` a float.
 
 Afterwards every complete run on disk under ``<out>/<stem>/`` (this grid's first, in grid order, then earlier
 ones) is aggregated into ``<tables>/<stem>.csv`` and ``.md`` (one row per run: its parameters, then its
-metrics; written atomically) and each executed notebook is rendered to ``<rendered>/<stem>/<slug>.html``.
+metrics; written atomically); with ``--publish DIR`` each executed notebook is also published to
+``DIR/<stem>/<slug>.ipynb`` (see `publish_notebook`).
 A quantize grid's runs follow the same protocol in ``<out>/<name>/<slug>/`` (each the run's ``save.save_path``,
 ``metrics.json`` its summary), aggregated into ``<tables>/<name>.csv`` / ``.md``. See docs/sweeps.md.
 """
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
     from vidquant.jobs import JobOptions
 
 __all__ = ["Run", "SweepError", "expand_grid", "parse_value", "slug", "notebook_parameters", "run_notebook",
-           "render_html", "aggregate", "sweep", "run_notebooks", "main", "notebooks_main", "run_in_folder",
+           "publish_notebook", "aggregate", "sweep", "run_notebooks", "main", "notebooks_main", "run_in_folder",
            "quantize_run", "quantize_grid", "quantize_grid_main"]
 
 log = logging.getLogger("vidquant.sweep")
@@ -83,7 +84,7 @@ class Run:
     status: str = "pending"  # "done" (ran now) | "skipped" (already complete) | "failed"
     seconds: float = 0.0
     error: str = ""
-    html: Path | None = None
+    published: Path | None = None  # the executed copy for readers (publish_notebook)
     metrics: dict[str, Any] = field(default_factory=dict)
     logs: tuple[Path, ...] = ()  # a submitit job's stdout / stderr (vidquant.jobs)
 
@@ -188,7 +189,7 @@ def notebook_parameters(notebook: str | os.PathLike) -> dict[str, Any]:
 
 def _relative(path: Path) -> str:
     """A path as the notebook should see it: relative to the repository root when inside it (the notebooks
-    `chdir` there), else absolute. Keeps machine-specific prefixes out of rendered notebooks."""
+    `chdir` there), else absolute. Keeps machine-specific prefixes out of published notebooks."""
     path = path.resolve()
     try:
         return str(path.relative_to(repo_root()))
@@ -196,19 +197,44 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def render_html(notebook: str | os.PathLike, html: str | os.PathLike) -> Path:
-    """Render an executed notebook to a standalone HTML file (nbconvert's lab template)."""
-    import nbformat
-    from nbconvert import HTMLExporter
+def _as_terminal_shows(text: str) -> str:
+    """Stream text as a terminal leaves it: of each line rewritten with carriage returns (a progress bar's
+    updates), only the last state."""
+    return "\n".join(([seg for seg in line.split("\r") if seg] or [""])[-1] for line in text.split("\n"))
 
-    nb = nbformat.read(str(notebook), as_version=4)
-    body, _ = HTMLExporter().from_notebook_node(nb)
-    html = Path(html)
-    html.parent.mkdir(parents=True, exist_ok=True)
-    tmp = html.with_name(html.name + ".writing")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, html)
-    return html
+
+def publish_notebook(executed: str | os.PathLike, dest: str | os.PathLike, *, sign: bool = True) -> Path:
+    """Copy an executed notebook to `dest` for readers (JupyterLab, a code host's notebook view): progress bars
+    reduced to their final state, machine-specific path prefixes removed, and (`sign`) the copy marked
+    trusted for this user's Jupyter (nbformat's notary). Its outputs need no trust anyway: figures and clips
+    are PNG images (clips animated, `vidquant.display`), tables plain HTML, no scripts and no CDN.
+    Written atomically."""
+    import nbformat
+
+    nb = nbformat.read(str(executed), as_version=4)
+    prefixes = sorted({str(repo_root()) + os.sep, str(Path(sys.prefix)) + os.sep}, key=len, reverse=True)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if out.output_type == "stream":
+                out.text = _as_terminal_shows(out.text)
+            texts = [out] if out.output_type == "stream" else []
+            for holder, key in [(o, "text") for o in texts] + [(out.get("data", {}), "text/plain")]:
+                if isinstance(holder.get(key), str):
+                    for prefix in prefixes:
+                        holder[key] = holder[key].replace(prefix, "")
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.writing")
+    nbformat.write(nb, str(tmp))
+    os.replace(tmp, dest)
+    if sign:
+        try:
+            from nbformat.sign import NotebookNotary
+
+            NotebookNotary().sign(nb)
+        except Exception as err:  # noqa: BLE001 - trust is a convenience; the copy is complete without it
+            log.warning("could not sign %s: %s", dest, err)
+    return dest
 
 
 def _error_text(err: BaseException) -> str:
@@ -224,7 +250,7 @@ def run_notebook(
     params: Mapping[str, Any] | None = None,
     *,
     kernel: str = KERNEL,
-    html: str | os.PathLike | None = None,
+    publish: str | os.PathLike | None = None,
     force: bool = False,
     timeout: int | None = None,
     echo_output: bool = False,
@@ -238,7 +264,7 @@ def run_notebook(
     """
     notebook, run_dir = Path(notebook), Path(run_dir)
     run = Run(notebook, dict(params or {}), run_dir)
-    return run_in_folder(run, lambda r: _execute(r, kernel, html, timeout, echo_output), force=force)
+    return run_in_folder(run, lambda r: _execute(r, kernel, publish, timeout, echo_output), force=force)
 
 
 def run_in_folder(run: Run, execute: Callable[[Run], None], *, force: bool = False) -> Run:
@@ -311,7 +337,7 @@ def _settle(run_dir: Path, kept: Path | None, success: bool) -> None:
     shutil.rmtree(kept, ignore_errors=True)
 
 
-def _execute(run: Run, kernel: str, html: str | os.PathLike | None, timeout: int | None,
+def _execute(run: Run, kernel: str, publish: str | os.PathLike | None, timeout: int | None,
              echo_output: bool = False) -> None:
     import papermill
 
@@ -341,11 +367,11 @@ def _execute(run: Run, kernel: str, html: str | os.PathLike | None, timeout: int
     except Exception as err:  # noqa: BLE001 - a failing run is reported, the others go on
         run.status, run.error = "failed", _error_text(err)
     run.seconds = time.time() - t0
-    if executed.is_file() and html is not None and run.status == "done":
+    if executed.is_file() and publish is not None and run.status == "done":
         try:
-            run.html = render_html(executed, html)
-        except Exception as err:  # noqa: BLE001 - a render failure should not lose the run
-            log.warning("could not render %s: %s", executed, err)
+            run.published = publish_notebook(executed, publish)
+        except Exception as err:  # noqa: BLE001 - a publishing failure should not lose the run
+            log.warning("could not publish %s: %s", executed, err)
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -433,7 +459,7 @@ def sweep(
     *,
     out: str | os.PathLike = "results/runs",
     tables: str | os.PathLike = "results/tables",
-    rendered: str | os.PathLike | None = "results/rendered",
+    publish: str | os.PathLike | None = None,
     kernel: str = KERNEL,
     force: bool = False,
     timeout: int | None = None,
@@ -450,9 +476,9 @@ def sweep(
     pending = [Run(notebook, params, Path(out) / stem / slug(params)) for params in expand_grid(grid)]
 
     def call(run: Run) -> tuple[tuple, dict]:
-        html = None if rendered is None else Path(rendered).absolute() / stem / f"{run.slug}.html"
+        copy = None if publish is None else Path(publish).absolute() / stem / f"{run.slug}.ipynb"
         return ((notebook.absolute(), run.run_dir.absolute(), run.params),
-                {"kernel": kernel, "html": html, "force": force, "timeout": timeout})
+                {"kernel": kernel, "publish": copy, "force": force, "timeout": timeout})
 
     runs = _run_all(run_notebook, pending, call, jobs, out=out, name=stem, echo=echo,
                     on_finish=lambda done: aggregate(done, tables, stem, disk=Path(out) / stem))
@@ -509,14 +535,15 @@ def run_notebooks(
     params: Mapping[str, Any] | None = None,
     out: str | os.PathLike = "results/runs",
     tables: str | os.PathLike = "results/tables",
-    rendered: str | os.PathLike = "results/rendered",
+    publish: str | os.PathLike = "results/notebooks",
     kernel: str = KERNEL,
     timeout: int | None = None,
     echo=print,
 ) -> list[Run]:
-    """Execute each notebook (always afresh) into ``<out>/<stem>/defaults``, render it to
-    ``<rendered>/<stem>.html`` and collect every notebook's metrics in ``<tables>/notebooks.csv`` / ``.md``
-    (long format: notebook, metric, value). `params` go to each notebook that declares them."""
+    """Execute each notebook (always afresh) into ``<out>/<stem>/defaults``, publish the executed copy to
+    ``<publish>/<stem>.ipynb`` (`publish_notebook`) and collect every notebook's metrics in
+    ``<tables>/notebooks.csv`` / ``.md`` (long format: notebook, metric, value). `params` go to each notebook
+    that declares them."""
     params = dict(params or {})
     notebooks = [Path(nb) for nb in notebooks]
     declared = {nb: _check_params(nb, []) for nb in notebooks}
@@ -528,7 +555,7 @@ def run_notebooks(
         mine = {k: v for k, v in params.items() if k in declared[nb]}
         echo(f"[{i}/{len(notebooks)}] {nb.name} ...", end=" ", flush=True)
         run = run_notebook(nb, Path(out) / nb.stem / DEFAULT_SLUG, mine, kernel=kernel,
-                           html=Path(rendered) / f"{nb.stem}.html", force=True, timeout=timeout)
+                           publish=Path(publish) / f"{nb.stem}.ipynb", force=True, timeout=timeout)
         echo(_status_line(run))
         runs.append(run)
     rows = [{"notebook": r.notebook.stem, "metric": k, "value": v} for r in runs if r.complete
@@ -668,7 +695,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results/runs", help="run folders go to OUT/<notebook>/<params> "
                    "(default: %(default)s)")
     p.add_argument("--tables", default="results/tables", help="aggregated tables (default: %(default)s)")
-    p.add_argument("--rendered", default="results/rendered", help="HTML renders (default: %(default)s)")
     p.add_argument("--kernel", default=KERNEL, help="Jupyter kernel name (default: %(default)s)")
     p.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds (default: none)")
 
@@ -689,7 +715,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-p", "--param", nargs="+", action="append", metavar=("NAME", "VALUE"),
                    help="a parameter and its values (repeatable; the grid is every combination)")
     p.add_argument("--force", action="store_true", help="redo runs that are already complete")
-    p.add_argument("--no-render", action="store_true", help="do not render HTML")
+    p.add_argument("--publish", default=None, metavar="DIR", help="also publish each executed notebook to "
+                   "DIR/<notebook>/<params>.ipynb (default: only in its run folder)")
     _common(p)
     from vidquant.jobs import add_job_arguments, job_options
 
@@ -697,7 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         runs, table = sweep(args.notebook, _grid(args.param), out=args.out, tables=args.tables,
-                            rendered=None if args.no_render else args.rendered, kernel=args.kernel,
+                            publish=args.publish, kernel=args.kernel,
                             force=args.force, timeout=args.timeout, jobs=job_options(args))
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -710,10 +737,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def notebooks_main(argv: Sequence[str] | None = None) -> int:
     """``vidquant notebooks [NOTEBOOK ...] [-p name value ...]``: execute every notebook with its defaults."""
     p = argparse.ArgumentParser(prog="vidquant notebooks",
-                                description="Execute every notebook with its defaults, render HTML, collect metrics.")
+                                description="Execute every notebook with its defaults, publish the executed "
+                                "copies, collect metrics.")
     p.add_argument("notebooks", nargs="*", help="default: notebooks/[0-9]*.ipynb")
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="set a parameter in every notebook that has it (repeatable)")
+    p.add_argument("--publish", default="results/notebooks", metavar="DIR",
+                   help="where the executed copies go, DIR/<notebook>.ipynb (default: %(default)s)")
     _common(p)
     args = p.parse_args(argv)
     notebooks = args.notebooks or sorted(str(x) for x in (repo_root() / "notebooks").glob("[0-9]*.ipynb"))
@@ -722,12 +752,12 @@ def notebooks_main(argv: Sequence[str] | None = None) -> int:
         return 2
     params = {name: parse_value(value) for name, value in (args.param or [])}
     try:
-        runs = run_notebooks(notebooks, params=params, out=args.out, tables=args.tables, rendered=args.rendered,
+        runs = run_notebooks(notebooks, params=params, out=args.out, tables=args.tables, publish=args.publish,
                              kernel=args.kernel, timeout=args.timeout)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"rendered: {args.rendered}/<notebook>.html; metrics: {Path(args.tables) / 'notebooks'}.csv")
+    print(f"executed copies: {args.publish}/<notebook>.ipynb; metrics: {Path(args.tables) / 'notebooks'}.csv")
     return _report(runs)
 
 
