@@ -478,7 +478,7 @@ def sweep(
     def call(run: Run) -> tuple[tuple, dict]:
         copy = None if publish is None else Path(publish).absolute() / stem / f"{run.slug}.ipynb"
         return ((notebook.absolute(), run.run_dir.absolute(), run.params),
-                {"kernel": kernel, "publish": copy, "force": force, "timeout": timeout})
+                {"kernel": kernel, "publish": copy, "force": force, "timeout": timeout, "echo_output": True})
 
     runs = _run_all(run_notebook, pending, call, jobs, out=out, name=stem, echo=echo,
                     on_finish=lambda done: aggregate(done, tables, stem, disk=Path(out) / stem))
@@ -499,10 +499,10 @@ def _run_all(fn: Callable[..., Run], pending: Sequence[Run], call: Callable[[Run
         return run_jobs(pending, calls, jobs, folder=Path(folder), name=name, on_finish=on_finish, echo=echo)
     runs = []
     for i, run in enumerate(pending, 1):
-        echo(f"[{i}/{len(pending)}] {name} {run.slug} ...", end=" ", flush=True)
+        echo(f"[{i}/{len(pending)}] {name} {run.slug} ...", flush=True)  # its cells' progress follows
         args, kwargs = call(run)
         run = fn(*args, **kwargs)
-        echo(_status_line(run))
+        echo(f"[{i}/{len(pending)}] {name} {run.slug}: {_status_line(run)}")
         runs.append(run)
     return runs
 
@@ -553,10 +553,10 @@ def run_notebooks(
     runs = []
     for i, nb in enumerate(notebooks, 1):
         mine = {k: v for k, v in params.items() if k in declared[nb]}
-        echo(f"[{i}/{len(notebooks)}] {nb.name} ...", end=" ", flush=True)
+        echo(f"[{i}/{len(notebooks)}] {nb.name} ...", flush=True)  # its cells' output and progress follow
         run = run_notebook(nb, Path(out) / nb.stem / DEFAULT_SLUG, mine, kernel=kernel,
-                           publish=Path(publish) / f"{nb.stem}.ipynb", force=True, timeout=timeout)
-        echo(_status_line(run))
+                           publish=Path(publish) / f"{nb.stem}.ipynb", force=True, timeout=timeout, echo_output=True)
+        echo(f"[{i}/{len(notebooks)}] {nb.name}: {_status_line(run)}")
         runs.append(run)
     rows = [{"notebook": r.notebook.stem, "metric": k, "value": v} for r in runs if r.complete
             for k, v in r.metrics.items()]
@@ -601,7 +601,7 @@ def _quantize(run: Run, overrides: dict[str, Any]) -> None:
     t0 = time.time()
     try:
         cfg = point_config(run.notebook, run.run_dir.absolute(), run.params, overrides)
-        summary = quantize(cfg, progress=False).summary
+        summary = quantize(cfg).summary  # its progress bars show (in a job: in its log)
         write_text_atomic(run.run_dir / METRICS_NAME, json.dumps(summary, indent=2, sort_keys=True, default=str))
         run.status, run.metrics = "done", read_metrics(run.run_dir / METRICS_NAME)
     except Exception as err:  # noqa: BLE001 - a failing run is reported, the others go on
