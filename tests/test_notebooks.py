@@ -66,6 +66,49 @@ def test_no_outputs_and_no_plotting_code(path):
     assert nb.metadata.kernelspec.name == "vidquant", f"{path.name}: runs on the project's kernel"
 
 
+PUBLISHED = ROOT / "results" / "notebooks"
+ALLOWED_MIME = {"text/plain", "text/html", "image/png"}
+
+
+def _code(nb) -> list[str]:
+    """The code cells' sources, without the cell papermill injects."""
+    return [c.source for c in nb.cells
+            if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=STEMS)
+def test_executed_copy_is_committed_and_readable_anywhere(path):
+    """results/notebooks/<nb>.ipynb: the current source, every cell run without error, outputs that any viewer
+    shows without trust or network (PNG figures and animated-PNG clips, plain tables, text), no machine paths."""
+    copy = PUBLISHED / path.name
+    assert copy.is_file(), f"{copy} missing: run `make results-notebooks`"
+    source, executed = nbformat.read(path, as_version=4), nbformat.read(copy, as_version=4)
+    assert _code(executed) == _code(source), \
+        f"{copy.name} is out of date: run `make results-notebooks NOTEBOOK_ARGS={path.relative_to(ROOT)}`"
+    outputs = []
+    for cell in executed.cells:
+        if cell.cell_type == "code":
+            assert cell.execution_count is not None, f"{copy.name}: a cell did not run"
+            outputs += cell.outputs
+    assert not [o for o in outputs if o.output_type == "error"], f"{copy.name}: a cell failed"
+    mimes = {m for o in outputs for m in o.get("data", {})}
+    assert mimes <= ALLOWED_MIME, f"{copy.name}: outputs that need trust, scripts or a CDN: {mimes - ALLOWED_MIME}"
+    html = " ".join(o.data["text/html"] for o in outputs if "text/html" in o.get("data", {}))
+    assert not re.search(r"<script|<video|<iframe|https?://", html), f"{copy.name}: HTML output needs trust/network"
+    text = copy.read_text()
+    assert str(ROOT) not in text and sys.prefix not in text, f"{copy.name}: machine-specific paths"
+    if any("show_clips(" in code for code in _code(source)):
+        import base64
+
+        pngs = [base64.b64decode(o.data["image/png"]) for o in outputs if "image/png" in o.get("data", {})]
+        assert any(b"acTL" in png[:200] for png in pngs), f"{copy.name}: no animated clip"
+
+
+def test_executed_copies_stay_small():
+    sizes = {p.name: p.stat().st_size for p in PUBLISHED.glob("*.ipynb")}
+    assert sum(sizes.values()) < 8 * 2**20, sizes  # results/ as a whole must stay under 20 MB
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=STEMS)
 def test_parameters_cell_parses(path):
     import papermill
@@ -290,14 +333,33 @@ def _check_published(path: Path) -> None:
     assert NotebookNotary().check_signature(nb)
 
 
+def test_publish_notebook_shows_what_a_terminal_would(tmp_path, monkeypatch):
+    """A progress bar's updates (one stream message each) become its final state; the checkout's path goes."""
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter"))
+    cell = nbformat.v4.new_code_cell("run()", execution_count=1, outputs=[
+        nbformat.v4.new_output("stream", name="stderr", text="blocks:  50%|# | 1/2\r"),
+        nbformat.v4.new_output("stream", name="stderr", text="blocks: 100%|##| 2/2\r"),
+        nbformat.v4.new_output("stream", name="stderr", text="\n"),
+        nbformat.v4.new_output("stream", name="stdout", text=f"wrote {ROOT}/results/runs/x\n"),
+        nbformat.v4.new_output("execute_result", data={"text/plain": f"'{ROOT}/a'"}, execution_count=1)])
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), tmp_path / "executed.ipynb")
+    out = sweep.publish_notebook(tmp_path / "executed.ipynb", tmp_path / "pub" / "copy.ipynb").read_text()
+    outputs = nbformat.reads(out, as_version=4).cells[0].outputs
+    assert [o.get("text") for o in outputs[:2]] == ["blocks: 100%|##| 2/2\n", "wrote results/runs/x\n"]
+    assert outputs[2].data["text/plain"] == "'a'" and str(ROOT) not in out
+
+
 def test_notebooks_main_runs_each_with_defaults(toy_notebook, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter"))
     out, tables, published = tmp_path / "runs", tmp_path / "tables", tmp_path / "published"
     common = ["--out", str(out), "--tables", str(tables), "--publish", str(published)]
     assert sweep.notebooks_main([str(toy_notebook), "-p", "not_a_param", "1", *common]) == 2
     assert "not a parameter of any" in capsys.readouterr().err
+    tables.mkdir()
+    pd.DataFrame({"notebook": ["00_other", "toy"], "metric": ["psnr", "old"], "value": [31.5, 1]}).to_csv(
+        tables / "notebooks.csv", index=False)  # a run of another notebook, and an earlier one of this
     assert sweep.notebooks_main([str(toy_notebook), "-p", "x", "5", *common]) == 0
     assert read_metrics(out / "toy" / "defaults" / "metrics.json") == {"square": 25, "label": "a"}
     _check_published(published / "toy.ipynb")
     long = pd.read_csv(tables / "notebooks.csv")
-    assert set(long["metric"]) == {"square", "label"} and set(long["notebook"]) == {"toy"}
+    assert list(long["notebook"]) == ["00_other", "toy", "toy"] and list(long["metric"]) == ["psnr", "square", "label"]

@@ -203,6 +203,18 @@ def _as_terminal_shows(text: str) -> str:
     return "\n".join(([seg for seg in line.split("\r") if seg] or [""])[-1] for line in text.split("\n"))
 
 
+def _coalesce_streams(outputs: list) -> list:
+    """Consecutive stream outputs of one stream (a progress bar's updates arrive one message each) as one."""
+    merged: list = []
+    for out in outputs:
+        if out.output_type == "stream" and merged and merged[-1].output_type == "stream" \
+                and merged[-1].name == out.name:
+            merged[-1].text += out.text
+        else:
+            merged.append(out)
+    return merged
+
+
 def publish_notebook(executed: str | os.PathLike, dest: str | os.PathLike, *, sign: bool = True) -> Path:
     """Copy an executed notebook to `dest` for readers (JupyterLab, a code host's notebook view): progress bars
     reduced to their final state, machine-specific path prefixes removed, and (`sign`) the copy marked
@@ -214,6 +226,8 @@ def publish_notebook(executed: str | os.PathLike, dest: str | os.PathLike, *, si
     nb = nbformat.read(str(executed), as_version=4)
     prefixes = sorted({str(repo_root()) + os.sep, str(Path(sys.prefix)) + os.sep}, key=len, reverse=True)
     for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = _coalesce_streams(cell.outputs)
         for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
             if out.output_type == "stream":
                 out.text = _as_terminal_shows(out.text)
@@ -542,7 +556,8 @@ def run_notebooks(
 ) -> list[Run]:
     """Execute each notebook (always afresh) into ``<out>/<stem>/defaults``, publish the executed copy to
     ``<publish>/<stem>.ipynb`` (`publish_notebook`) and collect every notebook's metrics in
-    ``<tables>/notebooks.csv`` / ``.md`` (long format: notebook, metric, value). `params` go to each notebook
+    ``<tables>/notebooks.csv`` / ``.md`` (long format: notebook, metric, value; rows of notebooks not run now
+    are kept). `params` go to each notebook
     that declares them."""
     params = dict(params or {})
     notebooks = [Path(nb) for nb in notebooks]
@@ -560,10 +575,14 @@ def run_notebooks(
         runs.append(run)
     rows = [{"notebook": r.notebook.stem, "metric": k, "value": v} for r in runs if r.complete
             for k, v in r.metrics.items()]
-    df = pd.DataFrame(rows, columns=["notebook", "metric", "value"])
+    csv = Path(tables) / "notebooks.csv"
+    kept = pd.read_csv(csv, dtype=str) if csv.is_file() else pd.DataFrame(columns=["notebook", "metric", "value"])
+    kept = kept[~kept["notebook"].isin([nb.stem for nb in notebooks])]  # the other notebooks' rows stay
+    df = pd.concat([kept, pd.DataFrame(rows, columns=["notebook", "metric", "value"])], ignore_index=True)
+    df = df.sort_values("notebook", kind="stable")
     Path(tables).mkdir(parents=True, exist_ok=True)
-    df.to_csv(Path(tables) / "notebooks.csv", index=False)
-    (Path(tables) / "notebooks.md").write_text(_markdown(df, "notebooks") + "\n")
+    write_text_atomic(csv, df.to_csv(index=False))
+    write_text_atomic(Path(tables) / "notebooks.md", _markdown(df, "notebooks") + "\n")
     return runs
 
 
