@@ -225,17 +225,19 @@ def publish_notebook(executed: str | os.PathLike, dest: str | os.PathLike, *, si
 
     nb = nbformat.read(str(executed), as_version=4)
     prefixes = sorted({str(repo_root()) + os.sep, str(Path(sys.prefix)) + os.sep}, key=len, reverse=True)
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            cell.outputs = _coalesce_streams(cell.outputs)
-        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+
+    def unplaced(text: str) -> str:
+        for prefix in prefixes:
+            text = text.replace(prefix, "")
+        return text
+
+    for cell in (c for c in nb.cells if c.cell_type == "code"):
+        cell.outputs = _coalesce_streams(cell.outputs)
+        for out in cell.outputs:
             if out.output_type == "stream":
-                out.text = _as_terminal_shows(out.text)
-            texts = [out] if out.output_type == "stream" else []
-            for holder, key in [(o, "text") for o in texts] + [(out.get("data", {}), "text/plain")]:
-                if isinstance(holder.get(key), str):
-                    for prefix in prefixes:
-                        holder[key] = holder[key].replace(prefix, "")
+                out.text = unplaced(_as_terminal_shows(out.text))
+            elif isinstance(out.get("data", {}).get("text/plain"), str):
+                out.data["text/plain"] = unplaced(out.data["text/plain"])
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.writing")
@@ -557,8 +559,7 @@ def run_notebooks(
     """Execute each notebook (always afresh) into ``<out>/<stem>/defaults``, publish the executed copy to
     ``<publish>/<stem>.ipynb`` (`publish_notebook`) and collect every notebook's metrics in
     ``<tables>/notebooks.csv`` / ``.md`` (long format: notebook, metric, value; rows of notebooks not run now
-    are kept). `params` go to each notebook
-    that declares them."""
+    are kept). `params` go to each notebook that declares them."""
     params = dict(params or {})
     notebooks = [Path(nb) for nb in notebooks]
     declared = {nb: _check_params(nb, []) for nb in notebooks}
