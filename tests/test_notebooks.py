@@ -342,7 +342,9 @@ def test_publish_notebook_shows_what_a_terminal_would(tmp_path, monkeypatch):
         nbformat.v4.new_output("stream", name="stderr", text="\n"),
         nbformat.v4.new_output("stream", name="stdout", text=f"wrote {ROOT}/results/runs/x\n"),
         nbformat.v4.new_output("execute_result", data={"text/plain": f"'{ROOT}/a'"}, execution_count=1)])
-    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), tmp_path / "executed.ipynb")
+    executed = nbformat.v4.new_notebook(cells=[cell])
+    executed.metadata["papermill"] = {"input_path": f"{ROOT}/notebooks/x.ipynb", "parameters": {"p": f"{ROOT}/y"}}
+    nbformat.write(executed, tmp_path / "executed.ipynb")
     out = sweep.publish_notebook(tmp_path / "executed.ipynb", tmp_path / "pub" / "copy.ipynb").read_text()
     outputs = nbformat.reads(out, as_version=4).cells[0].outputs
     assert [o.get("text") for o in outputs[:2]] == ["blocks: 100%|##| 2/2\n", "wrote results/runs/x\n"]

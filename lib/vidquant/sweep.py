@@ -231,6 +231,13 @@ def publish_notebook(executed: str | os.PathLike, dest: str | os.PathLike, *, si
             text = text.replace(prefix, "")
         return text
 
+    run_info = nb.metadata.get("papermill", {})  # where papermill read and wrote it, and the parameters
+    for key in ("input_path", "output_path"):
+        if isinstance(run_info.get(key), str):
+            run_info[key] = unplaced(run_info[key])
+    for name, value in run_info.get("parameters", {}).items():
+        if isinstance(value, str):
+            run_info["parameters"][name] = unplaced(value)
     for cell in (c for c in nb.cells if c.cell_type == "code"):
         cell.outputs = _coalesce_streams(cell.outputs)
         for out in cell.outputs:
