@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
@@ -64,6 +65,12 @@ def test_no_outputs_and_no_plotting_code(path):
     assert not re.search(r"\bplt\.|matplotlib|\.subplots\(", code), \
         f"{path.name}: draws its own figure; add it to vidquant.plots (labelled, tested) and call that"
     assert nb.metadata.kernelspec.name == "vidquant", f"{path.name}: runs on the project's kernel"
+    for cell in nb.cells[1:]:  # a figure is a cell's value: one that is not the last statement is never shown
+        if cell.cell_type == "code" and "parameters" not in cell.metadata.get("tags", []):
+            statements = [ast.get_source_segment(cell.source, s) for s in ast.parse(cell.source).body[:-1]
+                          if isinstance(s, ast.Expr)]
+            lost = [s for s in statements if re.match(r"(plots\.|show_clips\()", s)]
+            assert not lost, f"{path.name}: {lost[0][:60]}... is not shown (not the cell's last statement)"
 
 
 PUBLISHED = ROOT / "results" / "notebooks"
