@@ -32,9 +32,9 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lib tests benchmarks scripts
 
-# Every notebook executed on the tiny models (a few minutes each on a CPU), one at a time, in order (09 reads what
-# 02-06 recorded): results/notebooks/NN_name.ipynb (committed), runs in results/runs/<nb>/defaults/,
-# metrics in results/tables/notebooks.{csv,md}. NOTEBOOK_ARGS: e.g. notebooks/03_smoothquant.ipynb -p num_eval_samples 1
+# Every notebook executed on the tiny models (1-6 minutes each on a CPU, ~30 in all), one at a time, in order
+# (09 reads what 02-06 recorded): results/notebooks/NN_name.ipynb (committed), runs in results/runs/<nb>/defaults/,
+# metrics in results/tables/notebooks.{csv,md}. One notebook: make results-notebooks NOTEBOOK_ARGS=notebooks/03_smoothquant.ipynb
 NOTEBOOK_ARGS ?=
 results-notebooks: $(STAMP)
 	$(VPY) -m vidquant.cli notebooks $(NOTEBOOK_ARGS)
