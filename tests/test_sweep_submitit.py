@@ -73,7 +73,7 @@ def test_killed_and_failing_jobs_are_listed_then_resumed_and_the_table_matches_i
     hang, fail = tmp_path / "hang", tmp_path / "fail"
     out, tables = tmp_path / "runs", tmp_path / "tables"
     argv = ["sweep", str(toy), "-p", "x", "1", "2", "3", "-p", "hang_flag", str(hang), "-p", "fail_flag", str(fail),
-            "--out", str(out), "--tables", str(tables), "--no-render", "--executor", "submitit", "--cluster", "local",
+            "--out", str(out), "--tables", str(tables), "--executor", "submitit", "--cluster", "local",
             "--max-parallel", "3"]
     hang.write_text("")
     fail.write_text("")
