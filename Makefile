@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: setup demo test test-slow lint notebooks sweep tables bench gpu-check clean mutation
+.PHONY: setup demo test test-slow lint results-notebooks strip-notebooks sweep tables bench gpu-check clean mutation
 
 setup: $(STAMP)
 
@@ -32,8 +32,16 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lib tests benchmarks scripts
 
-notebooks: $(STAMP)
-	$(VPY) -m vidquant.cli notebooks
+# Every notebook executed on the tiny models (1-6 minutes each on a CPU, ~30 in all), one at a time, in order
+# (09 reads what 02-06 recorded): results/notebooks/NN_name.ipynb (committed), runs in results/runs/<nb>/defaults/,
+# metrics in results/tables/notebooks.{csv,md}. One notebook: make results-notebooks NOTEBOOK_ARGS=notebooks/03_smoothquant.ipynb
+NOTEBOOK_ARGS ?=
+results-notebooks: $(STAMP)
+	$(VPY) -m vidquant.cli notebooks $(NOTEBOOK_ARGS)
+
+# The notebooks are the sources and are committed without outputs (tests/test_notebooks.py checks it).
+strip-notebooks: $(STAMP)
+	$(VENV)/bin/nbstripout --keep-id notebooks/*.ipynb
 
 # The committed α sweep and methods × formats tables (results/tables/), each run one submitit job: parallel local
 # processes here, a Slurm job array on a cluster (JOB_ARGS, e.g. "--slurm-partition gpu --gpus-per-job 1").

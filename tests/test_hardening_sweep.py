@@ -63,7 +63,7 @@ def test_command_line_values_are_parsed_as_numbers(text, value):
 
 def _stub(monkeypatch, fail=False, calls=None):
     """Replace notebook execution: write params + metrics (or fail), as the real one does."""
-    def execute(run, kernel, html, timeout, echo_output=False):
+    def execute(run, kernel, publish, timeout, echo_output=False):
         if calls is not None:
             calls.append(run.slug)
         run.run_dir.mkdir(parents=True)
@@ -151,7 +151,7 @@ def test_table_is_aggregated_from_every_complete_run_on_disk(tmp_path, monkeypat
     nb.write_text("{}")
     monkeypatch.setattr(sweep, "_check_params", lambda notebook, names: {})
     _stub(monkeypatch)
-    runs, table = sweep.sweep(nb, [("x", [3])], out=out, tables=tables, rendered=None, echo=lambda *a, **k: None)
+    runs, table = sweep.sweep(nb, [("x", [3])], out=out, tables=tables, echo=lambda *a, **k: None)
     assert [r.status for r in runs] == ["done"]
     assert list(table["x"]) == [3, 1, 2] and list(table["square"]) == [9, 1, 4]  # this grid first, then disk
     assert list(pd.read_csv(tables / "toy.csv")["x"]) == [3, 1, 2]

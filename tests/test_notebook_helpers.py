@@ -1,4 +1,5 @@
-"""The library side of the notebooks: `vidquant.notebook` helpers and `vidquant.plots` figures (no kernel)."""
+"""The library side of the notebooks (no kernel): configs from parameters, run records, comparisons, the
+algorithms' reports, fp8 rounding, checkpoint listings, clips and `vidquant.plots` figures."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import pandas as pd
 import pytest
 import torch
 
-from vidquant import notebook as nb
-from vidquant import plots
+from vidquant import compare, display, plots, records, variants
+from vidquant.algos import report
+from vidquant.export import listing
+from vidquant.quant import fp8_rounding
 
 ROOT = Path(__file__).resolve().parents[1]
 T2V = ROOT / "configs/quantization/video_gen/tiny_t2v"
@@ -21,7 +24,7 @@ T2V = ROOT / "configs/quantization/video_gen/tiny_t2v"
 
 # ------------------------------------------------------------------------------------------------- configs
 def test_notebook_config_maps_parameters(tmp_path):
-    cfg = nb.notebook_config(T2V / "smoothquant_w_a.yaml", model_path="m", calib_path="c", eval_path="e",
+    cfg = variants.notebook_config(T2V / "smoothquant_w_a.yaml", model_path="m", calib_path="c", eval_path="e",
                              output_dir=tmp_path, seed=7, height=32, width=48, num_frames=5, num_inference_steps=3,
                              sample_steps=2, num_eval_samples=1, save_lightx2v=False,
                              overrides={"quant.video_gen.special.alpha": 0.6})
@@ -41,21 +44,21 @@ def test_notebook_config_none_keeps_the_file(tmp_path):
     from vidquant.config import load_config
 
     path = T2V / "rtn_w_a.yaml"
-    assert nb.notebook_config(path) == load_config(path)
+    assert variants.notebook_config(path) == load_config(path)
 
 
 def test_notebook_config_errors_name_the_field():
     from vidquant.config import ConfigError
 
     with pytest.raises(ConfigError, match="config file not found"):
-        nb.notebook_config("configs/nope.yaml")
+        variants.notebook_config("configs/nope.yaml")
     with pytest.raises(ConfigError, match="alpha"):
-        nb.notebook_config(T2V / "smoothquant_w_a.yaml", overrides={"quant.video_gen.special.alpha": 2})
+        variants.notebook_config(T2V / "smoothquant_w_a.yaml", overrides={"quant.video_gen.special.alpha": 2})
 
 
 def test_variant_and_rtn_baseline(tmp_path):
-    cfg = nb.notebook_config(T2V / "smoothquant_w_a.yaml", output_dir=tmp_path)
-    rtn = nb.as_rtn(cfg, tmp_path / "rtn")
+    cfg = variants.notebook_config(T2V / "smoothquant_w_a.yaml", output_dir=tmp_path)
+    rtn = variants.as_rtn(cfg, tmp_path / "rtn")
     assert rtn.quant.video_gen.methods == ["RTN"] and rtn.quant.video_gen.special == {}
     assert rtn.save.save_path == str(tmp_path / "rtn") and not rtn.save.save_lightx2v
     assert rtn.evals[0].output_video_path == str(tmp_path / "rtn" / "videos")
@@ -64,17 +67,17 @@ def test_variant_and_rtn_baseline(tmp_path):
 
 
 def test_bit_overrides_and_labels():
-    assert nb.bit_overrides() == {}
-    assert nb.bit_overrides(4, 0) == {"quant.video_gen.weight.bit": 4, "quant.video_gen.act": None}
-    cfg = nb.notebook_config(T2V / "rtn_w_a.yaml", overrides=nb.bit_overrides(4, 0))
-    assert nb.scheme_label(cfg) == "int4/fp"
-    cfg = nb.notebook_config(T2V / "rtn_w_a.yaml", overrides=nb.bit_overrides(6, 6))
-    assert nb.scheme_label(cfg) == "int6/int6"
+    assert variants.bit_overrides() == {}
+    assert variants.bit_overrides(4, 0) == {"quant.video_gen.weight.bit": 4, "quant.video_gen.act": None}
+    cfg = variants.notebook_config(T2V / "rtn_w_a.yaml", overrides=variants.bit_overrides(4, 0))
+    assert variants.scheme_label(cfg) == "int4/fp"
+    cfg = variants.notebook_config(T2V / "rtn_w_a.yaml", overrides=variants.bit_overrides(6, 6))
+    assert variants.scheme_label(cfg) == "int6/int6"
 
 
 def test_lightx2v_config_for(tmp_path):
-    cfg = nb.notebook_config(T2V / "smoothquant_w_a_fp8.yaml")
-    written = nb.lightx2v_config_for(cfg, tmp_path / "ckpt", tmp_path / "lx.json")
+    cfg = variants.notebook_config(T2V / "smoothquant_w_a_fp8.yaml")
+    written = variants.lightx2v_config_for(cfg, tmp_path / "ckpt", tmp_path / "lx.json")
     assert written["dit_quant_scheme"] == "fp8-vllm" and written["task"] == "t2v"
     assert json.loads((tmp_path / "lx.json").read_text())["quant_method"] == "advanced_ptq"
 
@@ -82,17 +85,17 @@ def test_lightx2v_config_for(tmp_path):
 # ------------------------------------------------------------------------------------------------- metrics
 def test_record_and_read_metrics_round_trip(tmp_path):
     path = tmp_path / "sub" / "metrics.json"
-    table = nb.record_metrics({"a": np.float32(1.5), "b": torch.tensor(3), "inf": math.inf,
+    table = records.record_metrics({"a": np.float32(1.5), "b": torch.tensor(3), "inf": math.inf,
                                "rtn": {"psnr": 30.0, "ok": True}, "name": "x", "p": Path("q")}, path)
     assert list(table.columns) == ["metric", "value"]
     data = json.loads(path.read_text())
     assert data == {"a": 1.5, "b": 3, "inf": "inf", "rtn.psnr": 30.0, "rtn.ok": True, "name": "x", "p": "q"}
-    assert nb.read_metrics(path)["inf"] == math.inf
+    assert records.read_metrics(path)["inf"] == math.inf
     assert not list(tmp_path.glob("sub/*.writing"))
     with pytest.raises(TypeError, match="not a scalar"):
-        nb.flatten_metrics({"bad": [1, 2]})
-    assert nb.metrics_file("out") == Path("out/metrics.json")
-    assert nb.metrics_file("out", "x.json") == Path("x.json")
+        records.flatten_metrics({"bad": [1, 2]})
+    assert records.metrics_file("out") == Path("out/metrics.json")
+    assert records.metrics_file("out", "x.json") == Path("x.json")
 
 
 def test_collect_runs_method_table_and_swept_params(tmp_path):
@@ -105,53 +108,62 @@ def test_collect_runs_method_table_and_swept_params(tmp_path):
         (d / "params.json").write_text(json.dumps(params))
         (d / "metrics.json").write_text(json.dumps(metrics))
     (tmp_path / "03_smoothquant" / "alpha-0.9").mkdir()  # an unfinished run: no metrics.json
-    runs = nb.collect_runs(tmp_path)
+    runs = records.collect_runs(tmp_path)
     assert list(runs["run"]) == ["defaults", "alpha-0.5"] and runs["alpha"].iloc[1] == 0.5
-    methods = nb.method_table(runs)
+    methods = records.method_table(runs)
     assert list(methods["label"]) == ["02_rtn_baseline: RTN int8/int8"]
-    assert nb.method_table(pd.DataFrame()).empty
+    assert records.method_table(pd.DataFrame()).empty
     table = pd.DataFrame({"run": ["alpha-0.5__w_bit-4", "alpha-0.75__w_bit-4"], "alpha": [0.5, 0.75],
                           "w_bit": [4, 4], "video_psnr": [1, 2]})
-    assert nb.swept_params(table) == ["alpha", "w_bit"]
+    assert records.swept_params(table) == ["alpha", "w_bit"]
 
 
 # ------------------------------------------------------------------------------------------------- clips
-def test_clip_html_links_inside_the_repo_and_embeds_outside(tmp_path):
-    from vidquant.eval.video import save_video
+def test_show_clips_is_a_labelled_animated_png(tmp_path):
+    """Clips are shown as an animated PNG (plays anywhere, trusted or not), every frame kept, names drawn above."""
+    import base64
+    import io
 
-    clip = np.random.default_rng(0).random((3, 16, 16, 3), dtype=np.float32)
-    outside = save_video(clip, tmp_path / "c.mp4")
-    html = nb.clip_html(outside, caption="a <b>")
-    assert "data:video/mp4;base64," in html and "a &lt;b&gt;" in html
-    inside_dir = ROOT / "outputs" / "test_clip_html"
-    try:
-        inside = save_video(clip, inside_dir / "c.mp4")
-        html = nb.clip_html(inside)
-        assert "base64" not in html
-        for depth in (1, 2, 3):
-            assert f'src="{"../" * depth}outputs/test_clip_html/c.mp4"' in html
-        assert "base64" in nb.clip_html(inside, embed=True)
-    finally:
-        import shutil
+    from PIL import Image, ImageSequence
 
-        shutil.rmtree(inside_dir, ignore_errors=True)
-    with pytest.raises(ValueError, match="expected one of"):
-        nb.clip_html(tmp_path / "c.avi")
+    from vidquant.eval.video import load_video
+
+    rng = np.random.default_rng(0)
+    float_clip = rng.random((4, 16, 16, 3), dtype=np.float32)
+    quant_clip = np.clip(float_clip + 0.05, 0, 1)
+    shown = display.show_clips({"float": float_clip, "W8A8": quant_clip}, tmp_path / "c.mp4", fps=4)
+    bundle = shown._repr_mimebundle_()
+    assert set(bundle) == {"image/png", "text/plain"} and "float | W8A8" in bundle["text/plain"]
+    png = Image.open(io.BytesIO(base64.b64decode(bundle["image/png"])))
+    frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(png)]
+    assert len(frames) == 4 and png.info.get("loop") == 0 and png.info.get("duration") == 250
+    strip = display.labelled_strip({"float": float_clip, "W8A8": quant_clip})
+    assert strip.shape == (4, display.LABEL_HEIGHT + 128, 2 * 128 + 2, 3)  # 16 px upscaled to 128, 2 px bar
+    for got, want in zip(frames, strip):
+        np.testing.assert_array_equal(got, want)  # lossless: quantization errors are not blurred away
+    # the panels are the clips, upscaled by 8 (nearest), under a label band with dark text on white
+    expected = (float_clip[0] * 255 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(strip[0, display.LABEL_HEIGHT::8, :128:8], expected)
+    band = strip[0, : display.LABEL_HEIGHT]
+    assert band.min() < 128 and np.median(band) == 255
+    assert load_video(tmp_path / "c.mp4").shape[0] == 4  # the labelled clip also saved as a file
+    with pytest.raises(ValueError, match="different heights"):
+        display.labelled_strip({"a": float_clip, "b": float_clip[:, :8]})
 
 
 def test_clip_pair_and_clips_of():
     a, b, c = (np.full((2, 4, 4, 3), v, np.float32) for v in (0.1, 0.2, 0.3))
     runs = {"SQ": SimpleNamespace(videos={("e", 0): (a, b)}), "RTN": SimpleNamespace(videos={("e", 0): (a, c)})}
-    clips = nb.clips_of(runs)
+    clips = compare.clips_of(runs)
     assert list(clips) == ["float", "SQ", "RTN"] and clips["RTN"] is c
     with pytest.raises(ValueError, match="no eval clips"):
-        nb.clip_pair(SimpleNamespace(videos={}))
+        compare.clip_pair(SimpleNamespace(videos={}))
 
 
 def test_fidelity_table():
     ref = [np.zeros((2, 8, 8, 3), np.float32)]
     other = [np.full((2, 8, 8, 3), 0.1, np.float32)]
-    table = nb.fidelity_table({"q": other}, {"float": ref, "q": other})
+    table = compare.fidelity_table({"q": other}, {"float": ref, "q": other})
     assert list(table["vs"]) == ["float"] and table["psnr"].iloc[0] == pytest.approx(20.0)
 
 
@@ -162,22 +174,22 @@ def test_smoothing_and_algo_tables():
                 "awq": {"ffn_up": {"ratio": 0.5, "ratios": [0.0, 0.5], "losses": torch.tensor([[2.0], [1.0]]),
                                    "loss": 1.0, "scale": torch.ones(3)}}}}
     result = SimpleNamespace(logs=logs)
-    table = nb.smoothing_table(result)
+    table = report.smoothing_table(result)
     assert list(table["x_max_smoothed"]) == [1.0, 2.0, 1.0]
-    summary = nb.smoothing_summary(table)
+    summary = report.smoothing_summary(table)
     assert summary.loc[(0, "ffn_up"), "outlier_ratio_before"] == 8.0
     assert summary.loc[(0, "ffn_up"), "outlier_ratio_after"] == 2.0
-    algo = nb.algo_log_table(result, "awq")
+    algo = report.algo_log_table(result, "awq")
     assert list(algo.columns) == ["block", "name", "ratio", "loss"]  # tensors and lists are left out
-    curves = nb.awq_search_curves(result, 0)
+    curves = report.awq_search_curves(result, 0)
     assert list(curves["loss"]) == [2.0, 1.0] and list(curves["chosen"]) == [False, True]
-    assert nb.smoothing_table(SimpleNamespace(logs={})).empty
+    assert report.smoothing_table(SimpleNamespace(logs={})).empty
 
 
 def test_fp8_rounding_differs_only_on_ties():
-    ties = nb.fp8_tie_points("e4m3")
+    ties = fp8_rounding.fp8_tie_points("e4m3")
     assert torch.all(ties[1:] > ties[:-1]) and ties.max() < 448
-    table = nb.fp8_rounding_table(torch.cat([ties, torch.tensor([0.3, -5.1, 100.2])]))
+    table = fp8_rounding.fp8_rounding_table(torch.cat([ties, torch.tensor([0.3, -5.1, 100.2])]))
     assert not table["differ"].iloc[-3:].any()  # off-tie values round the same
     diff = table[table["differ"]]
     assert len(diff) > 0 and set(diff["steps"].abs()) == {1}
@@ -190,9 +202,9 @@ def test_checkpoint_table_and_key_renames(tmp_path):
 
     save_file({"blocks.0.attn1.to_q.weight": torch.zeros(4, 2, dtype=torch.int8),
                "blocks.0.attn1.to_q.weight_scale": torch.ones(4, 1)}, str(tmp_path / "a.safetensors"))
-    table = nb.checkpoint_table(tmp_path)
+    table = listing.checkpoint_table(tmp_path)
     assert list(table["dtype"]) == ["int8", "float32"] and list(table["bytes"]) == [8, 16]
-    renames = nb.key_renames(list(table["key"]) + ["blocks.0.affine_norm1.weight"])
+    renames = listing.key_renames(list(table["key"]) + ["blocks.0.affine_norm1.weight"])
     assert list(renames["after"]) == ["blocks.0.self_attn.q.weight", "blocks.0.self_attn.q.weight_scale"]
 
 
@@ -226,8 +238,9 @@ def test_every_figure_is_labelled():
                                        "chosen": [False, True]})),
         plots.layer_sqnr(layers),
         plots.timestep_error(steps),
+        plots.timestep_error(steps, boundary=875.0),
         plots.frames_side_by_side({"float": clip, "quant": clip * 0.9}),
-        plots.fp8_rounding(nb.fp8_rounding_table(nb.fp8_tie_points())),
+        plots.fp8_rounding(fp8_rounding.fp8_rounding_table(fp8_rounding.fp8_tie_points())),
         plots.fp8_code_mismatch(pd.DataFrame({"block": [0], "layer": ["a"], "n": [10], "differ": [0],
                                               "frac": [0.0]})),
         plots.checkpoint_sizes(tables),

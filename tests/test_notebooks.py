@@ -1,7 +1,9 @@
 """The numbered notebooks and the papermill sweep.
 
-* Structure (fast): notebooks are committed without outputs, match scripts/build_notebooks.py, and have one
-  `parameters` cell that papermill parses completely, with the `output_dir` / `metrics_path` the sweep sets.
+* Structure (fast): the notebooks are the sources, committed stripped (nbstripout: no outputs, no execution
+  counts; `make strip-notebooks`), each with one `parameters` cell that papermill parses completely (with the
+  `output_dir` / `metrics_path` the sweep sets), no plotting code of their own (figures come from
+  `vidquant.plots`, whose labels are tested), and an executed copy under results/notebooks/.
 * Execution: every notebook runs under papermill on a random tiny model with small sizes (2 steps, 32×32,
   5 frames, one eval prompt), records its metrics, and the metrics must show what the notebook is about:
   SmoothQuant and GPTQ at least as good as RTN at the same settings, exports that verify, the real quantized
@@ -13,9 +15,11 @@
 
 from __future__ import annotations
 
-import importlib.util
+import ast
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -23,37 +27,93 @@ import pandas as pd
 import pytest
 
 from vidquant import sweep
-from vidquant.notebook import read_metrics
+from vidquant.records import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 STEMS = [p.stem for p in NOTEBOOKS]
-
-
-def _load_builder():
-    spec = importlib.util.spec_from_file_location("build_notebooks", ROOT / "scripts" / "build_notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+STRIP = [sys.executable, "-m", "nbstripout", "--keep-id"]  # as `make strip-notebooks` runs it
 
 
 # ------------------------------------------------------------------------------------------------- structure
-def test_all_ten_notebooks_exist():
-    assert STEMS == list(_load_builder().BUILDERS), "notebooks/ and scripts/build_notebooks.py disagree"
+def test_all_notebooks_exist():
+    assert STEMS == ["00_quickstart", "01_calibration_data", "02_rtn_baseline", "03_smoothquant", "04_awq",
+                     "05_gptq", "06_fp8_emulation", "07_lightx2v_export", "08_quantized_inference", "09_results",
+                     "10_wan22"]
+
+
+def test_committed_stripped(tmp_path):
+    """nbstripout would change nothing (no outputs, execution counts or run metadata); and it does catch an
+    executed cell, so the check can fail."""
+    found = subprocess.run([*STRIP, "--verify", *map(str, NOTEBOOKS)], capture_output=True, text=True)
+    assert found.returncode == 0, f"notebooks with outputs; run `make strip-notebooks`:\n{found.stdout}"
+    executed = nbformat.read(NOTEBOOKS[0], as_version=4)
+    cell = next(c for c in executed.cells if c.cell_type == "code")
+    cell.execution_count = 1
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="ran\n")]
+    nbformat.write(executed, tmp_path / "executed.ipynb")
+    assert subprocess.run([*STRIP, "--verify", str(tmp_path / "executed.ipynb")], capture_output=True).returncode
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=STEMS)
-def test_committed_without_outputs(path):
+def test_no_outputs_and_no_plotting_code(path):
     nb = nbformat.read(path, as_version=4)
     dirty = [i for i, c in enumerate(nb.cells)
              if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count") is not None)]
-    assert not dirty, (f"{path.name}: cells {dirty} have outputs; rebuild with python scripts/build_notebooks.py "
-                       "(or clear outputs) before committing")
+    assert not dirty, f"{path.name}: cells {dirty} have outputs; run `make strip-notebooks` before committing"
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert not re.search(r"\bplt\.|matplotlib|\.subplots\(", code), \
+        f"{path.name}: draws its own figure; add it to vidquant.plots (labelled, tested) and call that"
+    assert nb.metadata.kernelspec.name == "vidquant", f"{path.name}: runs on the project's kernel"
+    for cell in nb.cells[1:]:  # a figure is a cell's value: one that is not the last statement is never shown
+        if cell.cell_type == "code" and "parameters" not in cell.metadata.get("tags", []):
+            statements = [ast.get_source_segment(cell.source, s) for s in ast.parse(cell.source).body[:-1]
+                          if isinstance(s, ast.Expr)]
+            lost = [s for s in statements if re.match(r"(plots\.|show_clips\()", s)]
+            assert not lost, f"{path.name}: {lost[0][:60]}... is not shown (not the cell's last statement)"
 
 
-def test_notebooks_match_builder(tmp_path):
-    builder = _load_builder()
-    assert builder.main(["--check"]) == 0, "run: python scripts/build_notebooks.py"
+PUBLISHED = ROOT / "results" / "notebooks"
+ALLOWED_MIME = {"text/plain", "text/html", "image/png"}
+
+
+def _code(nb) -> list[str]:
+    """The code cells' sources, without the cell papermill injects."""
+    return [c.source for c in nb.cells
+            if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=STEMS)
+def test_executed_copy_is_committed_and_readable_anywhere(path):
+    """results/notebooks/<nb>.ipynb: the current source, every cell run without error, outputs that any viewer
+    shows without trust or network (PNG figures and animated-PNG clips, plain tables, text), no machine paths."""
+    copy = PUBLISHED / path.name
+    assert copy.is_file(), f"{copy} missing: run `make results-notebooks`"
+    source, executed = nbformat.read(path, as_version=4), nbformat.read(copy, as_version=4)
+    assert _code(executed) == _code(source), \
+        f"{copy.name} is out of date: run `make results-notebooks NOTEBOOK_ARGS={path.relative_to(ROOT)}`"
+    outputs = []
+    for cell in executed.cells:
+        if cell.cell_type == "code":
+            assert cell.execution_count is not None, f"{copy.name}: a cell did not run"
+            outputs += cell.outputs
+    assert not [o for o in outputs if o.output_type == "error"], f"{copy.name}: a cell failed"
+    mimes = {m for o in outputs for m in o.get("data", {})}
+    assert mimes <= ALLOWED_MIME, f"{copy.name}: outputs that need trust, scripts or a CDN: {mimes - ALLOWED_MIME}"
+    html = " ".join(o.data["text/html"] for o in outputs if "text/html" in o.get("data", {}))
+    assert not re.search(r"<script|<video|<iframe|https?://", html), f"{copy.name}: HTML output needs trust/network"
+    text = copy.read_text()
+    assert str(ROOT) not in text and sys.prefix not in text, f"{copy.name}: machine-specific paths"
+    if any("show_clips(" in code for code in _code(source)):
+        import base64
+
+        pngs = [base64.b64decode(o.data["image/png"]) for o in outputs if "image/png" in o.get("data", {})]
+        assert any(b"acTL" in png[:200] for png in pngs), f"{copy.name}: no animated clip"
+
+
+def test_executed_copies_stay_small():
+    sizes = {p.name: p.stat().st_size for p in PUBLISHED.glob("*.ipynb")}
+    assert sum(sizes.values()) < 8 * 2**20, sizes  # results/ as a whole must stay under 20 MB
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=STEMS)
@@ -177,6 +237,7 @@ metrics_path = None
 """
 TOY_BODY = """\
 import json, os, pathlib
+print("step 1/2\\rstep 2/2")  # a progress bar's updates
 if x == 2 and fail_flag and os.path.exists(fail_flag):
     raise ValueError("boom at x=2")
 path = pathlib.Path(metrics_path or f"{output_dir}/metrics.json")
@@ -223,12 +284,13 @@ def test_unknown_parameter_is_refused(toy_notebook, tmp_path):
         sweep.sweep(toy_notebook, [("output_dir", ["x"])], out=tmp_path / "runs", tables=tmp_path / "tables")
 
 
-def test_sweep_failure_skip_redo_aggregate(toy_notebook, tmp_path, capsys):
-    out, tables, rendered = tmp_path / "runs", tmp_path / "tables", tmp_path / "rendered"
+def test_sweep_failure_skip_redo_aggregate(toy_notebook, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter"))  # the notary's signatures (trust)
+    out, tables, published = tmp_path / "runs", tmp_path / "tables", tmp_path / "published"
     flag = tmp_path / "fail"
     flag.touch()
     argv = [str(toy_notebook), "-p", "x", "1", "2", "3", "-p", "fail_flag", str(flag), "--out", str(out),
-            "--tables", str(tables), "--rendered", str(rendered)]
+            "--tables", str(tables), "--publish", str(published)]
 
     # 1. x=2 fails; x=1 and x=3 still run; exit status 1 and the failure named at the end
     assert sweep.main(argv) == 1
@@ -245,7 +307,9 @@ def test_sweep_failure_skip_redo_aggregate(toy_notebook, tmp_path, capsys):
     assert list(table["x"]) == [1, 3] and list(table["square"]) == [1, 9]
     assert list(table.columns[:3]) == ["run", "x", "fail_flag"]
     assert "| run" in (tables / "toy.md").read_text()
-    assert len(list((rendered / "toy").glob("*.html"))) == 2
+    copies = sorted((published / "toy").glob("*.ipynb"))
+    assert [p.stem for p in copies] == [p.parent.name for p in done]  # the complete runs, published
+    _check_published(copies[0])
     first_mtime = {p: p.stat().st_mtime_ns for p in done}
 
     # 2. rerun: complete runs are skipped, the failed one is redone (now succeeding), the table has all three
@@ -261,18 +325,50 @@ def test_sweep_failure_skip_redo_aggregate(toy_notebook, tmp_path, capsys):
     (victim / "metrics.json").unlink()
     (victim / "stale.txt").write_text("left by a killed run")
     runs_list, _ = sweep.sweep(toy_notebook, [("x", [3]), ("fail_flag", [str(flag)])], out=out, tables=tables,
-                               rendered=None, echo=lambda *a, **k: None)
+                               echo=lambda *a, **k: None)
     assert [r.status for r in runs_list] == ["done"]
     assert not (victim / "stale.txt").exists() and (victim / "metrics.json").is_file()
 
 
-def test_notebooks_main_runs_each_with_defaults(toy_notebook, tmp_path, capsys):
-    out, tables, rendered = tmp_path / "runs", tmp_path / "tables", tmp_path / "rendered"
-    common = ["--out", str(out), "--tables", str(tables), "--rendered", str(rendered)]
+def _check_published(path: Path) -> None:
+    """An executed copy as published: outputs kept, a progress bar's last state only, trusted here."""
+    from nbformat.sign import NotebookNotary
+
+    nb = nbformat.read(path, as_version=4)
+    streams = [o.text for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "stream"]
+    assert streams == ["step 2/2\n"], streams
+    assert NotebookNotary().check_signature(nb)
+
+
+def test_publish_notebook_shows_what_a_terminal_would(tmp_path, monkeypatch):
+    """A progress bar's updates (one stream message each) become its final state; the checkout's path goes."""
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter"))
+    cell = nbformat.v4.new_code_cell("run()", execution_count=1, outputs=[
+        nbformat.v4.new_output("stream", name="stderr", text="blocks:  50%|# | 1/2\r"),
+        nbformat.v4.new_output("stream", name="stderr", text="blocks: 100%|##| 2/2\r"),
+        nbformat.v4.new_output("stream", name="stderr", text="\n"),
+        nbformat.v4.new_output("stream", name="stdout", text=f"wrote {ROOT}/results/runs/x\n"),
+        nbformat.v4.new_output("execute_result", data={"text/plain": f"'{ROOT}/a'"}, execution_count=1)])
+    executed = nbformat.v4.new_notebook(cells=[cell])
+    executed.metadata["papermill"] = {"input_path": f"{ROOT}/notebooks/x.ipynb", "parameters": {"p": f"{ROOT}/y"}}
+    nbformat.write(executed, tmp_path / "executed.ipynb")
+    out = sweep.publish_notebook(tmp_path / "executed.ipynb", tmp_path / "pub" / "copy.ipynb").read_text()
+    outputs = nbformat.reads(out, as_version=4).cells[0].outputs
+    assert [o.get("text") for o in outputs[:2]] == ["blocks: 100%|##| 2/2\n", "wrote results/runs/x\n"]
+    assert outputs[2].data["text/plain"] == "'a'" and str(ROOT) not in out
+
+
+def test_notebooks_main_runs_each_with_defaults(toy_notebook, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter"))
+    out, tables, published = tmp_path / "runs", tmp_path / "tables", tmp_path / "published"
+    common = ["--out", str(out), "--tables", str(tables), "--publish", str(published)]
     assert sweep.notebooks_main([str(toy_notebook), "-p", "not_a_param", "1", *common]) == 2
     assert "not a parameter of any" in capsys.readouterr().err
+    tables.mkdir()
+    pd.DataFrame({"notebook": ["00_other", "toy"], "metric": ["psnr", "old"], "value": [31.5, 1]}).to_csv(
+        tables / "notebooks.csv", index=False)  # a run of another notebook, and an earlier one of this
     assert sweep.notebooks_main([str(toy_notebook), "-p", "x", "5", *common]) == 0
     assert read_metrics(out / "toy" / "defaults" / "metrics.json") == {"square": 25, "label": "a"}
-    assert (rendered / "toy.html").is_file()
+    _check_published(published / "toy.ipynb")
     long = pd.read_csv(tables / "notebooks.csv")
-    assert set(long["metric"]) == {"square", "label"} and set(long["notebook"]) == {"toy"}
+    assert list(long["notebook"]) == ["00_other", "toy", "toy"] and list(long["metric"]) == ["psnr", "square", "label"]

@@ -73,7 +73,7 @@ def test_killed_and_failing_jobs_are_listed_then_resumed_and_the_table_matches_i
     hang, fail = tmp_path / "hang", tmp_path / "fail"
     out, tables = tmp_path / "runs", tmp_path / "tables"
     argv = ["sweep", str(toy), "-p", "x", "1", "2", "3", "-p", "hang_flag", str(hang), "-p", "fail_flag", str(fail),
-            "--out", str(out), "--tables", str(tables), "--no-render", "--executor", "submitit", "--cluster", "local",
+            "--out", str(out), "--tables", str(tables), "--executor", "submitit", "--cluster", "local",
             "--max-parallel", "3"]
     hang.write_text("")
     fail.write_text("")
@@ -102,12 +102,12 @@ def test_killed_and_failing_jobs_are_listed_then_resumed_and_the_table_matches_i
     fail.unlink()
     grid = [("x", [1, 2, 3]), ("hang_flag", [str(hang)]), ("fail_flag", [str(fail)])]
     lines = []
-    runs, _ = sweep.sweep(toy, grid, out=out, tables=tables, rendered=None, echo=lambda *a, **k: lines.append(a),
+    runs, _ = sweep.sweep(toy, grid, out=out, tables=tables, echo=lambda *a, **k: lines.append(a),
                           jobs=JobOptions("submitit", cluster="local", max_parallel=2))  # the resume, from Python
     assert [r.status for r in runs] == ["skipped", "done", "done"], lines
     assert (x1 / "metrics.json").stat().st_mtime_ns == finished  # the finished run was not redone
     # the in-process sweep (today's path) over the same folder finds every run complete and writes the same table
-    runs, _ = sweep.sweep(toy, grid, out=out, tables=tmp_path / "ref", rendered=None, echo=lambda *a, **k: None)
+    runs, _ = sweep.sweep(toy, grid, out=out, tables=tmp_path / "ref", echo=lambda *a, **k: None)
     assert [r.status for r in runs] == ["skipped"] * 3
     assert (tables / "toy.csv").read_text() == (tmp_path / "ref" / "toy.csv").read_text()
     assert list(pd.read_csv(tables / "toy.csv")["square"]) == [1, 4, 9]

@@ -419,7 +419,7 @@ def test_shipped_tiny_wan22_ti2v(tmp_path, fmt, record_property):
 def test_notebook_10_executes(wan22_dirs, tmp_path, monkeypatch):
     import papermill
 
-    from vidquant.notebook import read_metrics
+    from vidquant.records import read_metrics
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     params = {"model_path": str(wan22_dirs["t2v_moe"]), "output_dir": str(tmp_path), "num_inference_steps": 4,

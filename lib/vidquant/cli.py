@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         "quantize-grid": ("vidquant.sweep", "quantize_grid_main", "quantize many configs / a grid of overrides"),
         "train-tiny": ("vidquant.train.tiny", "train_tiny_main", "train the embedded tiny Wan models"),
         "demo": ("vidquant.demo", "main", "the seed workflow on the tiny I2V model"),
-        "notebooks": ("vidquant.sweep", "notebooks_main", "execute and render every notebook"),
+        "notebooks": ("vidquant.sweep", "notebooks_main", "execute every notebook, publish the executed copies"),
         "run-notebook": ("vidquant.run_notebook", "main", "papermill one notebook (-p name value), output path "
                          "chosen: results/runs/<notebook>/<params>/"),
         "tables": ("vidquant.tables", "main", "methods × formats results table on the tiny models"),

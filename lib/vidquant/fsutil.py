@@ -17,13 +17,27 @@ import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_dir", "atomic_file", "clean_stale", "contains", "fresh_sibling", "is_plain_name",
+__all__ = ["atomic_dir", "atomic_file", "clean_stale", "contains", "fresh_sibling", "is_plain_name", "repo_root",
            "normal_permissions", "refuse_overlap", "replace_dir", "write_text_atomic"]
 
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<tag>tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}(?P<suffix>\.[^.]*)?$")
 
 
 # ----------------------------------------------------------------------------------------------- names
+
+
+def repo_root(start: str | os.PathLike | None = None) -> Path:
+    """The repository root: the first folder at or above `start` (default: the working directory) holding
+    `notebooks/` and `lib/vidquant/`; else the checkout the package was installed from (editable install);
+    else `start` itself."""
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "notebooks").is_dir() and (folder / "lib" / "vidquant").is_dir():
+            return folder
+    installed = Path(__file__).resolve().parents[2]
+    if (installed / "notebooks").is_dir() and (installed / "lib" / "vidquant").is_dir():
+        return installed
+    return here
 
 
 def is_plain_name(name: str) -> bool:

@@ -1,6 +1,6 @@
 """The figures the notebooks show. Each function takes plain data (tensors, arrays, the tables that
-`vidquant.run` and `vidquant.notebook` produce) and returns a labelled matplotlib Figure: a title, both axes
-named with their units, a legend where there is more than one series.
+`vidquant.run`, `vidquant.compare` and the report modules produce) and returns a labelled matplotlib Figure: a
+title, both axes named with their units, a legend where there is more than one series.
 
 Figures are created through pyplot and closed before they are returned, so a notebook shows each one once
 (as the cell's value) and a script can `fig.savefig(...)` without a display.
@@ -83,7 +83,7 @@ def activation_outliers(channel_max: Mapping[str, Any], smoothed: Mapping[str, A
 
 
 def smoothing(table: pd.DataFrame, block: int = 0, *, alpha: float | None = None) -> Figure:
-    """SmoothQuant in one block (`vidquant.notebook.smoothing_table`): top row, each subset's activation max
+    """SmoothQuant in one block (`vidquant.algos.report.smoothing_table`): top row, each subset's activation max
     per channel before and after smoothing; bottom row, the smoothing scale s per channel."""
     sub = table[table["block"] == block]
     subsets = list(dict.fromkeys(sub["subset"]))
@@ -162,7 +162,7 @@ def captured_calls(selections: Mapping[str, Sequence[int]], calls_per_step: int,
 
 
 def awq_search(curves: pd.DataFrame, block: int = 0) -> Figure:
-    """AWQ's grid search (`vidquant.notebook.awq_search_curves`): the block-output loss of each subset against
+    """AWQ's grid search (`vidquant.algos.report.awq_search_curves`): the block-output loss of each subset against
     the candidate ratio (s = mean|x|^ratio), the chosen ratio marked."""
     subsets = list(dict.fromkeys(curves["subset"]))
     fig, axes = _new(1, len(subsets), width=4.2 * len(subsets), height=3.4)
@@ -180,7 +180,7 @@ def awq_search(curves: pd.DataFrame, block: int = 0) -> Figure:
 
 
 def activation_range(stats: pd.DataFrame) -> Figure:
-    """Block input ranges per captured call (`vidquant.notebook.block_input_stats`): max |x| and the median
+    """Block input ranges per captured call (`vidquant.algos.report.block_input_stats`): max |x| and the median
     per-token max |x| against the timestep, per subset and CFG branch."""
     subsets = list(dict.fromkeys(stats["subset"]))
     fig, axes = _new(1, len(subsets), width=4.2 * len(subsets), height=3.4)
@@ -204,7 +204,7 @@ def activation_range(stats: pd.DataFrame) -> Figure:
 # ----------------------------------------------------------------------------------------------- errors
 def layer_sqnr(layers: pd.DataFrame, *, title: str = "Per-layer SQNR on the calibration inputs") -> Figure:
     """Bars of SQNR (dB) per quantized linear (`RunResult.layer_metrics`; several runs via a `method`
-    column, e.g. from `vidquant.notebook.method_layers`)."""
+    column, e.g. from `vidquant.compare.method_layers`)."""
     df = layers.copy()
     if "method" not in df:
         df["method"] = "quantized"
@@ -229,10 +229,11 @@ def layer_sqnr(layers: pd.DataFrame, *, title: str = "Per-layer SQNR on the cali
     return _done(fig, title)
 
 
-def timestep_error(timesteps: pd.DataFrame, *, metric: str = "rel_err",
+def timestep_error(timesteps: pd.DataFrame, *, metric: str = "rel_err", boundary: float | None = None,
                    title: str = "Denoiser error per timestep (teacher-forced, vs the float model)") -> Figure:
-    """The quantized denoiser's error per captured timestep (`RunResult.timestep_metrics`, several runs via
-    a `method` column), averaged over samples; one line per run and CFG branch."""
+    """The quantized denoiser's error per captured timestep (`RunResult.timestep_metrics`, several runs or the
+    experts of a mixture via a `method` column), averaged over samples; one line per run and CFG branch.
+    `boundary`: a Wan2.2 mixture's expert boundary (a timestep), drawn as a dashed line."""
     df = timesteps.copy()
     if "method" not in df:
         df["method"] = "quantized"
@@ -243,6 +244,8 @@ def timestep_error(timesteps: pd.DataFrame, *, metric: str = "rel_err",
             gb = gb.groupby("timestep", as_index=False)[metric].mean().sort_values("timestep", ascending=False)
             ax.plot(gb["timestep"], gb[metric], "o-" if branch == "cond" else "x--", color=f"C{i}",
                     label=f"{method} ({branch})")
+    if boundary is not None:
+        ax.axvline(boundary, ls="--", color="grey", label=f"expert boundary (t = {boundary:g})")
     ax.invert_xaxis()
     ax.set_xlabel("timestep (1000 = pure noise → 0 = clean)")
     ax.set_ylabel({"rel_err": "relative L2 error (‖ŷ − y‖ / ‖y‖)", "cosine": "cosine similarity"}.get(metric, metric))
@@ -299,7 +302,7 @@ def frames_side_by_side(clips: Mapping[str, Any], *, max_frames: int = 9, diff_g
 
 # ----------------------------------------------------------------------------------------------- fp8
 def fp8_rounding(table: pd.DataFrame, fmt: str = "e4m3") -> Figure:
-    """qtorch vs native (torch cast) fp8 rounding on inputs (`vidquant.notebook.fp8_rounding_table`): the
+    """qtorch vs native (torch cast) fp8 rounding on inputs (`vidquant.quant.fp8_rounding.fp8_rounding_table`): the
     difference of the two results in grid steps, against |x|."""
     fig, axes = _new(1, 2, width=11, height=3.6)
     ax = axes[0, 0]
@@ -326,7 +329,7 @@ def fp8_rounding(table: pd.DataFrame, fmt: str = "e4m3") -> Figure:
 
 def fp8_code_mismatch(mismatch: pd.DataFrame) -> Figure:
     """Fraction of each layer's fp8 weight codes that differ between qtorch and native rounding
-    (`vidquant.notebook.fp8_code_mismatch`)."""
+    (`vidquant.quant.fp8_rounding.fp8_code_mismatch`)."""
     names = "b" + mismatch["block"].astype(str) + "." + mismatch["layer"].astype(str)
     fig, axes = _new(1, 1, width=max(8.0, 0.18 * len(names) + 2), height=3.6)
     ax = axes[0, 0]
@@ -342,7 +345,7 @@ def fp8_code_mismatch(mismatch: pd.DataFrame) -> Figure:
 
 # ----------------------------------------------------------------------------------------------- checkpoints
 def checkpoint_sizes(sizes: Mapping[str, pd.DataFrame]) -> Figure:
-    """Bytes per dtype of several checkpoints (`vidquant.notebook.checkpoint_table`), stacked bars in MiB."""
+    """Bytes per dtype of several checkpoints (`vidquant.export.listing.checkpoint_table`), stacked bars in MiB."""
     dtypes = sorted({d for t in sizes.values() for d in t["dtype"]})
     fig, axes = _new(1, 1, width=7, height=3.6)
     ax = axes[0, 0]
@@ -410,7 +413,7 @@ SWEEP_METRICS = {"video_psnr": "dB", "mean_sqnr_db": "dB", "mean_timestep_rel_er
 def sweep(table: pd.DataFrame, *, title: str = "sweep", metrics: Sequence[str] | None = None) -> Figure | None:
     """A sweep table (`vidquant sweep`) against its one varying parameter, with the RTN baseline (columns
     ``rtn.<metric>``) dashed; None when the table has no single varying parameter or fewer than two runs."""
-    from vidquant.notebook import swept_params
+    from vidquant.records import swept_params
 
     varying = [p for p in swept_params(table) if table[p].nunique() > 1]
     metrics = [m for m in (metrics or SWEEP_METRICS) if m in table]

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from vidquant.notebook import repo_root
+from vidquant.fsutil import repo_root
 
 __all__ = ["resolve_notebook", "main"]
 

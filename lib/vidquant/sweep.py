@@ -19,7 +19,8 @@ the command line are YAML scalars with ``1e-3`` a float.
 
 Afterwards every complete run on disk under ``<out>/<stem>/`` (this grid's first, in grid order, then earlier
 ones) is aggregated into ``<tables>/<stem>.csv`` and ``.md`` (one row per run: its parameters, then its
-metrics; written atomically) and each executed notebook is rendered to ``<rendered>/<stem>/<slug>.html``.
+metrics; written atomically); with ``--publish DIR`` each executed notebook is also published to
+``DIR/<stem>/<slug>.ipynb`` (see `publish_notebook`).
 A quantize grid's runs follow the same protocol in ``<out>/<name>/<slug>/`` (each the run's ``save.save_path``,
 ``metrics.json`` its summary), aggregated into ``<tables>/<name>.csv`` / ``.md``. See docs/sweeps.md.
 """
@@ -47,14 +48,14 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from vidquant.config import ConfigError, parse_scalar
-from vidquant.fsutil import clean_stale, fresh_sibling, write_text_atomic
-from vidquant.notebook import read_metrics, repo_root
+from vidquant.fsutil import clean_stale, fresh_sibling, repo_root, write_text_atomic
+from vidquant.records import read_metrics
 
 if TYPE_CHECKING:
     from vidquant.jobs import JobOptions
 
 __all__ = ["Run", "SweepError", "expand_grid", "parse_value", "slug", "notebook_parameters", "run_notebook",
-           "render_html", "aggregate", "sweep", "run_notebooks", "main", "notebooks_main", "run_in_folder",
+           "publish_notebook", "aggregate", "sweep", "run_notebooks", "main", "notebooks_main", "run_in_folder",
            "quantize_run", "quantize_grid", "quantize_grid_main"]
 
 log = logging.getLogger("vidquant.sweep")
@@ -83,7 +84,7 @@ class Run:
     status: str = "pending"  # "done" (ran now) | "skipped" (already complete) | "failed"
     seconds: float = 0.0
     error: str = ""
-    html: Path | None = None
+    published: Path | None = None  # the executed copy for readers (publish_notebook)
     metrics: dict[str, Any] = field(default_factory=dict)
     logs: tuple[Path, ...] = ()  # a submitit job's stdout / stderr (vidquant.jobs)
 
@@ -188,7 +189,7 @@ def notebook_parameters(notebook: str | os.PathLike) -> dict[str, Any]:
 
 def _relative(path: Path) -> str:
     """A path as the notebook should see it: relative to the repository root when inside it (the notebooks
-    `chdir` there), else absolute. Keeps machine-specific prefixes out of rendered notebooks."""
+    `chdir` there), else absolute. Keeps machine-specific prefixes out of published notebooks."""
     path = path.resolve()
     try:
         return str(path.relative_to(repo_root()))
@@ -196,19 +197,67 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def render_html(notebook: str | os.PathLike, html: str | os.PathLike) -> Path:
-    """Render an executed notebook to a standalone HTML file (nbconvert's lab template)."""
-    import nbformat
-    from nbconvert import HTMLExporter
+def _as_terminal_shows(text: str) -> str:
+    """Stream text as a terminal leaves it: of each line rewritten with carriage returns (a progress bar's
+    updates), only the last state."""
+    return "\n".join(([seg for seg in line.split("\r") if seg] or [""])[-1] for line in text.split("\n"))
 
-    nb = nbformat.read(str(notebook), as_version=4)
-    body, _ = HTMLExporter().from_notebook_node(nb)
-    html = Path(html)
-    html.parent.mkdir(parents=True, exist_ok=True)
-    tmp = html.with_name(html.name + ".writing")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, html)
-    return html
+
+def _coalesce_streams(outputs: list) -> list:
+    """Consecutive stream outputs of one stream (a progress bar's updates arrive one message each) as one."""
+    merged: list = []
+    for out in outputs:
+        if out.output_type == "stream" and merged and merged[-1].output_type == "stream" \
+                and merged[-1].name == out.name:
+            merged[-1].text += out.text
+        else:
+            merged.append(out)
+    return merged
+
+
+def publish_notebook(executed: str | os.PathLike, dest: str | os.PathLike, *, sign: bool = True) -> Path:
+    """Copy an executed notebook to `dest` for readers (JupyterLab, a code host's notebook view): progress bars
+    reduced to their final state, machine-specific path prefixes removed, and (`sign`) the copy marked
+    trusted for this user's Jupyter (nbformat's notary). Its outputs need no trust anyway: figures and clips
+    are PNG images (clips animated, `vidquant.display`), tables plain HTML, no scripts and no CDN.
+    Written atomically."""
+    import nbformat
+
+    nb = nbformat.read(str(executed), as_version=4)
+    prefixes = sorted({str(repo_root()) + os.sep, str(Path(sys.prefix)) + os.sep}, key=len, reverse=True)
+
+    def unplaced(text: str) -> str:
+        for prefix in prefixes:
+            text = text.replace(prefix, "")
+        return text
+
+    run_info = nb.metadata.get("papermill", {})  # where papermill read and wrote it, and the parameters
+    for key in ("input_path", "output_path"):
+        if isinstance(run_info.get(key), str):
+            run_info[key] = unplaced(run_info[key])
+    for name, value in run_info.get("parameters", {}).items():
+        if isinstance(value, str):
+            run_info["parameters"][name] = unplaced(value)
+    for cell in (c for c in nb.cells if c.cell_type == "code"):
+        cell.outputs = _coalesce_streams(cell.outputs)
+        for out in cell.outputs:
+            if out.output_type == "stream":
+                out.text = unplaced(_as_terminal_shows(out.text))
+            elif isinstance(out.get("data", {}).get("text/plain"), str):
+                out.data["text/plain"] = unplaced(out.data["text/plain"])
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.writing")
+    nbformat.write(nb, str(tmp))
+    os.replace(tmp, dest)
+    if sign:
+        try:
+            from nbformat.sign import NotebookNotary
+
+            NotebookNotary().sign(nb)
+        except Exception as err:  # noqa: BLE001 - trust is a convenience; the copy is complete without it
+            log.warning("could not sign %s: %s", dest, err)
+    return dest
 
 
 def _error_text(err: BaseException) -> str:
@@ -224,7 +273,7 @@ def run_notebook(
     params: Mapping[str, Any] | None = None,
     *,
     kernel: str = KERNEL,
-    html: str | os.PathLike | None = None,
+    publish: str | os.PathLike | None = None,
     force: bool = False,
     timeout: int | None = None,
     echo_output: bool = False,
@@ -238,7 +287,7 @@ def run_notebook(
     """
     notebook, run_dir = Path(notebook), Path(run_dir)
     run = Run(notebook, dict(params or {}), run_dir)
-    return run_in_folder(run, lambda r: _execute(r, kernel, html, timeout, echo_output), force=force)
+    return run_in_folder(run, lambda r: _execute(r, kernel, publish, timeout, echo_output), force=force)
 
 
 def run_in_folder(run: Run, execute: Callable[[Run], None], *, force: bool = False) -> Run:
@@ -311,7 +360,7 @@ def _settle(run_dir: Path, kept: Path | None, success: bool) -> None:
     shutil.rmtree(kept, ignore_errors=True)
 
 
-def _execute(run: Run, kernel: str, html: str | os.PathLike | None, timeout: int | None,
+def _execute(run: Run, kernel: str, publish: str | os.PathLike | None, timeout: int | None,
              echo_output: bool = False) -> None:
     import papermill
 
@@ -331,7 +380,7 @@ def _execute(run: Run, kernel: str, html: str | os.PathLike | None, timeout: int
                                    stderr_file=sys.stderr if echo_output else None)
         if not partial.is_file():
             raise RuntimeError(f"the notebook finished without recording metrics at {partial} "
-                               "(its last cell should call vidquant.notebook.record_metrics(..., metrics_path))")
+                               "(its last cell should call vidquant.records.record_metrics(..., metrics_path))")
         recorded = json.loads(partial.read_text())
         if not isinstance(recorded, dict):
             raise RuntimeError(f"{partial}: the recorded metrics are not a JSON object")
@@ -341,11 +390,11 @@ def _execute(run: Run, kernel: str, html: str | os.PathLike | None, timeout: int
     except Exception as err:  # noqa: BLE001 - a failing run is reported, the others go on
         run.status, run.error = "failed", _error_text(err)
     run.seconds = time.time() - t0
-    if executed.is_file() and html is not None and run.status == "done":
+    if executed.is_file() and publish is not None and run.status == "done":
         try:
-            run.html = render_html(executed, html)
-        except Exception as err:  # noqa: BLE001 - a render failure should not lose the run
-            log.warning("could not render %s: %s", executed, err)
+            run.published = publish_notebook(executed, publish)
+        except Exception as err:  # noqa: BLE001 - a publishing failure should not lose the run
+            log.warning("could not publish %s: %s", executed, err)
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -476,7 +525,7 @@ def sweep(
     *,
     out: str | os.PathLike = "results/runs",
     tables: str | os.PathLike = "results/tables",
-    rendered: str | os.PathLike | None = "results/rendered",
+    publish: str | os.PathLike | None = None,
     kernel: str = KERNEL,
     force: bool = False,
     timeout: int | None = None,
@@ -495,9 +544,9 @@ def sweep(
     pending = [Run(notebook, params, Path(out) / stem / slug(params)) for params in expand_grid(grid)]
 
     def call(run: Run) -> tuple[tuple, dict]:
-        html = None if rendered is None else Path(rendered).absolute() / stem / f"{run.slug}.html"
+        copy = None if publish is None else Path(publish).absolute() / stem / f"{run.slug}.ipynb"
         return ((notebook.absolute(), run.run_dir.absolute(), run.params),
-                {"kernel": kernel, "html": html, "force": force, "timeout": timeout})
+                {"kernel": kernel, "publish": copy, "force": force, "timeout": timeout, "echo_output": True})
 
     runs = _run_all(run_notebook, pending, call, jobs, out=out, name=stem, echo=echo,
                     on_finish=lambda done: aggregate(done, tables, stem, disk=Path(out) / stem, baseline=baseline))
@@ -518,10 +567,10 @@ def _run_all(fn: Callable[..., Run], pending: Sequence[Run], call: Callable[[Run
         return run_jobs(pending, calls, jobs, folder=Path(folder), name=name, on_finish=on_finish, echo=echo)
     runs = []
     for i, run in enumerate(pending, 1):
-        echo(f"[{i}/{len(pending)}] {name} {run.slug} ...", end=" ", flush=True)
+        echo(f"[{i}/{len(pending)}] {name} {run.slug} ...", flush=True)  # its cells' progress follows
         args, kwargs = call(run)
         run = fn(*args, **kwargs)
-        echo(_status_line(run))
+        echo(f"[{i}/{len(pending)}] {name} {run.slug}: {_status_line(run)}")
         runs.append(run)
     return runs
 
@@ -554,14 +603,15 @@ def run_notebooks(
     params: Mapping[str, Any] | None = None,
     out: str | os.PathLike = "results/runs",
     tables: str | os.PathLike = "results/tables",
-    rendered: str | os.PathLike = "results/rendered",
+    publish: str | os.PathLike = "results/notebooks",
     kernel: str = KERNEL,
     timeout: int | None = None,
     echo=print,
 ) -> list[Run]:
-    """Execute each notebook (always afresh) into ``<out>/<stem>/defaults``, render it to
-    ``<rendered>/<stem>.html`` and collect every notebook's metrics in ``<tables>/notebooks.csv`` / ``.md``
-    (long format: notebook, metric, value). `params` go to each notebook that declares them."""
+    """Execute each notebook (always afresh) into ``<out>/<stem>/defaults``, publish the executed copy to
+    ``<publish>/<stem>.ipynb`` (`publish_notebook`) and collect every notebook's metrics in
+    ``<tables>/notebooks.csv`` / ``.md`` (long format: notebook, metric, value; rows of notebooks not run now
+    are kept). `params` go to each notebook that declares them."""
     params = dict(params or {})
     notebooks = [Path(nb) for nb in notebooks]
     declared = {nb: _check_params(nb, []) for nb in notebooks}
@@ -571,17 +621,21 @@ def run_notebooks(
     runs = []
     for i, nb in enumerate(notebooks, 1):
         mine = {k: v for k, v in params.items() if k in declared[nb]}
-        echo(f"[{i}/{len(notebooks)}] {nb.name} ...", end=" ", flush=True)
+        echo(f"[{i}/{len(notebooks)}] {nb.name} ...", flush=True)  # its cells' output and progress follow
         run = run_notebook(nb, Path(out) / nb.stem / DEFAULT_SLUG, mine, kernel=kernel,
-                           html=Path(rendered) / f"{nb.stem}.html", force=True, timeout=timeout)
-        echo(_status_line(run))
+                           publish=Path(publish) / f"{nb.stem}.ipynb", force=True, timeout=timeout, echo_output=True)
+        echo(f"[{i}/{len(notebooks)}] {nb.name}: {_status_line(run)}")
         runs.append(run)
     rows = [{"notebook": r.notebook.stem, "metric": k, "value": v} for r in runs if r.complete
             for k, v in r.metrics.items()]
-    df = pd.DataFrame(rows, columns=["notebook", "metric", "value"])
+    csv = Path(tables) / "notebooks.csv"
+    kept = pd.read_csv(csv, dtype=str) if csv.is_file() else pd.DataFrame(columns=["notebook", "metric", "value"])
+    kept = kept[~kept["notebook"].isin([nb.stem for nb in notebooks])]  # the other notebooks' rows stay
+    df = pd.concat([kept, pd.DataFrame(rows, columns=["notebook", "metric", "value"])], ignore_index=True)
+    df = df.sort_values("notebook", kind="stable")
     Path(tables).mkdir(parents=True, exist_ok=True)
-    df.to_csv(Path(tables) / "notebooks.csv", index=False)
-    (Path(tables) / "notebooks.md").write_text(_markdown(df, "notebooks") + "\n")
+    write_text_atomic(csv, df.to_csv(index=False))
+    write_text_atomic(Path(tables) / "notebooks.md", _markdown(df, "notebooks") + "\n")
     return runs
 
 
@@ -619,7 +673,7 @@ def _quantize(run: Run, overrides: dict[str, Any]) -> None:
     t0 = time.time()
     try:
         cfg = point_config(run.notebook, run.run_dir.absolute(), run.params, overrides)
-        summary = quantize(cfg, progress=False).summary
+        summary = quantize(cfg).summary  # its progress bars show (in a job: in its log)
         write_text_atomic(run.run_dir / METRICS_NAME, json.dumps(summary, indent=2, sort_keys=True, default=str))
         run.status, run.metrics = "done", read_metrics(run.run_dir / METRICS_NAME)
     except Exception as err:  # noqa: BLE001 - a failing run is reported, the others go on
@@ -716,7 +770,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results/runs", help="run folders go to OUT/<notebook>/<params> "
                    "(default: %(default)s)")
     p.add_argument("--tables", default="results/tables", help="aggregated tables (default: %(default)s)")
-    p.add_argument("--rendered", default="results/rendered", help="HTML renders (default: %(default)s)")
     p.add_argument("--kernel", default=KERNEL, help="Jupyter kernel name (default: %(default)s)")
     p.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds (default: none)")
 
@@ -754,7 +807,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-p", "--param", nargs="+", action="append", metavar=("NAME", "VALUE"),
                    help="a parameter and its values (repeatable; the grid is every combination)")
     p.add_argument("--force", action="store_true", help="redo runs that are already complete")
-    p.add_argument("--no-render", action="store_true", help="do not render HTML")
+    p.add_argument("--publish", default=None, metavar="DIR", help="also publish each executed notebook to "
+                   "DIR/<notebook>/<params>.ipynb (default: only in its run folder)")
     _baseline_argument(p)
     _common(p)
     from vidquant.jobs import add_job_arguments, job_options
@@ -763,9 +817,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         runs, table = sweep(args.notebook, _grid(args.param), out=args.out, tables=args.tables,
-                            rendered=None if args.no_render else args.rendered, kernel=args.kernel,
-                            force=args.force, timeout=args.timeout, jobs=job_options(args),
-                            baseline=_baseline(args.baseline))
+                            publish=args.publish, kernel=args.kernel, force=args.force, timeout=args.timeout,
+                            jobs=job_options(args), baseline=_baseline(args.baseline))
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -777,10 +830,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def notebooks_main(argv: Sequence[str] | None = None) -> int:
     """``vidquant notebooks [NOTEBOOK ...] [-p name value ...]``: execute every notebook with its defaults."""
     p = argparse.ArgumentParser(prog="vidquant notebooks",
-                                description="Execute every notebook with its defaults, render HTML, collect metrics.")
+                                description="Execute every notebook with its defaults, publish the executed "
+                                "copies, collect metrics.")
     p.add_argument("notebooks", nargs="*", help="default: notebooks/[0-9]*.ipynb")
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="set a parameter in every notebook that has it (repeatable)")
+    p.add_argument("--publish", default="results/notebooks", metavar="DIR",
+                   help="where the executed copies go, DIR/<notebook>.ipynb (default: %(default)s)")
     _common(p)
     args = p.parse_args(argv)
     notebooks = args.notebooks or sorted(str(x) for x in (repo_root() / "notebooks").glob("[0-9]*.ipynb"))
@@ -789,12 +845,12 @@ def notebooks_main(argv: Sequence[str] | None = None) -> int:
         return 2
     params = {name: parse_value(value) for name, value in (args.param or [])}
     try:
-        runs = run_notebooks(notebooks, params=params, out=args.out, tables=args.tables, rendered=args.rendered,
+        runs = run_notebooks(notebooks, params=params, out=args.out, tables=args.tables, publish=args.publish,
                              kernel=args.kernel, timeout=args.timeout)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"rendered: {args.rendered}/<notebook>.html; metrics: {Path(args.tables) / 'notebooks'}.csv")
+    print(f"executed copies: {args.publish}/<notebook>.ipynb; metrics: {Path(args.tables) / 'notebooks'}.csv")
     return _report(runs)
 
 
