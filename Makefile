@@ -35,14 +35,22 @@ lint: $(STAMP)
 notebooks: $(STAMP)
 	$(VPY) -m vidquant.cli notebooks
 
-# e.g. make sweep SWEEP_ARGS="--executor submitit"  (parallel local processes, or a Slurm job array)
-SWEEP_ARGS ?=
+# The committed α sweep and methods × formats tables (results/tables/), each run one submitit job: parallel local
+# processes here, a Slurm job array on a cluster (JOB_ARGS, e.g. "--slurm-partition gpu --gpus-per-job 1").
+# Resumable: run again after an interruption and only unfinished runs do work. The eval: 32 prompts × 2 seeds with
+# the noise floor and jitter, 16 clips per pipeline call.
+JOB_ARGS ?= --executor submitit --max-parallel 2
+EVAL32 = --set eval.path=assets/eval/tiny_t2v_32 --set eval.num_samples=32 --set "eval.seeds=[42, 43]" \
+	--set eval.noise_floor=true --set eval.jitter=true --set eval.bs=16
 sweep: $(STAMP)
-	$(VPY) -m vidquant.cli sweep notebooks/03_smoothquant.ipynb -p alpha 0.5 0.6 0.7 0.75 0.8 0.9 $(SWEEP_ARGS)
+	VIDQUANT_CACHE_DIR=$${VIDQUANT_CACHE_DIR:-results/runs/tables/.cache} $(VPY) -m vidquant.cli quantize-grid \
+	  --configs configs/quantization/video_gen/tiny_t2v/smoothquant_w_a.yaml \
+	  -p quant.video_gen.special.alpha 0.5 0.6 0.7 0.75 0.8 0.9 $(EVAL32) --set save.save_lightx2v=false \
+	  --baseline quant.video_gen.special.alpha=0.75 --name alpha_sweep_t2v $(JOB_ARGS)
 
 tables: $(STAMP)
-	$(VPY) -m vidquant.cli tables --task t2v
-	$(VPY) -m vidquant.cli tables --task i2v
+	$(VPY) -m vidquant.cli tables --task t2v --full $(JOB_ARGS)
+	$(VPY) -m vidquant.cli tables --task i2v --full --video-formats W8A8-int8 W4A8 NVFP4 $(JOB_ARGS)
 
 # Benchmarks use every core (BENCH_THREADS to change it); the tests' one-thread default would halve every figure.
 bench: $(STAMP)

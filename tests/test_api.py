@@ -104,14 +104,16 @@ def counted(monkeypatch):
 
     calls = {"capture": 0, "generate": 0}
 
-    def counting(name, real):
+    def counting(name, real, count=lambda out: 1):
         def fn(*a, **k):
-            calls[name] += 1
-            return real(*a, **k)
+            out = real(*a, **k)
+            calls[name] += count(out)
+            return out
         return fn
 
     monkeypatch.setattr(cache, "capture_block_inputs", counting("capture", cache.capture_block_inputs))
-    monkeypatch.setattr(cache, "generate_video", counting("generate", cache.generate_video))
+    monkeypatch.setattr(cache, "generate_videos", counting("generate", cache.generate_videos,
+                                                           lambda clips: sum(map(len, clips.values()))))
     monkeypatch.setattr(cache, "_DEFAULT", cache.Cache())
     return calls
 

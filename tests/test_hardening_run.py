@@ -127,10 +127,12 @@ def test_failure_after_calibration_leaves_nothing_and_the_rerun_works(tmp_path, 
 def test_non_finite_video_stops_the_run_and_writes_nothing(tmp_path, tiny_dirs, monkeypatch):
     cfg = _rtn_config(tmp_path, tiny_dirs, with_eval=True)
     import vidquant.cache as cache_mod
+    import vidquant.generate as generate_mod
 
-    nan_clip = lambda *a, **k: np.full((5, 32, 32, 3), np.nan, np.float32)  # noqa: E731
-    monkeypatch.setattr(run_mod, "generate_video", nan_clip)
-    monkeypatch.setattr(cache_mod, "generate_video", nan_clip)  # the float reference goes through the clip cache
+    def nan_clips(pipe, samples, params, callback):
+        return [np.full((5, 32, 32, 3), np.nan, np.float32) for _ in samples]
+
+    monkeypatch.setattr(generate_mod, "_generate_batch", nan_clips)  # every eval generation goes through it
     cache_mod.default_cache().clear()
     with pytest.raises(FloatingPointError, match="float reference: .* NaN/Inf values in the generated video"):
         quantize(cfg, progress=False)

@@ -243,7 +243,7 @@ def reference_clips(pipe, samples: str | os.PathLike | list[Sample], params: Gen
     calling it again on the same float pipeline generates nothing)."""
     if not isinstance(samples, list):
         samples = load_samples(samples, _task(pipe))
-    return cached_clips(pipe, samples, params or GenParams(seed=seed), seed, cache, progress)
+    return cached_clips(pipe, samples, params or GenParams(seed=seed), [seed], cache, progress)[seed]
 
 
 def quantize_(

@@ -26,7 +26,7 @@ from torch import nn
 
 from vidquant.calib.capture import CalibData, capture_block_inputs
 from vidquant.calib.samples import Sample
-from vidquant.generate import GenParams, generate_video
+from vidquant.generate import GenParams, generate_videos
 
 __all__ = ["Cache", "default_cache", "model_fingerprint", "cached_capture", "cached_clips"]
 
@@ -130,19 +130,19 @@ def cached_capture(pipe, samples: Sequence[Sample], params: GenParams, sample_st
         key, lambda: capture_block_inputs(pipe, list(samples), params, sample_steps, selection, progress))
 
 
-def cached_clips(pipe, samples: Sequence[Sample], params: GenParams, seed: int, cache: Cache | None = None,
-                 progress: bool = False) -> list[np.ndarray]:
-    """One clip per sample, every generation seeded as `vidquant.run` seeds it (the float reference clips),
-    computed once per (pipeline weights, samples, settings, seed)."""
-    from tqdm.auto import tqdm
+def cached_clips(pipe, samples: Sequence[Sample], params: GenParams, seeds: Sequence[int], cache: Cache | None = None,
+                 progress: bool = False, batch_size: int = 1, nudged: bool = False,
+                 desc: str = "float reference clips") -> dict[int, list[np.ndarray]]:
+    """``{seed: [clip per sample]}`` as `vidquant.run` generates them (:func:`vidquant.generate.generate_videos`;
+    ``nudged``: with the noise floor's one-ulp nudge), computed once per (pipeline weights, samples, settings,
+    seeds, batch size). For the float model's clips, which every method and α of a sweep shares."""
+    from vidquant.eval.noise import nudge_first_latent
 
-    from vidquant.run import seed_all
+    def compute() -> dict[int, list[np.ndarray]]:
+        return generate_videos(pipe, samples, params, seeds, batch_size, nudge_first_latent if nudged else None,
+                               progress, desc)
 
-    def compute() -> list[np.ndarray]:
-        seed_all(seed)
-        return [generate_video(pipe, s, params) for s in tqdm(samples, desc="float reference clips",
-                                                              disable=not progress)]
-
-    key = _key("clips", model=model_fingerprint(pipe), samples=_sample_key(samples),
-               params=dataclasses.asdict(params), seed=seed)
+    settings = {**dataclasses.asdict(params), "seed": None}  # the seeds are their own part of the key
+    key = _key("clips", model=model_fingerprint(pipe), samples=_sample_key(samples), params=settings,
+               seeds=list(seeds), batch_size=batch_size, nudged=nudged)
     return (cache or default_cache()).get(key, compute)

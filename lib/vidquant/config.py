@@ -142,7 +142,7 @@ class EvalSection(_GenSection):
     name: Literal["t2v", "i2v"]
     download: bool = False
     path: str
-    bs: Literal[1] = 1
+    bs: int = Field(1, ge=1)  # clips per pipeline call (vidquant.generate.generate_videos)
     target_height: int = Field(480, gt=0)
     target_width: int = Field(832, gt=0)
     num_frames: int = Field(81, gt=0)
@@ -155,6 +155,16 @@ class EvalSection(_GenSection):
     # ours
     num_inference_steps: int = Field(50, gt=0)
     max_sequence_length: int = Field(512, gt=0)
+    seeds: list[SeedInt] | None = None  # generation seeds of every eval clip (None: base.seed)
+    noise_floor: bool = False  # also the float model's clips with a one-ulp nudge (vidquant.eval.noise)
+    jitter: bool = False  # also the quantized model's nudged clips
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"got {v}; expected distinct seeds, at least one (or null: base.seed)")
+        return v
 
     @field_validator("output_video_path")
     @classmethod

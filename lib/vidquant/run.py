@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import os
-import random
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -30,12 +29,12 @@ from vidquant.calib.capture import CalibData, capture_expert_inputs
 from vidquant.calib.samples import Sample, load_samples
 from vidquant.config import Config, ConfigError, check_device
 from vidquant.eval.denoiser import denoiser_outputs, timestep_errors
-from vidquant.eval.noise import EvalPlan, floor_metrics, generate_nudged, jitter_metrics
+from vidquant.eval.noise import JITTER_CLIPS, EvalPlan, floor_metrics, jitter_metrics, nudge_first_latent
 from vidquant.eval.video import save_video, side_by_side
 from vidquant.export.experts import export_lightx2v_experts
 from vidquant.export.lightx2v_export import EXPORT_DIRNAME, check_lightx2v_exportable, export_lightx2v
 from vidquant.fsutil import clean_stale, contains, fresh_sibling, normal_permissions, refuse_overlap, replace_dir
-from vidquant.generate import GenParams, generate_video
+from vidquant.generate import GenParams, generate_videos, seed_all
 from vidquant.lora import check_lora, merge_lora_into
 from vidquant.models.layout import pipeline_experts
 from vidquant.models.loading import check_task, inspect_checkpoint, load_pipeline, resolve_device, resolve_dtype
@@ -60,13 +59,6 @@ class RunResult:
     blockwise: BlockwiseResult | None = None  # of `transformer` (a Wan2.2 mixture's high-noise expert)
     videos: dict = field(default_factory=dict)
     experts: dict[str, BlockwiseResult] = field(default_factory=dict)  # every expert's, by pipeline attribute
-
-
-def seed_all(seed: int) -> None:
-    """Seed python, numpy and torch (LLMC re-seeds before every eval position too)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def build_quantizers(cfg: Config):
@@ -160,28 +152,29 @@ def video_metrics(clip: np.ndarray, reference: np.ndarray, prompt: str) -> dict:
     return row
 
 
-def _generate_all(pipe, samples: list[Sample], params: GenParams, seed: int, nudged: bool = False,
-                  progress: bool = False, desc: str = "clips") -> list[np.ndarray]:
-    from tqdm.auto import tqdm
-
-    seed_all(seed)
-    generate = generate_nudged if nudged else generate_video
-    return [generate(pipe, s, params) for s in tqdm(samples, desc=desc, disable=not progress)]
-
-
-def _generate_seeds(pipe, ev, samples: list[Sample], seeds: tuple[int, ...], what: str,
+def _generate_seeds(pipe, ev, samples: list[Sample], seeds: tuple[int, ...], what: str, aq=None,
                     nudged: bool = False, progress: bool = False, cached: bool = False) -> dict[int, list[np.ndarray]]:
-    """The eval set's clips for every seed (the noise-floor clips with ``nudged``), checked finite. ``cached``:
-    through the clip cache (the float reference: computed once per process, vidquant.cache)."""
-    clips = {}
-    for seed in seeds:
-        params = GenParams.from_section(ev, seed)
-        if cached and not nudged:
-            generated = cached_clips(pipe, samples, params, seed, progress=progress)
-        else:
-            generated = _generate_all(pipe, samples, params, seed, nudged, progress, what)
-        clips[seed] = [_finite_clip(c, f"{ev.path}: {what}") for c in generated]
-    return clips
+    """The eval set's clips for every seed (the noise-floor clips with ``nudged``), checked finite, ``eval.bs``
+    clips per pipeline call (1 when the activation quantizer ``aq`` would couple a batch's clips). ``cached``:
+    through the clip cache (the float model's clips: computed once per process, or once on disk, vidquant.cache)."""
+    params = GenParams.from_section(ev, seeds[0])
+    batch = ev.bs if batch_independent(aq) else 1
+    callback = nudge_first_latent if nudged else None
+    if cached:
+        clips = cached_clips(pipe, samples, params, seeds, batch_size=batch, nudged=nudged, progress=progress,
+                             desc=what)
+    else:
+        clips = generate_videos(pipe, samples, params, seeds, batch, callback, progress, what)
+    return {seed: [_finite_clip(c, f"{ev.path}: {what}") for c in clips[seed]] for seed in seeds}
+
+
+def batch_independent(aq) -> bool:
+    """Whether the activation quantizer treats each row on its own, so that clips generated in one batch do not
+    change each other: per token and per block are; a dynamic per-tensor scale (and NVFP4's per-tensor global
+    scale) is taken over the whole batch."""
+    if aq is None:
+        return True
+    return aq.granularity in ("per_token", "per_group") and getattr(aq, "fmt", None) != "nvfp4"
 
 
 class _Staging:
@@ -236,8 +229,8 @@ def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = No
              stream: bool | None = None, plan: EvalPlan | None = None) -> RunResult:
     """Run a config end to end and write its results under `save.save_path` (or `out_dir`): all of them once
     the run succeeds, none if it fails (see :class:`_Staging`). `stream`: one block in memory at a time
-    (vidquant.stream.quantize_streaming); None = when the weights exceed available memory. `plan` adds eval
-    seeds and the noise floor."""
+    (vidquant.stream.quantize_streaming); None = when the weights exceed available memory. `plan` (seeds, noise
+    floor, jitter) replaces the eval sections' own ``seeds`` / ``noise_floor`` / ``jitter``."""
     t0 = time.time()
     checks = prepare(cfg)
     if stream is not False:
@@ -249,7 +242,7 @@ def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = No
     out = Path(out_dir or cfg.resolve_path(cfg.save.save_path))
     staging = _Staging()
     try:
-        result = _run(cfg, checks, out, staging, progress, plan or EvalPlan())
+        result = _run(cfg, checks, out, staging, progress, plan)
         result.summary = summarize(result, time.time() - t0)
         write_tables(result, staging.folder(out))
         staging.commit(cfg.save.overwrite)
@@ -258,7 +251,8 @@ def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = No
     return result
 
 
-def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool, plan: EvalPlan) -> RunResult:
+def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool,
+         plan: EvalPlan | None) -> RunResult:
     result = RunResult(cfg, out)
     device = resolve_device(cfg.model.device)
     seed_all(cfg.base.seed)
@@ -269,12 +263,14 @@ def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool
     wq, aq = build_quantizers(cfg)
     vg = cfg.quant.video_gen
 
-    evals = load_eval_samples(cfg)
-    seeds = plan.seeds_for(cfg.base.seed)
-    reference = {ev.path: _generate_seeds(pipe, ev, samples, seeds, "float reference", progress=progress, cached=True)
-                 for ev, samples in evals}
-    floor = {ev.path: _generate_seeds(pipe, ev, samples, seeds, "float, nudged", nudged=True)
-             for ev, samples in evals if plan.noise_floor}
+    # each eval section with its plan (seeds, noise floor, jitter): the one given, else the section's own fields
+    evals = [(ev, samples, plan or EvalPlan.from_section(ev)) for ev, samples in load_eval_samples(cfg)]
+    seeds = {ev.path: p.seeds_for(cfg.base.seed) for ev, _, p in evals}
+    reference = {ev.path: _generate_seeds(pipe, ev, samples, seeds[ev.path], "float reference", progress=progress,
+                                          cached=True) for ev, samples, _ in evals}
+    floor = {ev.path: _generate_seeds(pipe, ev, samples, seeds[ev.path], "float, nudged", nudged=True,
+                                      progress=progress, cached=True)
+             for ev, samples, p in evals if p.noise_floor}
 
     # Each expert (one for Wan2.1 / TI2V; high- and low-noise for Wan2.2 A14B) with its own calibration data
     experts = [e.name for e in pipeline_experts(pipe)]
@@ -318,20 +314,24 @@ def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool
             for n in experts})
 
     rows = []
-    for ev, samples in evals:
-        clips = _generate_seeds(pipe, ev, samples, seeds, "fake-quant model", progress=progress)
-        jittered = _generate_seeds(pipe, ev, samples, seeds, "fake-quant, nudged", nudged=True) if plan.jitter else {}
+    for ev, samples, ev_plan in evals:
+        ev_seeds = seeds[ev.path]
+        clips = _generate_seeds(pipe, ev, samples, ev_seeds, "fake-quant model", aq, progress=progress)
+        # the jitter is the size of a perturbation's effect, estimated on the first seed's first clips
+        jitter_samples = samples[:JITTER_CLIPS] if ev_plan.jitter else []
+        jittered = (_generate_seeds(pipe, ev, jitter_samples, ev_seeds[:1], "fake-quant, nudged", aq, nudged=True,
+                                    progress=progress) if jitter_samples else {})
         video_dir = staging.folder(cfg.resolve_path(ev.output_video_path))
-        for seed in seeds:
+        for seed in ev_seeds:
             for i, (clip, ref, sample) in enumerate(zip(clips[seed], reference[ev.path][seed], samples)):
                 row = {"eval": ev.path, "sample": i, "seed": seed, "prompt": sample.prompt,
                        **video_metrics(clip, ref, sample.prompt)}
-                if plan.noise_floor:
+                if ev_plan.noise_floor:
                     row.update(floor_metrics(floor[ev.path][seed][i], ref, sample.prompt))
-                if plan.jitter:
+                if seed in jittered and i < len(jittered[seed]):
                     row.update(jitter_metrics(video_metrics(jittered[seed][i], ref, sample.prompt), row))
                 rows.append(row)
-                if seed != seeds[0]:
+                if seed != ev_seeds[0]:
                     continue  # clips on disk: the first seed's, named as LLMC names them
                 if "pretrain" in ev.eval_pos or "transformed" in ev.eval_pos:
                     save_video(ref, video_dir / f"pretrain_output_{i}.mp4", ev.fps)

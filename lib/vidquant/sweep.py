@@ -372,15 +372,20 @@ def runs_on_disk(folder: str | os.PathLike) -> list[Run]:
 
 
 def aggregate(runs: Sequence[Run], tables_dir: str | os.PathLike, name: str,
-              disk: str | os.PathLike | None = None) -> pd.DataFrame:
+              disk: str | os.PathLike | None = None, baseline: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """One row per complete run → ``<tables_dir>/<name>.csv`` (run, parameters, headline metrics, every other
     metric) and ``<name>.md`` (run, parameters and the headline metrics with their RTN baselines). With `disk`
-    (the notebook's run folder), the complete runs found there that `runs` lacks are added after them, so a
-    partial sweep never shrinks the table."""
+    (the notebook's run folder), the complete runs found there that `runs` lacks (with the same parameter
+    names) are added after them, so a partial sweep never shrinks the table. When the runs have per-clip video
+    metrics (``video_metrics.csv``), ``<name>_intervals.csv`` and the markdown add each metric's mean with its
+    95 % interval, noise floor and jitter, and with `baseline` (the parameters of one run, e.g.
+    ``{"alpha": 0.75}``) every run's paired difference against that run."""
     chosen = [r for r in runs if r.complete]
     if disk is not None:
         seen = {r.slug for r in chosen}
-        chosen += [r for r in runs_on_disk(disk) if r.slug not in seen]
+        names = {tuple(sorted(r.params)) for r in chosen}
+        chosen += [r for r in runs_on_disk(disk) if r.slug not in seen and (not names or
+                                                                            tuple(sorted(r.params)) in names)]
     rows = []
     param_names: list[str] = []
     for run in chosen:
@@ -399,8 +404,46 @@ def aggregate(runs: Sequence[Run], tables_dir: str | os.PathLike, name: str,
     tables_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(tables_dir / f"{name}.csv", df.to_csv(index=False))
     note = f"Headline metrics; every column in `{name}.csv`." if not df.empty else ""
-    write_text_atomic(tables_dir / f"{name}.md", _markdown(short, name, note) + "\n")
+    md = _markdown(short, name, note)
+    intervals = _clip_intervals(chosen, baseline)
+    if intervals is not None:
+        table, base = intervals
+        write_text_atomic(tables_dir / f"{name}_intervals.csv", table.to_csv(index=False))
+        md += "\n\n" + _interval_section(table, df, base)
+    write_text_atomic(tables_dir / f"{name}.md", md + "\n")
     return df
+
+
+def _clip_intervals(chosen: Sequence[Run], baseline: Mapping[str, Any] | None):
+    """(interval table, baseline run slug) over the runs' per-clip video metrics; None when no run has any."""
+    from vidquant.tables import interval_table
+
+    frames = []
+    for run in chosen:
+        path = run.run_dir / "video_metrics.csv"
+        if path.is_file() and path.stat().st_size > 1:
+            frames.append(pd.read_csv(path).assign(method=run.slug, format=""))
+    if not frames:
+        return None
+    base = next((r.slug for r in chosen if baseline and all(str(r.params.get(k)) == str(v)
+                                                             for k, v in baseline.items())), None)
+    if baseline and base is None:
+        log.warning("--baseline %s: no complete run has these parameters; no paired differences", baseline)
+    return interval_table(pd.concat(frames, ignore_index=True), baseline=base), base
+
+
+def _interval_section(table: pd.DataFrame, runs: pd.DataFrame, base: str | None) -> str:
+    from vidquant.tables import interval_markdown
+
+    cells = runs.assign(method=runs["run"], format="")
+    md = interval_markdown(table, cells, base or "baseline", label="run")
+    n = int(table["n_clips"].max())
+    return (f"## Video metrics with 95 % intervals ({n} clips per run: prompts × seeds)\n\n"
+            "`mean [95 % bootstrap interval]` per run; *floor*: the float model's own clip with its latent nudged "
+            "by one ulp (vidquant.eval.noise); *jitter*: how much the run's metric moves under that nudge"
+            + (f"; *Δ vs {base}*: paired difference on the same prompts and seeds, `*` real (interval excludes 0 "
+               "and beyond the jitter), `~` excludes 0 but below the jitter or floor" if base else "")
+            + ".\n\n" + md)
 
 
 def _markdown(df: pd.DataFrame, name: str, note: str = "") -> str:
@@ -438,9 +481,11 @@ def sweep(
     force: bool = False,
     timeout: int | None = None,
     jobs: JobOptions | None = None,
+    baseline: Mapping[str, Any] | None = None,
     echo=print,
 ) -> tuple[list[Run], pd.DataFrame]:
-    """Run every combination of `grid` (``[("alpha", [0.5, 0.75]), ...]``) and aggregate the complete runs.
+    """Run every combination of `grid` (``[("alpha", [0.5, 0.75]), ...]``) and aggregate the complete runs
+    (`baseline`: the grid point the others are paired against, see :func:`aggregate`).
     With `jobs` (``executor="submitit"``), each combination is one submitit job (see vidquant.jobs)."""
     notebook = Path(notebook)
     if not notebook.is_file():
@@ -455,8 +500,8 @@ def sweep(
                 {"kernel": kernel, "html": html, "force": force, "timeout": timeout})
 
     runs = _run_all(run_notebook, pending, call, jobs, out=out, name=stem, echo=echo,
-                    on_finish=lambda done: aggregate(done, tables, stem, disk=Path(out) / stem))
-    return runs, aggregate(runs, tables, stem, disk=Path(out) / stem)
+                    on_finish=lambda done: aggregate(done, tables, stem, disk=Path(out) / stem, baseline=baseline))
+    return runs, aggregate(runs, tables, stem, disk=Path(out) / stem, baseline=baseline)
 
 
 def _run_all(fn: Callable[..., Run], pending: Sequence[Run], call: Callable[[Run], tuple[tuple, dict]],
@@ -557,7 +602,7 @@ def point_config(config: str | os.PathLike, run_dir: Path, params: Mapping[str, 
 
     raw = read_yaml(config)
     fields = {**overrides, **{k: v for k, v in params.items() if k != "config"}, "save.save_path": str(run_dir)}
-    evals = raw.get("eval") if isinstance(raw, dict) else None
+    evals = fields["eval"] if "eval" in fields else raw.get("eval") if isinstance(raw, dict) else None
     if isinstance(evals, dict):
         fields["eval.output_video_path"] = str(run_dir / "videos")
     elif isinstance(evals, list):  # one clip folder per eval section
@@ -600,6 +645,7 @@ def quantize_grid(
     tables: str | os.PathLike = "results/tables",
     force: bool = False,
     jobs: JobOptions | None = None,
+    baseline: Mapping[str, Any] | None = None,
     echo=print,
 ) -> tuple[list[Run], pd.DataFrame]:
     """Quantize every config × every combination of `grid` (dotted config fields, e.g.
@@ -632,8 +678,8 @@ def quantize_grid(
         return (run.notebook.absolute(), run.run_dir.absolute(), run.params, fixed), {"force": force}
 
     runs = _run_all(quantize_run, pending, call, jobs, out=out, name=name, echo=echo,
-                    on_finish=lambda done: aggregate(done, tables, name, disk=folder))
-    return runs, aggregate(runs, tables, name, disk=folder)
+                    on_finish=lambda done: aggregate(done, tables, name, disk=folder, baseline=baseline))
+    return runs, aggregate(runs, tables, name, disk=folder, baseline=baseline)
 
 
 def quantize_grid_main(argv: Sequence[str] | None = None) -> int:
@@ -649,13 +695,15 @@ def quantize_grid_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="results/runs", help="(default: %(default)s)")
     p.add_argument("--tables", default="results/tables", help="(default: %(default)s)")
     p.add_argument("--force", action="store_true", help="redo runs that are already complete")
+    _baseline_argument(p)
     from vidquant.jobs import add_job_arguments, job_options
 
     add_job_arguments(p)
     args = p.parse_args(argv)
     try:
         runs, table = quantize_grid(args.configs, _grid(args.param), overrides=args.set, name=args.name,
-                                    out=args.out, tables=args.tables, force=args.force, jobs=job_options(args))
+                                    out=args.out, tables=args.tables, force=args.force, jobs=job_options(args),
+                                    baseline=_baseline(args.baseline))
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -682,6 +730,23 @@ def _grid(items: Sequence[Sequence[str]] | None) -> list[tuple[str, list[Any]]]:
     return grid
 
 
+def _baseline_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--baseline", nargs="+", metavar="NAME=VALUE",
+                   help="the grid point every run is paired against in the interval table, e.g. alpha=0.75")
+
+
+def _baseline(items: Sequence[str] | None) -> dict[str, Any] | None:
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SweepError(f"--baseline {item}: expected NAME=VALUE")
+        out[name] = parse_value(value)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``vidquant sweep NOTEBOOK -p name v1 v2 ... [-p other ...] [--out results/runs] [--kernel vidquant]``."""
     p = argparse.ArgumentParser(prog="vidquant sweep", description=__doc__.splitlines()[0])
@@ -690,6 +755,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="a parameter and its values (repeatable; the grid is every combination)")
     p.add_argument("--force", action="store_true", help="redo runs that are already complete")
     p.add_argument("--no-render", action="store_true", help="do not render HTML")
+    _baseline_argument(p)
     _common(p)
     from vidquant.jobs import add_job_arguments, job_options
 
@@ -698,7 +764,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         runs, table = sweep(args.notebook, _grid(args.param), out=args.out, tables=args.tables,
                             rendered=None if args.no_render else args.rendered, kernel=args.kernel,
-                            force=args.force, timeout=args.timeout, jobs=job_options(args))
+                            force=args.force, timeout=args.timeout, jobs=job_options(args),
+                            baseline=_baseline(args.baseline))
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

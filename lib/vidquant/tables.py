@@ -15,16 +15,15 @@ against RTN in the same format (``vidquant.eval.stats``).
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from vidquant.config import load_config
 from vidquant.eval.noise import EvalPlan
 from vidquant.eval.stats import Interval, marker, mean_ci, paired_difference
-from vidquant.run import quantize
 
 FORMATS: dict[str, dict] = {
     "W8A8-int8": {"weight": {"bit": 8, "symmetric": True, "granularity": "per_channel"},
@@ -71,59 +70,74 @@ BASELINE = "RTN"
 DEFAULT_PROMPTS, FULL_PROMPTS, DEFAULT_SEEDS = 8, 32, (42, 43)
 
 
+# The formats whose cells are also evaluated on video (32 prompts × 2 seeds each is the slow part); the others are
+# ranked by the deterministic metrics alone (--video-formats changes the set).
+VIDEO_FORMATS = ("W8A8-int8", "FP8-e4m3", "W4A8", "W4A16-g128", "MXFP4", "NVFP4")
+EVAL_BATCH = 16  # clips per pipeline call (vidquant.generate.generate_videos): ~3x faster on a CPU
+
+
 @dataclass(frozen=True)
 class EvalSettings:
     """The eval behind the interval columns: the first ``prompts`` of assets/eval/tiny_<task>_32 × ``seeds``,
-    with the noise floor."""
+    with the noise floor and jitter, for the cells in ``video_formats``."""
 
     prompts: int = DEFAULT_PROMPTS
     seeds: tuple[int, ...] = DEFAULT_SEEDS
+    video_formats: tuple[str, ...] = VIDEO_FORMATS
 
     def __post_init__(self) -> None:
         if not 1 <= self.prompts <= FULL_PROMPTS:
             raise ValueError(f"--prompts: got {self.prompts}; allowed: 1..{FULL_PROMPTS}")
+        EvalPlan(seeds=self.seeds)  # distinct, at least one
+        unknown = [f for f in self.video_formats if f not in FORMATS]
+        if unknown:
+            raise ValueError(f"--video-formats: unknown {unknown}; allowed: {list(FORMATS)}")
 
     @property
     def label(self) -> str:
         return f"{self.prompts} prompts × {len(self.seeds)} seeds ({', '.join(map(str, self.seeds))})"
 
 
-def run_cell(task: str, method: str, fmt: str, out_root: Path, model_path: str | None = None,
-             settings: EvalSettings | None = None) -> tuple[dict, pd.DataFrame]:
-    """One (method, format) run of configs/quantization/video_gen/tiny_<task>/rtn_w_a.yaml with overrides: its
-    summary and its per-clip video metrics (with the noise floor)."""
-    settings = settings or EvalSettings()
-    result = quantize(cell_config(task, method, fmt, out_root, model_path, settings), progress=False,
-                      plan=EvalPlan(seeds=settings.seeds, noise_floor=True, jitter=True))
-    clips = result.video_metrics.assign(method=method, format=fmt)
-    return {**result.summary, "method": method, "format": fmt}, clips
-
-
-def cell_config(task: str, method: str, fmt: str, out_root: Path, model_path: str | None = None,
-                settings: EvalSettings | None = None, extra: dict | None = None):
-    """The config of one cell: the shipped tiny RTN config with the method, format and paths swapped in
-    (``extra``: more overrides, e.g. ``{"eval": None}`` for the deterministic metrics alone)."""
+def cell_overrides(task: str, method: str, fmt: str, settings: EvalSettings | None = None,
+                   model_path: str | None = None) -> dict:
+    """The dotted config fields that make the shipped tiny RTN config one cell: method, format, and the eval
+    (``settings``: the 32-prompt set with seeds, noise floor and jitter, or no eval for a format outside
+    ``settings.video_formats``; None: the config's own eval)."""
     chain = METHODS[method]
     special = {k: v for m in chain for k, v in SPECIAL[m].items()}
     if "GPTQ" in chain and fmt in BLOCK_FORMATS:
         special["static_groups"] = True  # block grids fixed up front (actorder needs it; nvfp4 always)
-    run_dir = cell_dir(out_root, task, method, fmt)
     overrides = {
         "quant.video_gen.method": chain if len(chain) > 1 else chain[0],
         "quant.video_gen.weight": FORMATS[fmt]["weight"],
         "quant.video_gen.act": FORMATS[fmt]["act"],
         "quant.video_gen.special": special,
-        "save.save_path": str(run_dir),
         # only what lightx2v can run is exported; W6A6 / W4A8 are simulated (fake-quant) only
         "save.save_lightx2v": fmt in EXPORTED,
-        "eval.output_video_path": str(run_dir / "videos"),
     }
-    if settings is not None:
-        overrides.update({"eval.path": f"assets/eval/tiny_{task}_32", "eval.num_samples": settings.prompts})
-    overrides.update(extra or {})
+    if settings is not None and fmt in settings.video_formats:
+        overrides.update({"eval.path": f"assets/eval/tiny_{task}_32", "eval.num_samples": settings.prompts,
+                          "eval.seeds": list(settings.seeds), "eval.noise_floor": True, "eval.jitter": True,
+                          "eval.bs": EVAL_BATCH})
+    elif settings is not None:
+        overrides["eval"] = None
     if model_path:
         overrides["model.path"] = model_path
-    return load_config(f"configs/quantization/video_gen/tiny_{task}/rtn_w_a.yaml", overrides)
+    return overrides
+
+
+def cell_config(task: str, method: str, fmt: str, out_root: Path, model_path: str | None = None,
+                settings: EvalSettings | None = None, extra: dict | None = None):
+    """The validated config of one cell, its outputs in :func:`cell_dir` (``extra``: more overrides, e.g.
+    ``{"eval": None}`` for the deterministic metrics alone)."""
+    from vidquant.sweep import point_config
+
+    overrides = {**cell_overrides(task, method, fmt, settings, model_path), **(extra or {})}
+    return point_config(config_path(task), cell_dir(out_root, task, method, fmt).absolute(), {}, overrides)
+
+
+def config_path(task: str) -> Path:
+    return Path(f"configs/quantization/video_gen/tiny_{task}/rtn_w_a.yaml")
 
 
 def cell_dir(out_root: Path, task: str, method: str, fmt: str) -> Path:
@@ -133,34 +147,57 @@ def cell_dir(out_root: Path, task: str, method: str, fmt: str) -> Path:
 
 def read_runs(task: str, out_root: Path, methods=None, formats=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The cells table and per-clip metrics of the complete cell runs already under ``out_root`` (a run is
-    complete when its summary.json exists: it is written last), without running anything."""
+    complete when its summary.json exists: it is written last), without running anything. A cell without
+    video eval has no per-clip rows."""
     import json
 
     rows, clips = [], []
     for method in methods or METHODS:
         for fmt in formats or FORMATS:
             run_dir = cell_dir(out_root, task, method, fmt)
-            if (run_dir / "summary.json").is_file() and (run_dir / "video_metrics.csv").is_file():
-                rows.append({**json.loads((run_dir / "summary.json").read_text()), "method": method, "format": fmt})
+            if not (run_dir / "summary.json").is_file():
+                continue
+            rows.append({**json.loads((run_dir / "summary.json").read_text()), "method": method, "format": fmt})
+            if (run_dir / "video_metrics.csv").is_file() and (run_dir / "video_metrics.csv").stat().st_size > 1:
                 clips.append(pd.read_csv(run_dir / "video_metrics.csv").assign(method=method, format=fmt))
     if not rows:
         raise FileNotFoundError(f"{out_root}: no complete cell run of the {task} table (summary.json)")
     df = pd.DataFrame(rows)
-    return df[[c for c in COLUMNS if c in df.columns]], pd.concat(clips, ignore_index=True)
+    clips_df = pd.concat(clips, ignore_index=True) if clips else pd.DataFrame(columns=["method", "format"])
+    return df[[c for c in COLUMNS if c in df.columns]], clips_df
 
 
 def build_table(task: str, out_root: Path, methods=None, formats=None, model_path: str | None = None,
-                settings: EvalSettings | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run every (method, format) cell: the cells table (one row per cell) and the per-clip video metrics."""
-    rows, clips = [], []
-    for method in methods or METHODS:
-        for fmt in formats or FORMATS:
-            print(f"[tables] {task}: {method} × {fmt}", flush=True)
-            row, cell_clips = run_cell(task, method, fmt, out_root, model_path, settings)
-            rows.append(row)
-            clips.append(cell_clips)
-    df = pd.DataFrame(rows)
-    return df[[c for c in COLUMNS if c in df.columns]], pd.concat(clips, ignore_index=True)
+                settings: EvalSettings | None = None, jobs=None, force: bool = False,
+                echo=print) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run every (method, format) cell as a `vidquant quantize` run (`vidquant.sweep.quantize_run`: resumable,
+    complete cells skipped unless ``force``), in this process or as submitit jobs (``jobs``), then read the
+    cells table and the per-clip video metrics from the run folders. The float reference clips, their noise
+    floor and the calibration capture are shared by every cell through the on-disk cache (``VIDQUANT_CACHE_DIR``,
+    default ``<out_root>/.cache``): the first cell computes them, before the others start."""
+    from vidquant.sweep import Run, SweepError, _run_all, quantize_run
+
+    settings = settings or EvalSettings()
+    os.environ.setdefault("VIDQUANT_CACHE_DIR", str(Path(out_root).absolute() / ".cache"))
+    cells = [(m, f) for m in methods or METHODS for f in formats or FORMATS]
+    pending = [Run(config_path(task), {"config": f"{m} × {f}"}, cell_dir(out_root, task, m, f)) for m, f in cells]
+    overrides = {run.run_dir: cell_overrides(task, m, f, settings, model_path) for run, (m, f) in zip(pending, cells)}
+
+    def call(run: Run) -> tuple[tuple, dict]:
+        return (run.notebook.absolute(), run.run_dir.absolute(), run.params, overrides[run.run_dir]), {"force": force}
+
+    name = f"tables-{task}"
+    runs = []
+    for batch in (pending[:1], pending[1:]):  # the first cell fills the shared cache
+        if batch:
+            runs += _run_all(quantize_run, batch, call, jobs, out=out_root, name=name, on_finish=None, echo=echo)
+    failed = [r for r in runs if r.status == "failed"]
+    for r in failed:
+        logs = f" (logs: {', '.join(map(str, r.logs))})" if getattr(r, "logs", None) else ""
+        echo(f"[tables] {r.params['config']} failed: {r.error}{logs}")
+    if len(failed) == len(runs):
+        raise SweepError(f"every cell of the {task} table failed")
+    return read_runs(task, out_root, methods, formats)
 
 
 def merge_cells(old: pd.DataFrame, new: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
@@ -175,20 +212,22 @@ def merge_cells(old: pd.DataFrame, new: pd.DataFrame, columns: list[str] | None 
     return df[[c for c in columns if c in df.columns]].reset_index(drop=True)
 
 
-def _paired(clips: pd.DataFrame, method: str, fmt: str, metric: str) -> Interval | None:
-    """Paired difference ``method - BASELINE`` of ``metric`` in format ``fmt`` over the clips both have."""
+def _paired(clips: pd.DataFrame, method: str, fmt: str, metric: str, baseline: str | None = BASELINE
+            ) -> Interval | None:
+    """Paired difference ``method - baseline`` of ``metric`` in format ``fmt`` over the clips both have."""
     key = ["eval", "sample", "seed"]
     a = clips[(clips["method"] == method) & (clips["format"] == fmt)][[*key, metric]]
-    b = clips[(clips["method"] == BASELINE) & (clips["format"] == fmt)][[*key, metric]]
+    b = clips[(clips["method"] == baseline) & (clips["format"] == fmt)][[*key, metric]]
     both = a.merge(b, on=key, suffixes=("", "_base"))
-    if method == BASELINE or both.empty:
+    if method == baseline or both.empty:
         return None
     return paired_difference(both[metric], both[f"{metric}_base"])
 
 
-def interval_table(clips: pd.DataFrame) -> pd.DataFrame:
+def interval_table(clips: pd.DataFrame, baseline: str | None = BASELINE) -> pd.DataFrame:
     """One row per (method, format): for each metric its mean, 95 % interval, noise floor, the paired difference
-    against RTN (same prompts and seeds) with its interval, and a marker (``vidquant.eval.stats.marker``).
+    against ``baseline`` in the same format (same prompts and seeds; default RTN) with its interval, and a
+    marker (``vidquant.eval.stats.marker``).
 
     Fidelity metrics (against the float clip): ``<m>_at_floor`` is True when the cell is as close to the float
     clip as the float model's own nudged clip (the quantization error is lost in the generation noise).
@@ -198,7 +237,7 @@ def interval_table(clips: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (method, fmt), cell in clips.groupby(["method", "format"], sort=False):
         row: dict = {"method": method, "format": fmt, "n_clips": len(cell)}
-        base = clips[(clips["method"] == BASELINE) & (clips["format"] == fmt)]
+        base = clips[(clips["method"] == baseline) & (clips["format"] == fmt)]
         for m in (m for m in INTERVAL_METRICS if m in cell):
             iv = mean_ci(cell[m])
             floor, jitter = _column_mean(cell, f"floor_{m}"), _column_mean(cell, f"jitter_{m}")
@@ -206,7 +245,7 @@ def interval_table(clips: pd.DataFrame) -> pd.DataFrame:
                         f"{m}_jitter": jitter})
             if m in FIDELITY_METRICS and np.isfinite(floor):
                 row[f"{m}_at_floor"] = bool(iv.mean >= floor if m in HIGHER_IS_BETTER else iv.mean <= floor)
-            diff = _paired(clips, method, fmt, m)
+            diff = _paired(clips, method, fmt, m, baseline)
             if diff is not None:
                 floors = [jitter, _column_mean(base, f"jitter_{m}")] + ([] if m in FIDELITY_METRICS else [floor])
                 threshold = max((f for f in floors if np.isfinite(f)), default=None)
@@ -255,9 +294,11 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}" if pd.notna(x) else "–"
 
 
-def interval_markdown(table: pd.DataFrame, cells: pd.DataFrame) -> str:
+def interval_markdown(table: pd.DataFrame, cells: pd.DataFrame, baseline: str = BASELINE,
+                      label: str = "method") -> str:
     """The headline table: deterministic metrics first (the primary ranking), then each video metric as
-    ``mean [lo, hi]``, its floor, and ``Δ vs RTN [lo, hi] marker``."""
+    ``mean [lo, hi]``, its floor, and ``Δ vs <baseline> [lo, hi] marker`` (``label``: the name of the first
+    column; an all-empty format column is left out)."""
     det = cells.set_index(["method", "format"])
     lines = []
     for _, r in table.iterrows():
@@ -271,19 +312,29 @@ def interval_markdown(table: pd.DataFrame, cells: pd.DataFrame) -> str:
             out[f"{m} floor"] = _fmt(r[f"{m}_floor"])
             out[f"{m} jitter"] = _fmt(r.get(f"{m}_jitter", float("nan")))
             if pd.notna(r.get(f"d_{m}")):
-                out[f"Δ{m} vs RTN"] = (f"{r[f'd_{m}']:+.3g} [{r[f'd_{m}_lo']:+.3g}, {r[f'd_{m}_hi']:+.3g}]"
-                                       f"{r[f'd_{m}_sig']}")
+                sig = r[f"d_{m}_sig"] if isinstance(r[f"d_{m}_sig"], str) else ""  # "" reads back as NaN
+                out[f"Δ{m} vs {baseline}"] = (f"{r[f'd_{m}']:+.3g} [{r[f'd_{m}_lo']:+.3g}, {r[f'd_{m}_hi']:+.3g}]"
+                                              f"{sig}")
             else:
-                out[f"Δ{m} vs RTN"] = ""
+                out[f"Δ{m} vs {baseline}"] = ""
         lines.append(out)
-    return pd.DataFrame(lines).to_markdown(index=False)
+    df = pd.DataFrame(lines).rename(columns={"method": label})
+    if (df["format"] == "").all():
+        df = df.drop(columns="format")
+    return df.to_markdown(index=False)
 
 
 def main(argv=None) -> int:
+    from vidquant.jobs import add_job_arguments, job_options
+    from vidquant.sweep import SweepError
+
     p = argparse.ArgumentParser(prog="vidquant tables", description=__doc__.splitlines()[0])
     p.add_argument("--task", choices=["t2v", "i2v"], default="t2v")
     p.add_argument("--methods", nargs="*", choices=list(METHODS))
     p.add_argument("--formats", nargs="*", choices=list(FORMATS))
+    p.add_argument("--video-formats", nargs="*", choices=list(FORMATS), default=list(VIDEO_FORMATS),
+                   help="the formats whose cells are also evaluated on video (default: %(default)s); the others "
+                        "get the deterministic metrics only")
     p.add_argument("--model-path")
     p.add_argument("--out", default="results/tables")
     p.add_argument("--runs", default="results/runs/tables")
@@ -291,27 +342,31 @@ def main(argv=None) -> int:
                    help=f"eval prompts per clip set (default {DEFAULT_PROMPTS}; --full: {FULL_PROMPTS})")
     p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), help="generation seeds")
     p.add_argument("--full", action="store_true", help=f"{FULL_PROMPTS} prompts (the whole eval set)")
+    p.add_argument("--force", action="store_true", help="redo complete cells (default: skip them: resumable)")
     p.add_argument("--from-runs", action="store_true",
                    help="tabulate the complete cell runs already under --runs; run nothing (the settings flags "
                         "must say how they were run: they label the table)")
+    add_job_arguments(p)
     args = p.parse_args(argv)
     try:
-        settings = EvalSettings(FULL_PROMPTS if args.full else args.prompts, tuple(args.seeds))
-        EvalPlan(seeds=settings.seeds)
-    except ValueError as e:
+        settings = EvalSettings(FULL_PROMPTS if args.full else args.prompts, tuple(args.seeds),
+                                tuple(args.video_formats))
+        jobs = job_options(args)
+    except (ValueError, SweepError) as e:
         p.error(str(e))  # exit code 2, before any run
     out = Path(args.out)
     stem = out / f"methods_formats_{args.task}"
-    if args.from_runs:
-        try:
+    try:
+        if args.from_runs:
             cells, clips = read_runs(args.task, Path(args.runs), args.methods, args.formats)
-        except FileNotFoundError as e:
-            p.error(str(e))
-    else:
-        cells, clips = build_table(args.task, Path(args.runs), args.methods, args.formats, args.model_path, settings)
+        else:
+            cells, clips = build_table(args.task, Path(args.runs), args.methods, args.formats, args.model_path,
+                                       settings, jobs, args.force)
+    except (FileNotFoundError, SweepError) as e:
+        p.error(str(e))
     if (args.methods or args.formats) and Path(f"{stem}.csv").is_file():  # a subset updates its cells
         cells = merge_cells(pd.read_csv(f"{stem}.csv"), cells)
-        if Path(f"{stem}_clips.csv").is_file():
+        if Path(f"{stem}_clips.csv").is_file() and len(clips):
             clips = merge_cells(pd.read_csv(f"{stem}_clips.csv"), clips, list(clips.columns))
     write_tables(stem, args.task, cells, clips, settings)
     print(f"wrote {stem}.csv, _clips.csv, _intervals.csv and .md")
@@ -319,13 +374,20 @@ def main(argv=None) -> int:
 
 
 def _older_cells_note(cells: pd.DataFrame, clips: pd.DataFrame) -> str:
-    """A warning when the cells table keeps cells (from an earlier run) that have no per-clip rows here."""
-    with_clips = set(zip(clips["method"], clips["format"]))
-    older = [f"{m} × {f}" for m, f in zip(cells["method"], cells["format"]) if (m, f) not in with_clips]
-    if not older:
-        return ""
-    return (f"{len(older)} of these cells ({', '.join(older)}) come from an earlier run without per-clip rows: "
-            "their video columns are means over that run's eval (one seed), with no interval.\n\n")
+    """What the cells without per-clip rows are: deterministic metrics only, or an earlier run's video means."""
+    with_clips = set(zip(clips["method"], clips["format"])) if len(clips) else set()
+    rest = cells[[(m, f) not in with_clips for m, f in zip(cells["method"], cells["format"])]]
+    has_video = rest["video_psnr"].notna() if "video_psnr" in rest else pd.Series(False, index=rest.index)
+    older = [f"{m} × {f}" for m, f in zip(rest["method"][has_video], rest["format"][has_video])]
+    det = sorted(set(rest["format"][~has_video]))
+    note = ""
+    if det:
+        note += (f"The {', '.join(det)} cells have the deterministic metrics only (no video eval; "
+                 "`--video-formats` adds them).\n\n")
+    if older:
+        note += (f"{len(older)} of these cells ({', '.join(older)}) come from an earlier run without per-clip rows: "
+                 "their video columns are means over that run's eval (one seed), with no interval.\n\n")
+    return note
 
 
 def write_tables(stem: Path, task: str, cells: pd.DataFrame, clips: pd.DataFrame, settings: EvalSettings) -> None:

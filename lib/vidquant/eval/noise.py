@@ -16,7 +16,8 @@ original): the chaos comes from the quantizers, where a one-ulp change flips a r
 the flip grows over the denoising steps (this is how another CPU moves a quantized clip by dB). So the plan can
 also nudge the *quantized* model: ``jitter_<metric>`` is ``|metric(nudged quantized clip) - metric(quantized
 clip)|`` (both against the same float clip / prompt), the spread of that cell's own numbers under a perturbation
-that should not matter; a difference between methods below it is not a finding either.
+that should not matter; a difference between methods below it is not a finding either. Being the size of an
+effect rather than a per-clip number, it is estimated on the first seed's first ``JITTER_CLIPS`` clips.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ import torch
 from vidquant.eval.metrics import video_fidelity
 from vidquant.eval.task import task_errors
 
-__all__ = ["EvalPlan", "nudge_first_latent", "generate_nudged", "floor_metrics", "jitter_metrics", "FIDELITY_FLOOR",
+__all__ = ["EvalPlan", "nudge_first_latent", "floor_metrics", "jitter_metrics", "FIDELITY_FLOOR", "JITTER_CLIPS",
            "TASK_FLOOR"]
 
 FIDELITY_FLOOR = ("psnr", "ssim", "flicker_error")
+JITTER_CLIPS = 16  # the jitter is measured on the first seed's first 16 clips: a spread, not a per-clip number
 TASK_FLOOR = ("traj_err_px", "colour_de")
 
 
@@ -41,7 +43,8 @@ TASK_FLOOR = ("traj_err_px", "colour_de")
 class EvalPlan:
     """How a run evaluates its clips beyond the config: the generation seeds (None: ``base.seed`` alone) and
     whether to measure the noise floor (one more float generation per clip) and the quantized model's jitter
-    (one more quantized generation per clip). The prompts are the eval set's (``eval.num_samples`` limits them)."""
+    (one more quantized generation for each of the first seed's first ``JITTER_CLIPS``
+    clips). The prompts are the eval set's (``eval.num_samples`` limits them)."""
 
     seeds: tuple[int, ...] | None = None
     noise_floor: bool = False
@@ -50,6 +53,13 @@ class EvalPlan:
     def __post_init__(self) -> None:
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
             raise ValueError(f"EvalPlan.seeds: got {self.seeds}; expected distinct seeds, at least one")
+
+    @classmethod
+    def from_section(cls, ev: Any) -> EvalPlan:
+        """The plan an eval config section asks for (its ``seeds``, ``noise_floor`` and ``jitter`` fields)."""
+        seeds = getattr(ev, "seeds", None)
+        return cls(tuple(seeds) if seeds else None, bool(getattr(ev, "noise_floor", False)),
+                   bool(getattr(ev, "jitter", False)))
 
     def seeds_for(self, base_seed: int) -> tuple[int, ...]:
         return self.seeds if self.seeds is not None else (base_seed,)
@@ -61,16 +71,6 @@ def nudge_first_latent(pipe: Any, step: int, timestep: Any, callback_kwargs: dic
         return {}
     latents = callback_kwargs["latents"]
     return {"latents": torch.nextafter(latents, torch.full_like(latents, float("inf")))}
-
-
-@torch.no_grad()
-def generate_nudged(pipe: Any, sample: Any, params: Any) -> np.ndarray:
-    """:func:`vidquant.generate.generate_video` with the one-ulp nudge after the first denoising step."""
-    from vidquant.generate import pipeline_kwargs
-
-    out = pipe(**pipeline_kwargs(pipe, sample, params), output_type="np", callback_on_step_end=nudge_first_latent,
-               callback_on_step_end_tensor_inputs=["latents"])
-    return np.asarray(out.frames[0], dtype=np.float32)
 
 
 def floor_metrics(nudged: np.ndarray, reference: np.ndarray, prompt: str) -> dict[str, float]:

@@ -12,6 +12,13 @@ compares the rankings:
 Two methods count as ordered when their metric differs by more than ``--tol`` (dB for SQNR, relative for the
 timestep error) on the first class; the check fails (exit 1) when another class orders such a pair the other
 way. Ties within the tolerance are reported, not ranked.
+
+The video metrics do not reproduce clip for clip (generation is chaotic), so for them the check is statistical:
+the same table cells run on two CPU classes (``vidquant tables --runs A`` natively and ``--runs B`` under the
+limited ISA) must give overlapping 95 % intervals, and no paired difference against RTN that is significant on
+one class may be significant the other way on the other:
+
+    python -m vidquant.eval.ranking --video results/runs/tables results/runs/tables_avx2 --formats W8A8-int8 W4A8
 """
 
 from __future__ import annotations
@@ -93,6 +100,37 @@ def _ranking(report: dict, fmt: str, metric: str) -> str:
     return " > ".join(f"{k.split('/')[0]} ({report[k][metric]:.4g})" for k in cells)
 
 
+VIDEO_METRICS = ("psnr", "traj_err_px", "colour_de")
+
+
+def video_overlap(task: str, roots: tuple[Path, Path], methods: list[str], formats: list[str]):
+    """Per cell and video metric: the interval on each class, whether they overlap, and the paired difference
+    against RTN on each class with its marker. A cell counts only where both classes have its per-clip rows."""
+    import pandas as pd
+
+    from vidquant.tables import interval_table, read_runs
+
+    tables = [interval_table(read_runs(task, root, methods, formats)[1]).set_index(["method", "format"])
+              for root in roots]
+    rows = []
+    for key in tables[0].index.intersection(tables[1].index):
+        for m in VIDEO_METRICS:
+            a, b = tables[0].loc[key], tables[1].loc[key]
+            row = {"method": key[0], "format": key[1], "metric": m, "n_clips": int(a["n_clips"]),
+                   "a": f"{a[m]:.4g} [{a[f'{m}_lo']:.4g}, {a[f'{m}_hi']:.4g}]",
+                   "b": f"{b[m]:.4g} [{b[f'{m}_lo']:.4g}, {b[f'{m}_hi']:.4g}]",
+                   "overlap": bool(a[f"{m}_lo"] <= b[f"{m}_hi"] and b[f"{m}_lo"] <= a[f"{m}_hi"])}
+            if pd.notna(a.get(f"d_{m}")) and pd.notna(b.get(f"d_{m}")):
+                sig = [x if isinstance(x, str) else "" for x in (a[f"d_{m}_sig"], b[f"d_{m}_sig"])]
+                row.update({"d_a": f"{a[f'd_{m}']:+.3g}{sig[0]}", "d_b": f"{b[f'd_{m}']:+.3g}{sig[1]}",
+                            "d_conflict": bool("*" in sig[0] and "*" in sig[1]
+                                               and a[f"d_{m}"] * b[f"d_{m}"] < 0)})
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    df["d_conflict"] = df["d_conflict"].fillna(False).astype(bool) if "d_conflict" in df else False
+    return df
+
+
 def main(argv=None) -> int:
     from vidquant.tables import FORMATS, METHODS
 
@@ -103,7 +141,18 @@ def main(argv=None) -> int:
     p.add_argument("--classes", nargs=2, default=["native", "avx2"],
                    help="two CPU classes of vidquant.quant.int8_gemm.CPU_CLASS_LIMITS")
     p.add_argument("--tol", type=float, default=0.05, help="dB (SQNR) / relative (timestep error) treated as a tie")
+    p.add_argument("--video", nargs=2, metavar=("RUNS_A", "RUNS_B"),
+                   help="compare the video intervals of the table cells run under two roots (two CPU classes)")
     args = p.parse_args(argv)
+    if args.video:
+        df = video_overlap(args.task, (Path(args.video[0]), Path(args.video[1])), args.methods, args.formats)
+        if df.empty:
+            p.error(f"--video: no cell has per-clip metrics under both {args.video[0]} and {args.video[1]}")
+        print(df.rename(columns={"a": args.video[0], "b": args.video[1]}).to_markdown(index=False))
+        conflicts = int(df["d_conflict"].sum())
+        print(f"\n{len(df)} cell metrics: {int(df['overlap'].sum())} intervals overlap; {conflicts} significant "
+              "differences against RTN reversed")
+        return 1 if conflicts or not df["overlap"].all() else 0
     from vidquant.quant.int8_gemm import CPU_CLASS_LIMITS
 
     for label in args.classes:
