@@ -72,7 +72,7 @@ def deploy_fake_quant(transformer: nn.Module, wq, aq, weight_qparams: dict | Non
                              f"layer has no input_absmax ({len(missing)} of {len(linears)} layers lack one); "
                              "calibrate first (a calib section / calibration data)")
     for key, (block, name, lin) in linears.items():
-        act = aq if scheme is None else StaticInputQuantizer.from_absmax(scheme, input_absmax[key])
+        act = aq if scheme is None else StaticInputQuantizer.from_absmax(scheme, input_absmax[key], lin.weight.device)
         block.set_submodule(name, fake_quant_linear(lin, wq, act, weight_qparams.get(key)))
     return transformer
 

@@ -385,8 +385,10 @@ class StaticInputQuantizer:
         self.scheme, self.scale = scheme, scale.detach().float().reshape(())
 
     @classmethod
-    def from_absmax(cls, scheme: str, absmax: Tensor) -> StaticInputQuantizer:
-        return cls(scheme, static_input_scale(scheme, absmax))
+    def from_absmax(cls, scheme: str, absmax: Tensor, device: torch.device | str | None = None
+                    ) -> StaticInputQuantizer:
+        """The scale derived on the CPU as the export derives it, then held on ``device`` (the linear's)."""
+        return cls(scheme, static_input_scale(scheme, absmax.cpu()).to(device))
 
     def fake(self, x: Tensor) -> Tensor:
         return fake_static_input(self.scheme, x, self.scale.to(x.device)).to(x.dtype)
