@@ -307,8 +307,8 @@ def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool
         result.export_dir = out.absolute() / EXPORT_DIRNAME
 
     for name in experts:  # static activation scales (nvfp4, fp8-pertensor) from calibration, as exported
-        calibrated = result.experts.get(name)
-        deploy_fake_quant(getattr(pipe, name), wq, aq, qparams[name], calibrated and calibrated.input_absmax)
+        expert_absmax = result.experts[name].input_absmax if name in result.experts else None
+        deploy_fake_quant(getattr(pipe, name), wq, aq, qparams[name], expert_absmax)
     guard_experts(pipe)  # a non-finite or constant prediction (a black clip) stops the eval, naming the expert
     if calib:
         result.timestep_metrics = _by_expert({
