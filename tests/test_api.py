@@ -184,6 +184,9 @@ def test_quantize_refuses_before_any_work(tiny_t2v_dir, counted, tmp_path):
         vq.quantize_(pipe.transformer, vq.Recipe(methods=[vq.GPTQ()]), calib=vq.Calib("x", **GEN))
     from vidquant.export.lightx2v_export import ExportError
 
+    with pytest.raises(ConfigError, match="nvfp4 activations use a static scale calibrated on data"):
+        nv = {"quant_type": "nvfp4-quant", "bit": "e2m1", "granularity": "per_block"}
+        vq.quantize_(pipe, vq.Recipe(weight=nv, act=nv))
     with pytest.raises(ExportError, match="weight.bit"):
         vq.quantize_(pipe, vq.Recipe(weight="int4", act="int4"), export_dir="never-written")
     (tmp_path / "lightx2v_quant_model").mkdir()

@@ -38,7 +38,7 @@ def test_batch_independent_quantizers():
     assert batch_independent(None)
     assert batch_independent(build_quantizer_from_dict({"bit": 8, "granularity": "per_token"}))
     assert not batch_independent(build_quantizer_from_dict({"bit": 8, "granularity": "per_tensor"}))
-    assert not batch_independent(NVFP4Quantizer())  # its global scale is per tensor
+    assert batch_independent(NVFP4Quantizer())  # deployed with its calibrated static global scale
 
 
 def test_batch_size_must_be_positive(tiny_dirs):

@@ -45,6 +45,7 @@ from vidquant.config import Config, ConfigError, QuantSpec, VideoGenQuant, load_
 from vidquant.export.lightx2v_export import EXPORT_DIRNAME, check_lightx2v_exportable, export_lightx2v
 from vidquant.generate import GenParams
 from vidquant.quant import build_quantizer
+from vidquant.quant.blockfmt import static_input_scheme
 from vidquant.run import _check_output
 
 __all__ = ["Recipe", "Calib", "QuantizeResult", "quantize_", "capture", "reference_clips", "quant_spec",
@@ -285,6 +286,9 @@ def quantize_(
         _check_output(Path(export_dir) / EXPORT_DIRNAME, overwrite, "export_dir")  # before calibrating
     wq = build_quantizer(recipe.weight)
     aq = build_quantizer(recipe.act) if recipe.act is not None else None
+    if static_input_scheme(aq) is not None and calib is None:
+        raise ConfigError(f"quantize_: {static_input_scheme(aq)} activations use a static scale calibrated on data; "
+                          "pass calib=vq.Calib(...) or a CalibData")
     device = torch.device(device) if device is not None else next(transformer.parameters()).device
 
     data = capture(model, calib, progress=progress, cache=cache) if isinstance(calib, Calib) else calib
@@ -298,6 +302,6 @@ def quantize_(
         written = export_lightx2v(transformer, wq, export_dir, weight_qparams=qparams,
                                   scale_dtype=getattr(torch, scale_dtype), max_shard_size=max_shard_size,
                                   overwrite=overwrite)
-    deploy_fake_quant(transformer, wq, aq, qparams)
+    deploy_fake_quant(transformer, wq, aq, qparams, blockwise.input_absmax if blockwise is not None else None)
     return QuantizeResult(recipe, blockwise, data, wq, aq, written)
 

@@ -39,6 +39,7 @@ from vidquant.lora import check_lora, merge_lora_into
 from vidquant.models.layout import pipeline_experts
 from vidquant.models.loading import check_task, inspect_checkpoint, load_pipeline, resolve_device, resolve_dtype
 from vidquant.quant import build_quantizer
+from vidquant.quant.blockfmt import static_input_scheme
 from vidquant.runtime.moe import guard_experts
 
 __all__ = ["RunResult", "quantize", "seed_all", "build_quantizers", "prepare", "load_eval_samples",
@@ -169,12 +170,12 @@ def _generate_seeds(pipe, ev, samples: list[Sample], seeds: tuple[int, ...], wha
 
 
 def batch_independent(aq) -> bool:
-    """Whether the activation quantizer treats each row on its own, so that clips generated in one batch do not
-    change each other: per token and per block are; a dynamic per-tensor scale (and NVFP4's per-tensor global
-    scale) is taken over the whole batch."""
-    if aq is None:
+    """Whether the deployed activation quantizer treats each row on its own, so that clips generated in one batch
+    do not change each other: per token and per block are, and so is a calibrated static scale (nvfp4's global
+    scale, fp8-pertensor's, deploy_fake_quant); a dynamic per-tensor scale is taken over the whole batch."""
+    if aq is None or static_input_scheme(aq) is not None:
         return True
-    return aq.granularity in ("per_token", "per_group") and getattr(aq, "fmt", None) != "nvfp4"
+    return aq.granularity in ("per_token", "per_group")
 
 
 class _Staging:
@@ -305,8 +306,9 @@ def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool
                             input_absmax=absmax.get("transformer"), **kwargs)
         result.export_dir = out.absolute() / EXPORT_DIRNAME
 
-    for name in experts:
-        deploy_fake_quant(getattr(pipe, name), wq, aq, qparams[name])
+    for name in experts:  # static activation scales (nvfp4, fp8-pertensor) from calibration, as exported
+        expert_absmax = result.experts[name].input_absmax if name in result.experts else None
+        deploy_fake_quant(getattr(pipe, name), wq, aq, qparams[name], expert_absmax)
     guard_experts(pipe)  # a non-finite or constant prediction (a black clip) stops the eval, naming the expert
     if calib:
         result.timestep_metrics = _by_expert({

@@ -11,6 +11,7 @@ from torch import nn
 
 from vidquant.models.layout import block_linears
 from vidquant.quant import FakeQuantLinear, QTensor
+from vidquant.quant.blockfmt import StaticInputQuantizer, static_input_scheme
 from vidquant.quant.quantizer import decode
 
 __all__ = ["quantize_weight", "fake_weight", "fake_quant_linear", "fake_quantized", "deploy_fake_quant",
@@ -51,13 +52,28 @@ def fake_quantized(block, wq, aq, weight_qparams: dict):
             block.set_submodule(name, lin)
 
 
-def deploy_fake_quant(transformer: nn.Module, wq, aq, weight_qparams: dict | None = None) -> nn.Module:
-    """Replace every block linear by its fake-quant version, in place (LLMC's `fake_quant` deploy)."""
-    weight_qparams = weight_qparams or {}
-    for i, block in enumerate(transformer.blocks):
-        for name, lin in block_linears(block).items():
-            if isinstance(lin, nn.Linear):
-                block.set_submodule(name, fake_quant_linear(lin, wq, aq, weight_qparams.get(f"blocks.{i}.{name}")))
+def deploy_fake_quant(transformer: nn.Module, wq, aq, weight_qparams: dict | None = None,
+                      input_absmax: dict | None = None) -> nn.Module:
+    """Replace every block linear by its fake-quant version, in place (LLMC's `fake_quant` deploy).
+
+    Activations with a static scale in lightx2v (nvfp4, fp8-pertensor: :func:`static_input_scheme`) are quantized
+    on the scale the export stores, derived from ``input_absmax[blocks.N.<linear>]`` (the calibrated max |x| of
+    the linear's smoothed input, ``BlockwiseResult.input_absmax``), so the model evaluated is the one lightx2v
+    runs; a layer without it is refused (ValueError naming it) before any linear is replaced. Other activation
+    quantizers stay dynamic (``aq`` per call)."""
+    weight_qparams, input_absmax = weight_qparams or {}, input_absmax or {}
+    scheme = static_input_scheme(aq)
+    linears = {f"blocks.{i}.{name}": (block, name, lin) for i, block in enumerate(transformer.blocks)
+               for name, lin in block_linears(block).items() if isinstance(lin, nn.Linear)}
+    if scheme is not None:
+        missing = [key for key in linears if key not in input_absmax]
+        if missing:
+            raise ValueError(f"{missing[0]}: {scheme} activations use a static scale calibrated on data, and this "
+                             f"layer has no input_absmax ({len(missing)} of {len(linears)} layers lack one); "
+                             "calibrate first (a calib section / calibration data)")
+    for key, (block, name, lin) in linears.items():
+        act = aq if scheme is None else StaticInputQuantizer.from_absmax(scheme, input_absmax[key], lin.weight.device)
+        block.set_submodule(name, fake_quant_linear(lin, wq, act, weight_qparams.get(key)))
     return transformer
 
 

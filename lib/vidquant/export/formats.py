@@ -41,6 +41,7 @@ from vidquant.quant.blockfmt import (
     e8m0_value,
     minifloat_bits,
     minifloat_from_bits,
+    static_input_scale,
 )
 from vidquant.quant.quantizer import QTensor
 
@@ -251,7 +252,7 @@ def pack_linear(scheme: str, q: QTensor, input_absmax: Tensor | None = None) -> 
     if scheme == "fp8-pertensor":
         amax = _need_absmax(scheme, input_absmax)
         return {"weight": q.codes.to(torch.float8_e4m3fn), "weight_scale": q.scale.reshape(1).float(),
-                "input_scale": (amax.float().clamp_min(1e-12) / 448.0).reshape(1)}
+                "input_scale": static_input_scale(scheme, amax).reshape(1)}
     cols = in_f // spec.block
     tensors = {"weight": _weight_bits(q.codes, spec.elem)}
     scale = q.scale.reshape(out_f, cols).float()
@@ -259,7 +260,7 @@ def pack_linear(scheme: str, q: QTensor, input_absmax: Tensor | None = None) -> 
         g = q.global_scale.float().reshape(())
         block = (scale * g).clamp(0, 448.0).to(torch.float8_e4m3fn).view(torch.uint8)  # exact e4m3 values
         amax = _need_absmax(scheme, input_absmax).float().clamp_min(1e-12).reshape(())
-        ig = 448.0 * 6.0 / amax  # lightx2v derives the same two numbers from input_absmax when it is present
+        ig = static_input_scale(scheme, amax)  # lightx2v derives the same two numbers from input_absmax if present
         tensors.update(weight_scale=swizzle_scales(block).view(torch.float8_e4m3fn), weight_global_scale=g,
                        input_global_scale=ig, alpha=(1.0 / (ig * g)).reshape(()), input_absmax=amax)
     else:

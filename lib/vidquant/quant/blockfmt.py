@@ -48,6 +48,11 @@ __all__ = [
     "nvfp4_global_scale",
     "nvfp4_block_scale",
     "nvfp4_fake_static",
+    "STATIC_INPUT_SCHEMES",
+    "StaticInputQuantizer",
+    "static_input_scheme",
+    "static_input_scale",
+    "fake_static_input",
     "build_block_quantizer",
 ]
 
@@ -322,6 +327,74 @@ def nvfp4_fake_static(x: Tensor, global_scale: Tensor, block_size: int = NVFP4_B
     s = nvfp4_block_scale(xf.abs().amax(dim=-1, keepdim=True), global_scale).float() / global_scale.float()
     y = torch.where(s > 0, xf / torch.where(s > 0, s, torch.ones_like(s)), torch.zeros_like(xf))
     return (round_to_minifloat(y, "e2m1") * s).reshape(x.shape)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Static activation scales (lightx2v's nvfp4 and fp8-pertensor run time)
+# ----------------------------------------------------------------------------------------------------------
+
+#: lightx2v schemes whose activations are quantized on a calibrated static scale -> the stored scale's name.
+STATIC_INPUT_SCHEMES = {"nvfp4": "input_global_scale", "fp8-pertensor": "input_scale"}
+_ABSMAX_FLOOR = 1e-12  # an all-zero calibration input still gives a finite scale
+
+
+def static_input_scheme(aq) -> str | None:
+    """The static-scale scheme an activation quantizer deploys as (``"nvfp4"``: NVFP4 activations, whose global
+    scale lightx2v always takes from calibration; ``"fp8-pertensor"``: a ``static`` e4m3 per-tensor
+    FloatQuantizer), or None: dynamic scales (or no activation quantization)."""
+    if isinstance(aq, NVFP4Quantizer):
+        return "nvfp4"
+    if getattr(aq, "static", False):
+        return "fp8-pertensor"
+    return None
+
+
+def static_input_scale(scheme: str, absmax: Tensor) -> Tensor:
+    """The static activation scale lightx2v runs with, from the calibrated max |x| of the linear's input (0-dim
+    fp32; the number the export stores, and the emulated runtime and the fake-quant model use): nvfp4's
+    ``input_global_scale = 2688 / absmax``, fp8-pertensor's ``input_scale = absmax / 448``."""
+    amax = absmax.detach().float().clamp_min(_ABSMAX_FLOOR).reshape(())
+    if scheme == "nvfp4":
+        return NVFP4_GLOBAL_NUMERATOR / amax  # as lightx2v derives it: (2688 / input_absmax).float()
+    if scheme == "fp8-pertensor":
+        return amax / _E4M3_MAX
+    raise ValueError(f"scheme must be one of {sorted(STATIC_INPUT_SCHEMES)}, got {scheme!r}")
+
+
+def fake_static_input(scheme: str, x: Tensor, scale: Tensor) -> Tensor:
+    """Quantize-dequantize activations on a static scale as lightx2v's kernels do (fp32): nvfp4 with the global
+    scale ``scale`` and dynamic e4m3 block scales (:func:`nvfp4_fake_static`); fp8-pertensor
+    ``e4m3(clamp(x / scale, ±448)) · scale``. Each row depends only on itself and the scale."""
+    if scheme == "nvfp4":
+        return nvfp4_fake_static(x, scale)
+    if scheme == "fp8-pertensor":
+        return torch.clamp(x.float() / scale, -_E4M3_MAX, _E4M3_MAX).to(torch.float8_e4m3fn).float() * scale
+    raise ValueError(f"scheme must be one of {sorted(STATIC_INPUT_SCHEMES)}, got {scheme!r}")
+
+
+class StaticInputQuantizer:
+    """A linear's activation quantizer with its calibrated static scale: the ``aq`` of a deployed
+    :class:`~vidquant.quant.linear.FakeQuantLinear` for nvfp4 / fp8-pertensor, computing what lightx2v's run time
+    (and :class:`~vidquant.runtime.emulated.EmulatedLinear`) computes. ``fake`` returns ``x``'s dtype."""
+
+    granularity = "per_tensor"  # one fixed scale for the tensor: no statistic of the batch is taken
+
+    def __init__(self, scheme: str, scale: Tensor) -> None:
+        if scheme not in STATIC_INPUT_SCHEMES:
+            raise ValueError(f"scheme must be one of {sorted(STATIC_INPUT_SCHEMES)}, got {scheme!r}")
+        self.scheme, self.scale = scheme, scale.detach().float().reshape(())
+
+    @classmethod
+    def from_absmax(cls, scheme: str, absmax: Tensor, device: torch.device | str | None = None
+                    ) -> StaticInputQuantizer:
+        """The scale derived on the CPU as the export derives it, then held on ``device`` (the linear's)."""
+        return cls(scheme, static_input_scale(scheme, absmax.cpu()).to(device))
+
+    def fake(self, x: Tensor) -> Tensor:
+        return fake_static_input(self.scheme, x, self.scale.to(x.device)).to(x.dtype)
+
+    def __repr__(self) -> str:
+        return f"StaticInputQuantizer({self.scheme!r}, {STATIC_INPUT_SCHEMES[self.scheme]}={self.scale.item():.6g})"
 
 
 def build_block_quantizer(spec, compute_dtype: torch.dtype | None = None) -> MXQuantizer | NVFP4Quantizer:

@@ -1,7 +1,8 @@
 """Deploy-time linear modules: fake-quant (LLMC eval) and real W8A8 (what lightx2v computes).
 
 * :class:`FakeQuantLinear` -- LLMC's ``EffcientFakeQuantLinear``: the weight is fake-quantized once,
-  activations are fake-quantized dynamically per token on every call.
+  activations are fake-quantized on every call by its ``aq`` (dynamic scales, or a calibrated static one:
+  :class:`~vidquant.quant.blockfmt.StaticInputQuantizer`).
 * :class:`W8A8Linear` -- per-output-channel symmetric int8 / fp8-e4m3 weight codes and per-token dynamic
   activation quantization, with the epilogue
   ``out[m, n] = s_a[m] * s_w[n] * sum_k q_a[m, k] q_w[n, k] + b[n]`` (lightx2v_reference §3.1), computed with
@@ -175,7 +176,8 @@ class FakeQuantLinear(nn.Module):
     """``F.linear(aq.fake(x), w_fq, bias)`` with ``w_fq = wq.fake(weight)`` computed once at construction.
 
     ``weight`` (fake-quantized, the source dtype) and ``bias`` are buffers: this module is for evaluation,
-    not training. ``aq=None`` gives weight-only quantization.
+    not training. ``aq`` is anything with ``fake(x)`` (a quantizer, or a static-scale
+    :class:`~vidquant.quant.blockfmt.StaticInputQuantizer`); ``aq=None`` gives weight-only quantization.
     """
 
     def __init__(self, weight_fq: Tensor, bias: Tensor | None, aq: Quantizer | None = None) -> None:

@@ -345,6 +345,9 @@ class FloatQuantizer(_BaseQuantizer):
             what LLMC's export and lightx2v's converter use) instead of torch's cast (ties to even). The two
             differ only on exact ties. qtorch is imported on first use (it JIT-compiles a C++ extension).
         compute_dtype: arithmetic dtype for ``x / scale``; None = fp32, ``torch.bfloat16`` = LLMC parity.
+        static: as an activation quantizer (e4m3 per_tensor only), deployed with a calibrated static scale
+            (lightx2v's fp8-pertensor ``input_scale``; :func:`vidquant.algos.deploy.deploy_fake_quant`). The
+            quantizer's own methods still take the scale from the tensor they are given.
 
     Note: LLMC's own ``use_qtorch: False`` is a different, fake-only per-element format (llmc_reference §7.4);
     here ``use_qtorch=False`` means "same fp8 grid, rounded by torch's cast".
@@ -357,10 +360,14 @@ class FloatQuantizer(_BaseQuantizer):
         use_qtorch: bool = False,
         group_size: int = -1,
         compute_dtype: torch.dtype | None = None,
+        static: bool = False,
     ) -> None:
         if fmt not in FP8_FORMATS:
             raise ValueError(f"fmt must be one of {sorted(FP8_FORMATS)}, got {fmt!r}")
+        if static and (fmt, granularity) != ("e4m3", "per_tensor"):
+            raise ValueError(f"static scales are e4m3 per_tensor only (fp8-pertensor), got {fmt} {granularity}")
         super().__init__(granularity, group_size, compute_dtype)
+        self.static = bool(static)
         self.fmt = fmt
         self.use_qtorch = bool(use_qtorch)
         self.code_dtype, self.exp_bits, self.man_bits = FP8_FORMATS[fmt]
@@ -382,7 +389,7 @@ class FloatQuantizer(_BaseQuantizer):
         return functools.partial(float_quantize, exp=self.exp_bits, man=self.man_bits, rounding="nearest")
 
     def _describe(self) -> str:
-        return f"fmt={self.fmt!r}, use_qtorch={self.use_qtorch}"
+        return f"fmt={self.fmt!r}, use_qtorch={self.use_qtorch}" + (", static=True" if self.static else "")
 
 
 Quantizer = IntQuantizer | FloatQuantizer
@@ -443,6 +450,7 @@ def build_quantizer(spec: Any, compute_dtype: torch.dtype | None = None) -> Quan
             use_qtorch=spec.use_qtorch,
             group_size=spec.group_size,
             compute_dtype=compute_dtype,
+            static=getattr(spec, "static", False),
         )
     raise ValueError(f"quant_type must be 'int-quant' or 'float-quant', got {quant_type!r}")
 

@@ -12,7 +12,6 @@ equals the quantized GEMM up to fp32 summation order; it is not faster than floa
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -23,7 +22,7 @@ from vidquant.export.formats import (
     unpack_linear,
 )
 from vidquant.models.layout import block_linear_names
-from vidquant.quant.blockfmt import NVFP4_GLOBAL_NUMERATOR, MXQuantizer, nvfp4_fake_static
+from vidquant.quant.blockfmt import STATIC_INPUT_SCHEMES, MXQuantizer, fake_static_input, static_input_scale
 
 __all__ = ["EmulatedLinear", "checkpoint_block_scheme", "install_emulated_linears"]
 
@@ -48,11 +47,8 @@ class EmulatedLinear(nn.Module):
         x = x.float()
         if self._mx is not None:
             return self._mx.fake(x)
-        if self.scheme == "nvfp4":
-            return nvfp4_fake_static(x, self.input_scale)
-        if self.scheme == "fp8-pertensor":
-            s = self.input_scale
-            return torch.clamp(x / s, -448.0, 448.0).to(torch.float8_e4m3fn).float() * s
+        if self.scheme in STATIC_INPUT_SCHEMES:  # nvfp4, fp8-pertensor (the fake-quant model's function too)
+            return fake_static_input(self.scheme, x, self.input_scale)
         return x  # int4-g128-marlin: weight-only
 
     def forward(self, x: Tensor) -> Tensor:
@@ -70,7 +66,7 @@ def _static_input_scale(scheme: str, tensors: dict[str, Tensor]) -> Tensor | Non
     ``input_scale``; None for the dynamic and weight-only schemes."""
     if scheme == "nvfp4":
         if "input_absmax" in tensors:
-            return (NVFP4_GLOBAL_NUMERATOR / tensors["input_absmax"].float()).reshape(()).clone()
+            return static_input_scale(scheme, tensors["input_absmax"]).clone()
         return tensors["input_global_scale"].float().reshape(()).clone()
     if scheme == "fp8-pertensor":
         return tensors["input_scale"].float().reshape(()).clone()
