@@ -458,7 +458,7 @@ def aggregate(runs: Sequence[Run], tables_dir: str | os.PathLike, name: str,
     if intervals is not None:
         table, base = intervals
         write_text_atomic(tables_dir / f"{name}_intervals.csv", table.to_csv(index=False))
-        md += "\n\n" + _interval_section(table, df, base)
+        md += "\n\n" + _interval_section(table, df, base, chosen)
     write_text_atomic(tables_dir / f"{name}.md", md + "\n")
     return df
 
@@ -471,20 +471,27 @@ def _clip_intervals(chosen: Sequence[Run], baseline: Mapping[str, Any] | None):
     for run in chosen:
         path = run.run_dir / "video_metrics.csv"
         if path.is_file() and path.stat().st_size > 1:
-            frames.append(pd.read_csv(path).assign(method=run.slug, format=""))
+            frames.append(pd.read_csv(path).assign(method=_label(run, chosen), format=""))
     if not frames:
         return None
-    base = next((r.slug for r in chosen if baseline and all(str(r.params.get(k)) == str(v)
-                                                             for k, v in baseline.items())), None)
+    base = next((_label(r, chosen) for r in chosen if baseline and all(str(r.params.get(k)) == str(v)
+                                                                      for k, v in baseline.items())), None)
     if baseline and base is None:
         log.warning("--baseline %s: no complete run has these parameters; no paired differences", baseline)
     return interval_table(pd.concat(frames, ignore_index=True), baseline=base), base
 
 
-def _interval_section(table: pd.DataFrame, runs: pd.DataFrame, base: str | None) -> str:
+def _label(run: Run, runs: Sequence[Run]) -> str:
+    """A run's short name in the interval table: the parameters that vary across `runs`, last field names only
+    (``alpha=0.75``), else its slug."""
+    varying = [k for k in run.params if len({str(r.params.get(k)) for r in runs}) > 1]
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={run.params[k]}" for k in varying) or run.slug
+
+
+def _interval_section(table: pd.DataFrame, runs: pd.DataFrame, base: str | None, chosen: Sequence[Run]) -> str:
     from vidquant.tables import interval_markdown
 
-    cells = runs.assign(method=runs["run"], format="")
+    cells = runs.assign(method=[_label(r, chosen) for r in chosen], format="")
     md = interval_markdown(table, cells, base or "baseline", label="run")
     n = int(table["n_clips"].max())
     return (f"## Video metrics with 95 % intervals ({n} clips per run: prompts × seeds)\n\n"
