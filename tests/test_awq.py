@@ -157,3 +157,33 @@ def test_weight_clip_options():
     wq = IntQuantizer(4, granularity="per_group", group_size=16)
     _, result = run(make_block(), calib, [awq(trans=False, weight_clip=True, clip_sym=False)], wq)
     assert not result.logs[0]["awq_clip"]["ffn.net.2"]["skipped"]
+
+
+@pytest.mark.parametrize(("clip_sym", "wq_symmetric", "symmetric"),
+                         [(None, True, True), (None, False, False), (False, True, False), (True, False, True)])
+def test_clip_weights_clamps_every_linear_to_its_best_range(clip_sym, wq_symmetric, symmetric):
+    """Every linear but the LLMC-skipped one is clamped to best_clip's range on its own strided calibration
+    tokens, symmetric as `clip_sym` says (the weight quantizer's `symmetric` when None); the record holds every
+    linear, with mean_shrink = mean over channels of max(|lo|, |hi|) / max|w|."""
+    calib = make_calib(n=2, i2v=True)
+    block = make_block(i2v=True)
+    w0 = {n: m.weight.detach().clone() for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)}
+    xs = linear_inputs(block, calib)
+    wq = IntQuantizer(4, symmetric=wq_symmetric)
+    block, result = run(block, calib, [awq(trans=False, weight_clip=True, clip_sym=clip_sym)], wq, A8)
+    clip = result.logs[0]["awq_clip"]
+    assert set(clip) == set(w0)
+    other_rule_differs = False
+    for n, w in w0.items():
+        now = block.get_submodule(n).weight
+        if n == "attn2.add_k_proj":
+            assert clip[n] == {"skipped": True, "mean_shrink": 1.0}
+            assert torch.equal(now, w)
+            continue
+        x = strided_tokens(xs[n], 512)
+        lo, hi = best_clip(w, x, wq, A8, symmetric)
+        assert torch.equal(now, torch.clamp(w, lo[:, 0], hi[:, 0]))
+        shrink = (torch.maximum(lo.abs(), hi.abs()).flatten() / w.abs().amax(dim=1)).mean()
+        assert clip[n] == {"skipped": False, "mean_shrink": pytest.approx(float(shrink), rel=1e-6)}
+        other_rule_differs |= not torch.equal(best_clip(w, x, wq, A8, not symmetric)[1], hi)
+    assert other_rule_differs  # so the test tells the two rules apart
