@@ -187,3 +187,56 @@ def test_clip_weights_clamps_every_linear_to_its_best_range(clip_sym, wq_symmetr
         assert clip[n] == {"skipped": False, "mean_shrink": pytest.approx(float(shrink), rel=1e-6)}
         other_rule_differs |= not torch.equal(best_clip(w, x, wq, A8, not symmetric)[1], hi)
     assert other_rule_differs  # so the test tells the two rules apart
+
+
+def _best_clip_reference(w, x, wq, aq, symmetric):
+    """best_clip from its definition, group by group in float64: for each shrink f (1.0, 0.95, ..., 0.55) the range
+    f·[min, max] (f·[−absmax, absmax] when symmetric) of each row's group, the error mean_t (Q_a(x)·Q_w(clamp W) −
+    x·W)² of that group's partial product; returns the per-(row, group) errors (n_f, out, G) and ranges."""
+    out_f, in_f = w.shape
+    g = wq.group_size if wq.granularity == "per_group" else in_f
+    xq = x if aq is None else aq.fake(x)
+    wg = w.reshape(out_f, in_f // g, g)
+    if symmetric:
+        hi0 = wg.abs().amax(-1, keepdim=True)
+        lo0 = -hi0
+    else:
+        hi0, lo0 = wg.amax(-1, keepdim=True), wg.amin(-1, keepdim=True)
+    errs, his, los = [], [], []
+    for f in [1.0 - i / 20 for i in range(10)]:
+        qw = wq.fake(torch.maximum(torch.minimum(wg, hi0 * f), lo0 * f).reshape(out_f, in_f)).reshape(wg.shape)
+        err = torch.stack([((xq[:, j * g:(j + 1) * g].double() @ qw[:, j].double().T)
+                            - (x[:, j * g:(j + 1) * g].double() @ wg[:, j].double().T)).pow(2).mean(0)
+                           for j in range(in_f // g)], dim=1)
+        errs.append(err)
+        his.append(hi0 * f)
+        los.append(lo0 * f)
+    return torch.stack(errs), torch.stack(his), torch.stack(los)
+
+
+@pytest.mark.parametrize(("wq", "aq", "symmetric", "rows"), [
+    (W4, None, True, 300),  # more rows than one batch of the search (256)
+    (IntQuantizer(4, symmetric=False, granularity="per_group", group_size=16), A8, False, 40),
+    (IntQuantizer(4, granularity="per_group", group_size=16), A8, True, 40),
+], ids=["sym-per-channel", "asym-per-group-a8", "sym-per-group-a8"])
+def test_best_clip_is_the_argmin_of_its_definition(wq, aq, symmetric, rows):
+    """Each (row, group) range is the one of smallest error over the shrink grid, computed independently; where the
+    errors tie exactly (a group whose inputs are all zero: every range costs 0), the first, f = 1.0, is kept."""
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(rows, 64, generator=g) * torch.where(torch.rand(rows, 64, generator=g) < 0.03, 8.0, 1.0)
+    x = torch.randn(96, 64, generator=g) * (1 + 5 * torch.rand(64, generator=g))
+    x[:, 48:] = 0  # the last group (per_group) sees only zeros
+    lo, hi = best_clip(w, x, wq, aq, symmetric)
+    errs, his, los = _best_clip_reference(w, x, wq, aq, symmetric)
+    assert lo.shape == hi.shape == his.shape[1:]
+    best = errs.argmin(dim=0)  # (out, G): first minimum
+    sorted_errs = errs.sort(dim=0).values
+    clear = sorted_errs[1] - sorted_errs[0] > 1e-4 * sorted_errs[0] + 1e-12  # a unique best, by a margin
+    tied = errs.amax(dim=0) == 0
+    assert clear.float().mean() > 0.5 and (best[clear] > 0).any()  # most choices are clear; some clip
+    pick = lambda t: t.gather(0, best[None, ..., None]).squeeze(0)  # noqa: E731
+    for got, ref in ((hi, pick(his)), (lo, pick(los))):
+        assert torch.equal(got[clear], ref[clear])
+        assert torch.equal(got[tied], (his if got is hi else los)[0][tied])
+    if wq.granularity == "per_group":
+        assert tied[:, -1].all()
