@@ -10,7 +10,7 @@ import torch
 from _wanblock import linear_inputs, make_block, make_calib, outputs, run
 from test_smoothquant import assert_same_output
 
-from vidquant.algos.awq import Awq, awq_scale, best_clip, strided_tokens, weight_channel_mean
+from vidquant.algos.awq import Awq, AwqConfig, awq_scale, best_clip, strided_tokens, weight_channel_mean
 from vidquant.config import METHODS
 from vidquant.models.layout import SUBSETS
 from vidquant.quant.quantizer import IntQuantizer
@@ -48,25 +48,76 @@ def test_scale_formula_hand_case():
     # v1 w_mean: |W| / rowmax, mean over rows: rows [2, -1] -> [1, .5], [4, 4] -> [1, 1]
     torch.testing.assert_close(weight_channel_mean([torch.tensor([[2.0, -1.0], [4.0, 4.0]])], W4),
                                torch.tensor([1.0, 0.75]))
+    # a zero channel: a^r = 0 is floored at 1e-4 before the normalisation; r = .5: [2, 1e-4, 1] / sqrt(2e-4)
+    torch.testing.assert_close(awq_scale(torch.tensor([4.0, 0.0, 1.0]), 0.5),
+                               torch.tensor([2.0, 1e-4, 1.0]) / (2e-4) ** 0.5)
+    # v1 with a dead weight column (w_mean 0, floored at 1e-8): r = .5, a = [1, 1, 4], w_mean = [1, 0, 4]
+    # -> [1, 1e4, 1] / sqrt(1e4 · 1)
+    torch.testing.assert_close(awq_scale(torch.tensor([1.0, 1.0, 4.0]), 0.5, torch.tensor([1.0, 0.0, 4.0])),
+                               torch.tensor([1.0, 1e4, 1.0]) / 100.0)
 
 
-@pytest.mark.parametrize("aq", [None, A8], ids=["w4", "w4a8"])
-def test_losses_and_scale_match_hand_recomputation(aq):
-    """Loss at r = 0 (s = 1) is the inspect module's MSE with Q_w(W) weights and Q_a on its input only;
-    the chosen mean loss is ≤ it; the folded s is the mean of the per-sample normalised scales at r*."""
+def test_weight_channel_mean_per_group_zero_rows_and_layers():
+    """Per group the max is the group's: [2, -1 | 4, 4] -> [1, .5 | 1, 1]; a zero row gives zeros (not NaN); the
+    layers of a subset are averaged."""
+    wg = IntQuantizer(4, granularity="per_group", group_size=2)
+    first = torch.tensor([[2.0, -1.0, 4.0, 4.0], [0.0, 0.0, 0.0, 0.0]])  # rows: [1, .5, 1, 1], [0, 0, 0, 0]
+    second = torch.tensor([[1.0, 1.0, -8.0, 2.0], [3.0, 1.5, 0.0, 1.0]])  # [1, 1, 1, .25], [1, .5, 0, 1]
+    torch.testing.assert_close(weight_channel_mean([first], wg), torch.tensor([0.5, 0.25, 0.5, 0.5]))
+    torch.testing.assert_close(weight_channel_mean([first, second], wg),
+                               (torch.tensor([0.5, 0.25, 0.5, 0.5]) + torch.tensor([1.0, 0.75, 0.5, 0.625])) / 2)
+    # per channel the row's max spans the whole row: [2, -1, 4, 4] -> [.5, .25, 1, 1]
+    torch.testing.assert_close(weight_channel_mean([first[:1]], W4), torch.tensor([0.5, 0.25, 1.0, 1.0]))
+
+
+@pytest.mark.parametrize(("field", "value", "allowed"), [
+    ("n_grid", 0, "an integer >= 1"),
+    ("clip_max_tokens", 0, "an integer >= 1"),
+    ("save_scale", True, "False (the scales are returned in BlockwiseResult.smooth; clipping changes the weights "
+                         "themselves)"),
+    ("save_clip", True, "False (the scales are returned in BlockwiseResult.smooth; clipping changes the weights "
+                        "themselves)"),
+])
+def test_config_refuses_out_of_range_options(field, value, allowed):
+    with pytest.raises(ValueError) as err:
+        AwqConfig(**{field: value})
+    assert str(err.value) == f"Awq.{field}: got {value!r}; allowed: {allowed}"
+
+
+def test_config_smallest_valid_options():
+    cfg = AwqConfig(n_grid=1, clip_max_tokens=1)
+    assert (cfg.n_grid, cfg.clip_max_tokens, cfg.save_scale, cfg.save_clip) == (1, 1, False, False)
+
+
+@pytest.mark.parametrize(("aq", "version"), [(None, "v2"), (A8, "v2"), (A8, "v1")], ids=["w4", "w4a8", "w4a8-v1"])
+def test_losses_and_scale_match_hand_recomputation(aq, version):
+    """Loss at r = 0 (s = 1 in v2) is the inspect module's MSE with Q_w(W) weights and Q_a on its input only;
+    the chosen mean loss is ≤ it; the folded s is the mean of the per-sample normalised scales at r* (v1: with the
+    subset's w_mean); the losses are kept in float64 and the scores are their means."""
     calib = make_calib()
     block = make_block()
     float_block = copy.deepcopy(block)
     xs = linear_inputs(block, calib)
-    block, result = run(block, calib, [awq()], W4, aq)
+    block, result = run(block, calib, [awq(trans_version=version)], W4, aq)
     log = result.logs[0]["awq"]
     for subset in SUBSETS:
         rec = log[subset.name]
         losses = rec["losses"]  # (n_grid, samples)
-        assert losses.shape == (20, len(calib))
+        assert losses.shape == (20, len(calib)) and losses.dtype == torch.float64
         assert rec["ratios"] == [n / 20 for n in range(20)]  # 0 .. 0.95, 1.0 excluded
         assert rec["loss"] <= rec["loss_ratio0"]
-        assert rec["loss"] == pytest.approx(float(losses.mean(1).min()))
+        assert rec["loss"] == float(losses.mean(1).min())
+        assert rec["loss_ratio0"] == float(losses[0].mean())
+        assert rec["ratio"] == rec["ratios"][int(losses.mean(1).argmin())]
+        a = [x.abs().reshape(-1, x.shape[-1]).mean(0) for x in xs[subset.input]]
+        w_mean = None
+        if version == "v1":
+            w_mean = weight_channel_mean([float_block.get_submodule(n).weight.detach() for n in subset.layers], W4)
+        s = torch.stack([awq_scale(ai, rec["ratio"], w_mean) for ai in a]).mean(0)
+        torch.testing.assert_close(rec["scale"], s)
+        torch.testing.assert_close(result.smooth[f"blocks.0.{subset.input}"], s)
+        if version == "v1":
+            continue  # v1's s at r = 0 is 1 / w_mean, not 1: the plain-MSE check below is v2's
 
         quant = copy.deepcopy(float_block)
         for n in subset.layers:
@@ -79,11 +130,6 @@ def test_losses_and_scale_match_hand_recomputation(aq):
                 want = (qm(x if aq is None else aq.fake(x), **kw) - fm(x, **kw)).pow(2).mean()
             # Same fp32 ops in a different order (the loss is a mean of squares): 1e-5 relative.
             assert float(losses[0, i]) == pytest.approx(float(want), rel=1e-5)
-
-        a = [x.abs().reshape(-1, x.shape[-1]).mean(0) for x in xs[subset.input]]
-        s = torch.stack([awq_scale(ai, rec["ratio"]) for ai in a]).mean(0)
-        torch.testing.assert_close(rec["scale"], s)
-        torch.testing.assert_close(result.smooth[f"blocks.0.{subset.input}"], s)
 
 
 def test_ratio_selection():
