@@ -121,7 +121,7 @@ def run_group(group: str, max_children: int, survivors_only: bool = False, colle
     previous = OUT / f"{group}.json"
     names = list(only or [])
     if survivors_only and previous.exists():
-        names = [n for n, s in json.loads(previous.read_text())["verdicts"].items() if s in ("survived", "no tests")]
+        names += [n for n, s in json.loads(previous.read_text())["verdicts"].items() if s in ("survived", "no tests")]
     root = STAGE / group if collect_only else stage(group)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the staged copy, not lib/, is imported
     mutmut = [sys.executable, "-m", "mutmut"]
@@ -202,7 +202,11 @@ def write_summary() -> Path:
              "mutmut skips decorated functions. Runs dated before 2026-11-30 08:40 UTC therefore did not mutate the "
              "`@torch.no_grad()` functions (GPTQSolver.quantize, GPTQ.transform_block, fold_smoothing, "
              "linear_error_stats, collect_linear_inputs, AWQ's search and clip); later runs stage them undecorated "
-             "(`_undecorate_no_grad`), so their bodies are mutated too.", "",
+             "(`_undecorate`), so their bodies are mutated too (and @functools.cache, context managers and properties "
+             "since 2026-11-30 10:00).", "",
+             "Runs before 2026-11-30 11:00 used mutmut's default wall-clock limit ((estimate + 1 s) x 15): on the "
+             "loaded machine slow but passing runs were cut off and counted as *timeout* (killed); pyproject.toml now "
+             "sets timeout_constant = 20, and mutmut re-runs the timeouts of a kept stage when it changes.", "",
              "| module | mutants | killed | survived | equivalent | no tests | timeout | not run | survived % | "
              "survived+equivalent % |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -224,6 +228,9 @@ def write_summary() -> Path:
                          f"{c.get('no tests', 0)} | {c.get('timeout', 0)} | {c.get('not checked', 0)} | "
                          f"{100 * s / tested:.1f} | "
                          f"{100 * (s + e) / tested:.1f} |")
+    seen = {module_of(n) for rec in records for n in rec["verdicts"]}
+    missing = [f for files, _ in GROUPS.values() for f in files if f not in seen]
+    lines += ["", "Not run yet (no verdicts recorded): " + (", ".join(missing) or "none") + "."]
     lines += ["", "## Runs", ""]
     for rec in records:
         lines.append(f"- **{rec['group']}** ({', '.join(rec['files'])}; tests {', '.join(rec['tests'])}):")
