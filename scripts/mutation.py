@@ -138,10 +138,17 @@ def run_group(group: str, max_children: int, survivors_only: bool = False, colle
     partial = bool(names) or collect_only
     old = json.loads(previous.read_text()) if partial and previous.exists() else {}
     verdicts = dict(old.get("verdicts", {}))
+    current = {}
     for line in listing.splitlines():
         name, _, status = line.strip().rpartition(": ")
-        if status in STATUSES and not (status == "not checked" and name in verdicts):
-            verdicts[name] = status
+        if status in STATUSES:
+            current[name] = status
+    # mutants of functions that no longer exist are dropped; a partial run keeps the earlier verdicts of the rest
+    verdicts = {n: s for n, s in verdicts.items() if n in current}
+    verdicts.update({n: s for n, s in current.items() if not (s == "not checked" and n in verdicts)})
+    # the source each file's verdicts were obtained on: a partial run keeps the earlier run's for a file it had
+    had = {module_of(n) for n in old.get("verdicts", {})}
+    sha = {f: (old.get("source_sha", {}).get(f) if f in had else source_sha(f)) for f in GROUPS[group][0]}
     diffs = {name: old.get("survivor_diffs", {}).get(name) or _diff(mutmut, root, env, name)
              for name, status in verdicts.items() if status == "survived"}
     mode = "--collect " if collect_only else "--survivors " if survivors_only else ""
@@ -154,10 +161,18 @@ def run_group(group: str, max_children: int, survivors_only: bool = False, colle
                 "seconds": round(seconds), "cpu": cpu_name()}
     earlier = old.get("runs", [])
     record = {"group": group, "files": GROUPS[group][0], "tests": GROUPS[group][1], "runs": [*earlier, this_run],
+              "source_sha": sha, "no_mutants": [f for f in GROUPS[group][0] if f not in map(module_of, current)],
               "verdicts": verdicts, "survivor_diffs": diffs}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{group}.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     return record
+
+
+def source_sha(file: str) -> str:
+    """sha256 of lib/vidquant/<file> (to tell whether recorded verdicts still describe the code)."""
+    import hashlib
+
+    return hashlib.sha256((REPO / "lib" / "vidquant" / file).read_bytes()).hexdigest()[:16]
 
 
 def _count(listing: str, globs: list[str]) -> int:
@@ -224,12 +239,16 @@ def write_summary() -> Path:
         for module, c in sorted(per.items()):
             k, s, e = c.get("killed", 0) + c.get("timeout", 0), c.get("survived", 0), c.get("equivalent", 0)
             tested = max(k + s + e, 1)
-            lines.append(f"| {module} | {sum(c.values())} | {c.get('killed', 0)} | {s} | {e} | "
+            stale = rec.get("source_sha", {}).get(module) != source_sha(module)
+            label = f"{module} (stale: source changed since the run)" if stale else module
+            lines.append(f"| {label} | {sum(c.values())} | {c.get('killed', 0)} | {s} | {e} | "
                          f"{c.get('no tests', 0)} | {c.get('timeout', 0)} | {c.get('not checked', 0)} | "
                          f"{100 * s / tested:.1f} | "
                          f"{100 * (s + e) / tested:.1f} |")
     seen = {module_of(n) for rec in records for n in rec["verdicts"]}
-    missing = [f for files, _ in GROUPS.values() for f in files if f not in seen]
+    empty = {f for rec in records for f in rec.get("no_mutants", [])}
+    missing = [f for files, _ in GROUPS.values() for f in files if f not in seen | empty]
+    lines += ["", "No mutants (no code mutmut mutates): " + (", ".join(sorted(empty)) or "none") + "."]
     lines += ["", "Not run yet (no verdicts recorded): " + (", ".join(missing) or "none") + "."]
     lines += ["", "## Runs", ""]
     for rec in records:
