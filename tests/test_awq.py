@@ -286,3 +286,29 @@ def test_best_clip_is_the_argmin_of_its_definition(wq, aq, symmetric, rows):
         assert torch.equal(got[tied], (his if got is hi else los)[0][tied])
     if wq.granularity == "per_group":
         assert tied[:, -1].all()
+
+
+def test_weight_clip_refuses_per_tensor_weights():
+    calib = make_calib(n=1)
+    with pytest.raises(ValueError) as err:
+        run(make_block(), calib, [awq(trans=False, weight_clip=True)], IntQuantizer(4, granularity="per_tensor"))
+    assert str(err.value) == "Awq weight_clip needs per_channel or per_group weights, got per_tensor"
+    # per_tensor weights without clipping are fine
+    run(make_block(), calib, [awq(n_grid=2)], IntQuantizer(4, granularity="per_tensor"))
+
+
+def test_bf16_block():
+    """On a bf16 block (the real models' dtype) the search feeds the module bf16 inputs x / s, the weights stay
+    bf16, and the float output is kept to bf16 precision."""
+    calib = make_calib(n=2)
+    for kw in calib.block_kwargs:
+        kw["encoder_hidden_states"] = kw["encoder_hidden_states"].bfloat16()
+        kw["temb"] = kw["temb"].bfloat16()
+    calib.hidden_states[:] = [h.bfloat16() for h in calib.hidden_states]
+    block = make_block().bfloat16()
+    ref = outputs(copy.deepcopy(block), calib)
+    block, result = run(block, calib, [awq(n_grid=4)], W4, A8)
+    assert all(m.weight.dtype == torch.bfloat16 for m in block.modules() if isinstance(m, torch.nn.Linear))
+    for got, want in zip(outputs(block, calib), ref):
+        assert float((got.float() - want.float()).norm() / want.float().norm()) < 2e-2
+    assert any(result.logs[0]["awq"][s.name]["ratio"] > 0 for s in SUBSETS)
