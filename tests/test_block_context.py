@@ -10,7 +10,7 @@ from _wanblock import linear_inputs, make_block, make_calib, run
 from vidquant.algos.base import ALGORITHMS, Algorithm, BlockContext, register
 from vidquant.algos.fold import fold_smoothing
 from vidquant.algos.smoothquant import SmoothQuant
-from vidquant.models.layout import SUBSETS
+from vidquant.models.layout import SUBSETS, Subset
 from vidquant.quant.quantizer import IntQuantizer
 
 
@@ -127,3 +127,23 @@ def test_fold_in_bf16_rounds_once_and_keeps_every_dtype():
 
     run(make_block().bfloat16(), calib, [Fold({})], IntQuantizer(8))
     assert "bf16 prev" in checked and len(checked) > len(SUBSETS)
+
+
+def test_fold_into_a_previous_op_without_bias():
+    """fold_smoothing on any block: a previous op with a weight and no bias attribute at all (an RMSNorm) has only
+    its weight divided; the linear's columns are multiplied and its cached input divided."""
+    block = torch.nn.Sequential()
+    block.add_module("norm", torch.nn.RMSNorm(8))
+    block.add_module("proj", torch.nn.Linear(8, 4))
+    with torch.no_grad():
+        block.norm.weight.uniform_(0.5, 1.5)
+    assert not hasattr(block.norm, "bias")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 8, generator=g)
+    ctx = BlockContext(0, block, {"proj": block.proj}, {"proj": [x]}, [], [], None, None, torch.device("cpu"))
+    w_norm, w_proj = block.norm.weight.detach().clone(), block.proj.weight.detach().clone()
+    s = 1.0 + torch.rand(8, generator=g)
+    fold_smoothing(ctx, Subset("only", ("proj",), "norm", "proj"), s)
+    assert torch.equal(block.norm.weight, w_norm / s)
+    assert torch.equal(block.proj.weight, w_proj * s)
+    assert torch.equal(ctx.inputs["proj"][0], x / s) and torch.equal(ctx.smooth["proj"], s)
