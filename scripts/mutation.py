@@ -145,7 +145,9 @@ def run_group(group: str, max_children: int, survivors_only: bool = False, colle
             current[name] = status
     # mutants of functions that no longer exist are dropped; a partial run keeps the earlier verdicts of the rest
     verdicts = {n: s for n, s in verdicts.items() if n in current}
-    verdicts.update({n: s for n, s in current.items() if not (s == "not checked" and n in verdicts)})
+    # (a timeout mutmut has reset to "not checked", after a change of the time limits, is no verdict any more)
+    verdicts.update({n: s for n, s in current.items()
+                     if not (s == "not checked" and verdicts.get(n, "timeout") != "timeout")})
     # the source each file's verdicts were obtained on: a partial run keeps the earlier run's for a file it had
     had = {module_of(n) for n in old.get("verdicts", {})}
     sha = {f: (old.get("source_sha", {}).get(f) if f in had else source_sha(f)) for f in GROUPS[group][0]}
