@@ -62,7 +62,8 @@ def test_weight_channel_mean_per_group_zero_rows_and_layers():
     layers of a subset are averaged."""
     wg = IntQuantizer(4, granularity="per_group", group_size=2)
     first = torch.tensor([[2.0, -1.0, 4.0, 4.0], [0.0, 0.0, 0.0, 0.0]])  # rows: [1, .5, 1, 1], [0, 0, 0, 0]
-    second = torch.tensor([[1.0, 1.0, -8.0, 2.0], [3.0, 1.5, 0.0, 1.0]])  # [1, 1, 1, .25], [1, .5, 0, 1]
+    # magnitudes below 1 (real weights): the ratio is scale-free; rows [1, 1, 1, .25], [1, .5, 0, 1]
+    second = torch.tensor([[1.0, 1.0, -8.0, 2.0], [3.0, 1.5, 0.0, 1.0]]) / 16
     torch.testing.assert_close(weight_channel_mean([first], wg), torch.tensor([0.5, 0.25, 0.5, 0.5]))
     torch.testing.assert_close(weight_channel_mean([first, second], wg),
                                (torch.tensor([0.5, 0.25, 0.5, 0.5]) + torch.tensor([1.0, 0.75, 0.5, 0.625])) / 2)
