@@ -178,6 +178,10 @@ def test_strided_tokens_is_stride_of_concatenation():
     cat = torch.cat([x.reshape(-1, 2) for x in xs])
     assert torch.equal(strided_tokens(xs, 4), cat[:: 12 // 4])
     assert torch.equal(strided_tokens(xs, 100), cat)  # step floors at 1
+    # three samples (the stride carries across each boundary), three channels: 16 tokens, step 4
+    xs = [torch.arange(n * 3.0).reshape(1, n, 3) + 100 * i for i, n in enumerate((5, 7, 4))]
+    cat = torch.cat([x.reshape(-1, 3) for x in xs])
+    assert torch.equal(strided_tokens(xs, 4), cat[::4])
 
 
 def test_weight_clip_i2v():
