@@ -117,18 +117,19 @@ def test_losses_and_scale_match_hand_recomputation(aq, version):
         s = torch.stack([awq_scale(ai, rec["ratio"], w_mean) for ai in a]).mean(0)
         torch.testing.assert_close(rec["scale"], s)
         torch.testing.assert_close(result.smooth[f"blocks.0.{subset.input}"], s)
-        if version == "v1":
-            continue  # v1's s at r = 0 is 1 / w_mean, not 1: the plain-MSE check below is v2's
 
-        quant = copy.deepcopy(float_block)
-        for n in subset.layers:
-            lin = quant.get_submodule(n)
-            lin.weight.data = W4.fake(lin.weight.data)
-        fm, qm = float_block.get_submodule(subset.inspect), quant.get_submodule(subset.inspect)
+        # the loss at r = 0: s0 = 1 in v2 (plain quantization), the normalised 1 / w_mean in v1
+        fm = float_block.get_submodule(subset.inspect)
         for i, x in enumerate(xs[subset.input]):
+            s0 = awq_scale(a[i], 0.0, w_mean)
+            quant = copy.deepcopy(float_block)
+            for n in subset.layers:
+                lin = quant.get_submodule(n)
+                lin.weight.data = W4.fake(lin.weight.data * s0)
             kw = {own: calib.block_kwargs[i][blk] for blk, own in subset.kwargs}
             with torch.no_grad():
-                want = (qm(x if aq is None else aq.fake(x), **kw) - fm(x, **kw)).pow(2).mean()
+                want = (quant.get_submodule(subset.inspect)(x / s0 if aq is None else aq.fake(x / s0), **kw)
+                        - fm(x, **kw)).pow(2).mean()
             # Same fp32 ops in a different order (the loss is a mean of squares): 1e-5 relative.
             assert float(losses[0, i]) == pytest.approx(float(want), rel=1e-5)
 
