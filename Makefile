@@ -68,8 +68,9 @@ bench: $(STAMP)
 gpu-check:
 	bash scripts/gpu_check.sh
 
-# Mutation testing of the maths (mutmut; minutes to an hour, not part of `make test`): results/mutation/summary.md.
-# MUTATION_ARGS: groups (quant gptq smoothing deploy awq export linear), --survivors, --max-children N.
+# Mutation testing of the maths (mutmut; hours on 2 cores, not part of `make test`): results/mutation/summary.md.
+# MUTATION_ARGS: groups (quant gptq smoothing deploy awq linear blockfmt export), --survivors, --only GLOB,
+# --max-children N.
 mutation: $(STAMP)
 	$(VPY) scripts/mutation.py $(MUTATION_ARGS)
 

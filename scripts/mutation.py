@@ -40,10 +40,12 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "gptq": (["algos/gptq.py"], ["tests/test_gptq.py"]),
     "smoothing": (["algos/smoothquant.py", "algos/fold.py", "algos/base.py", "algos/rtn.py"],
                   ["tests/test_smoothquant.py", "tests/test_layer_metrics.py", "tests/test_block_context.py"]),
-    "deploy": (["algos/deploy.py", "algos/engine.py"], ["tests/test_deploy.py", "tests/test_layer_metrics.py"]),
-    "awq": (["algos/awq.py"], ["tests/test_awq.py"]),
-    "export": (["export/keymap.py", "export/converter.py"], ["tests/test_keymap.py", "tests/test_converter.py"]),
+    "deploy": (["algos/deploy.py", "algos/engine.py"],
+               ["tests/test_deploy.py", "tests/test_layer_metrics.py", "tests/test_engine.py"]),
+    "awq": (["algos/awq.py"], ["tests/test_awq.py", "tests/test_layer_metrics.py"]),
     "linear": (["quant/linear.py", "quant/int8_gemm.py"], ["tests/test_quant_linear.py", "tests/test_int8_gemm.py"]),
+    "blockfmt": (["quant/blockfmt.py", "quant/__init__.py"], ["tests/test_formats_quant.py"]),
+    "export": (["export/keymap.py", "export/converter.py"], ["tests/test_keymap.py", "tests/test_converter.py"]),
 }
 STATUSES = ("killed", "survived", "no tests", "timeout", "suspicious", "skipped", "not checked", "segfault")
 
@@ -58,7 +60,7 @@ def stage(group: str) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(REPO / "lib" / "vidquant", root / "src" / "vidquant", ignore=ignore)
     for f in files:
-        _undecorate_no_grad(root / "src" / "vidquant" / f)
+        _undecorate(root / "src" / "vidquant" / f)
     shutil.copytree(REPO / "tests", root / "tests", ignore=ignore)
     section = (
         "\n[tool.mutmut]\n"
@@ -73,11 +75,18 @@ def stage(group: str) -> Path:
     return root
 
 
-def _undecorate_no_grad(path: Path) -> None:
-    """mutmut 3 does not mutate decorated functions, and the maths (GPTQSolver.quantize, fold_smoothing,
-    linear_error_stats, ...) is decorated with @torch.no_grad(). In the staged copy only, move each such
-    decorator to an equivalent assignment at the end of the module (`f = torch.no_grad()(f)`,
-    `C.m = torch.no_grad()(C.m)`), so that the bodies get mutants and still run without autograd."""
+#: decorators mutmut would make it skip a function, and how each is re-applied after the module's end.
+REAPPLY = {"torch.no_grad()": "torch.no_grad()({})", "functools.cache": "functools.cache({})",
+           "contextlib.contextmanager": "contextlib.contextmanager({})", "contextmanager": "contextmanager({})",
+           "property": "property({})"}
+
+
+def _undecorate(path: Path) -> None:
+    """mutmut 3 does not mutate decorated functions, and much of the maths is decorated: @torch.no_grad()
+    (GPTQSolver.quantize, fold_smoothing, linear_error_stats, AWQ's search, ...), @functools.cache, context
+    managers and properties. In the staged copy only, move each such single decorator to an equivalent
+    assignment at the end of the module (`f = torch.no_grad()(f)`, `C.m = property(C.m)`), so that the bodies
+    get mutants and behave as before."""
     import ast
 
     lines = path.read_text().splitlines()
@@ -87,13 +96,13 @@ def _undecorate_no_grad(path: Path) -> None:
         if isinstance(node, ast.ClassDef):
             scopes = [(n, f"{node.name}.") for n in node.body if isinstance(n, ast.FunctionDef)]
         for fn, prefix in scopes:
-            for dec in fn.decorator_list:
-                if ast.unparse(dec) == "torch.no_grad()":
-                    drop.add(dec.lineno - 1)
-                    wrapped.append(prefix + fn.name)
+            if len(fn.decorator_list) == 1 and ast.unparse(fn.decorator_list[0]) in REAPPLY:
+                dec = fn.decorator_list[0]
+                drop.add(dec.lineno - 1)
+                wrapped.append(f"{prefix}{fn.name} = " + REAPPLY[ast.unparse(dec)].format(prefix + fn.name))
     if wrapped:
         kept = [line for i, line in enumerate(lines) if i not in drop]
-        path.write_text("\n".join(kept + ["", *(f"{w} = torch.no_grad()({w})" for w in wrapped)]) + "\n")
+        path.write_text("\n".join(kept + ["", *wrapped]) + "\n")
 
 
 def _common_config() -> dict:
@@ -104,42 +113,75 @@ def _common_config() -> dict:
     return tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]
 
 
-def run_group(group: str, max_children: int, survivors_only: bool = False, collect_only: bool = False) -> dict:
-    """Run mutmut on one group (only the previous run's survivors with survivors_only) and record verdicts;
-    collect_only records the verdicts an interrupted run left in .mutation/<group> (unrun ones: not checked)."""
+def run_group(group: str, max_children: int, survivors_only: bool = False, collect_only: bool = False,
+              only: list[str] | None = None) -> dict:
+    """Run mutmut on one group (only the previous run's survivors with survivors_only, only the mutants whose
+    names match the globs in `only`) and record verdicts; collect_only records the verdicts an interrupted run
+    left in .mutation/<group> (unrun ones: not checked). A partial run's verdicts update the previous record's."""
     previous = OUT / f"{group}.json"
-    names = []
+    names = list(only or [])
     if survivors_only and previous.exists():
-        names = [n for n, s in json.loads(previous.read_text())["verdicts"].items() if s in ("survived", "no tests")]
+        names += [n for n, s in json.loads(previous.read_text())["verdicts"].items() if s in ("survived", "no tests")]
     root = STAGE / group if collect_only else stage(group)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the staged copy, not lib/, is imported
     mutmut = [sys.executable, "-m", "mutmut"]
     started = dt.datetime.now(dt.timezone.utc)
+    if survivors_only and not names:
+        print(f"{group}: no survivors to re-run")
+        return json.loads(previous.read_text())
     if not collect_only:
         subprocess.run([*mutmut, "run", "--max-children", str(max_children), *names], cwd=root, env=env,
                        check=True)
     seconds = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
     listing = subprocess.run([*mutmut, "results", "--all", "true"], cwd=root, env=env, check=True,
                              capture_output=True, text=True).stdout
-    verdicts = {}
+    partial = bool(names) or collect_only
+    old = json.loads(previous.read_text()) if partial and previous.exists() else {}
+    verdicts = dict(old.get("verdicts", {}))
+    current = {}
     for line in listing.splitlines():
         name, _, status = line.strip().rpartition(": ")
         if status in STATUSES:
-            verdicts[name] = status
-    diffs = {name: _diff(mutmut, root, env, name) for name, status in verdicts.items() if status == "survived"}
+            current[name] = status
+    # mutants of functions that no longer exist are dropped; a partial run keeps the earlier verdicts of the rest
+    verdicts = {n: s for n, s in verdicts.items() if n in current}
+    # (a timeout mutmut has reset to "not checked", after a change of the time limits, is no verdict any more)
+    verdicts.update({n: s for n, s in current.items()
+                     if not (s == "not checked" and verdicts.get(n, "timeout") != "timeout")})
+    # the source each file's verdicts were obtained on: a partial run keeps the earlier run's for a file it had
+    had = {module_of(n) for n in old.get("verdicts", {})}
+    sha = {f: (old.get("source_sha", {}).get(f) if f in had else source_sha(f)) for f in GROUPS[group][0]}
+    diffs = {name: old.get("survivor_diffs", {}).get(name) or _diff(mutmut, root, env, name)
+             for name, status in verdicts.items() if status == "survived"}
     mode = "--collect " if collect_only else "--survivors " if survivors_only else ""
+    mode += "".join(f"--only '{g}' " for g in only or [])
     this_run = {"command": f"python scripts/mutation.py {mode}{group} "
                            f"(mutmut run --max-children {max_children} in .mutation/{group})"
                            + (", interrupted: verdicts collected from the stage" if collect_only else ""),
-                "mutants_run": len(names) if names else "all", "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+                "mutants_run": _count(listing, only) if only else len(names) if names else "all",
+                "date": started.strftime("%Y-%m-%d %H:%M UTC"),
                 "seconds": round(seconds), "cpu": cpu_name()}
-    keep = (survivors_only or collect_only) and previous.exists()
-    earlier = json.loads(previous.read_text()).get("runs", []) if keep else []
+    earlier = old.get("runs", [])
     record = {"group": group, "files": GROUPS[group][0], "tests": GROUPS[group][1], "runs": [*earlier, this_run],
+              "source_sha": sha, "no_mutants": [f for f in GROUPS[group][0] if f not in map(module_of, current)],
               "verdicts": verdicts, "survivor_diffs": diffs}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{group}.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     return record
+
+
+def source_sha(file: str) -> str:
+    """sha256 of lib/vidquant/<file> (to tell whether recorded verdicts still describe the code)."""
+    import hashlib
+
+    return hashlib.sha256((REPO / "lib" / "vidquant" / file).read_bytes()).hexdigest()[:16]
+
+
+def _count(listing: str, globs: list[str]) -> int:
+    import fnmatch
+
+    names = [line.strip().rpartition(": ")[0] for line in listing.splitlines()]
+    return sum(any(fnmatch.fnmatch(n, g) for g in globs) for n in names)
 
 
 def _diff(mutmut: list[str], root: Path, env: dict, name: str) -> str:
@@ -177,7 +219,11 @@ def write_summary() -> Path:
              "mutmut skips decorated functions. Runs dated before 2026-11-30 08:40 UTC therefore did not mutate the "
              "`@torch.no_grad()` functions (GPTQSolver.quantize, GPTQ.transform_block, fold_smoothing, "
              "linear_error_stats, collect_linear_inputs, AWQ's search and clip); later runs stage them undecorated "
-             "(`_undecorate_no_grad`), so their bodies are mutated too.", "",
+             "(`_undecorate`), so their bodies are mutated too (and @functools.cache, context managers and properties "
+             "since 2026-11-30 10:00).", "",
+             "Runs before 2026-11-30 11:00 used mutmut's default wall-clock limit ((estimate + 1 s) x 15): on the "
+             "loaded machine slow but passing runs were cut off and counted as *timeout* (killed); pyproject.toml now "
+             "sets timeout_constant = 20, and mutmut re-runs the timeouts of a kept stage when it changes.", "",
              "| module | mutants | killed | survived | equivalent | no tests | timeout | not run | survived % | "
              "survived+equivalent % |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -195,10 +241,17 @@ def write_summary() -> Path:
         for module, c in sorted(per.items()):
             k, s, e = c.get("killed", 0) + c.get("timeout", 0), c.get("survived", 0), c.get("equivalent", 0)
             tested = max(k + s + e, 1)
-            lines.append(f"| {module} | {sum(c.values())} | {c.get('killed', 0)} | {s} | {e} | "
+            stale = rec.get("source_sha", {}).get(module) != source_sha(module)
+            label = f"{module} (stale: source changed since the run)" if stale else module
+            lines.append(f"| {label} | {sum(c.values())} | {c.get('killed', 0)} | {s} | {e} | "
                          f"{c.get('no tests', 0)} | {c.get('timeout', 0)} | {c.get('not checked', 0)} | "
                          f"{100 * s / tested:.1f} | "
                          f"{100 * (s + e) / tested:.1f} |")
+    seen = {module_of(n) for rec in records for n in rec["verdicts"]}
+    empty = {f for rec in records for f in rec.get("no_mutants", [])}
+    missing = [f for files, _ in GROUPS.values() for f in files if f not in seen | empty]
+    lines += ["", "No mutants (no code mutmut mutates): " + (", ".join(sorted(empty)) or "none") + "."]
+    lines += ["", "Not run yet (no verdicts recorded): " + (", ".join(missing) or "none") + "."]
     lines += ["", "## Runs", ""]
     for rec in records:
         lines.append(f"- **{rec['group']}** ({', '.join(rec['files'])}; tests {', '.join(rec['tests'])}):")
@@ -223,6 +276,8 @@ def main() -> None:
     parser.add_argument("--summary-only", action="store_true", help="only rebuild summary.md")
     parser.add_argument("--collect", action="store_true",
                         help="record the verdicts an interrupted run left in .mutation/<group> (no run)")
+    parser.add_argument("--only", action="append", metavar="GLOB",
+                        help="run only the mutants whose names match (repeatable; e.g. '*fold_smoothing*')")
     parser.add_argument("--survivors", action="store_true",
                         help="re-run only the previous run's surviving and untested mutants (after adding tests)")
     args = parser.parse_args()
@@ -231,7 +286,7 @@ def main() -> None:
         parser.error(f"unknown group(s) {unknown}; choose from {list(GROUPS)}")
     if not args.summary_only:
         for group in args.groups or list(GROUPS):
-            run_group(group, args.max_children, args.survivors, args.collect)
+            run_group(group, args.max_children, args.survivors, args.collect, args.only)
     print(f"wrote {write_summary()}")
 
 

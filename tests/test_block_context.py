@@ -10,7 +10,7 @@ from _wanblock import linear_inputs, make_block, make_calib, run
 from vidquant.algos.base import ALGORITHMS, Algorithm, BlockContext, register
 from vidquant.algos.fold import fold_smoothing
 from vidquant.algos.smoothquant import SmoothQuant
-from vidquant.models.layout import SUBSETS
+from vidquant.models.layout import SUBSETS, Subset
 from vidquant.quant.quantizer import IntQuantizer
 
 
@@ -86,3 +86,64 @@ def test_register_adds_the_class_under_its_name():
         assert register(Dummy) is Dummy and ALGORITHMS["DummyForTest"] is Dummy
     finally:
         ALGORITHMS.pop("DummyForTest", None)
+
+
+def test_fold_in_bf16_rounds_once_and_keeps_every_dtype():
+    """On a bf16 block the fold computes in fp32 and rounds once: the previous op's weight and bias become
+    dtype(w / s) in their own dtype, the linears' bf16(w · s), the cached inputs stay bf16 as bf16(x / s); the factor is
+    kept in fp32. (s is not a power of two, so each of these differs from the unscaled value.)"""
+    calib = make_calib(n=2)
+    for kw in calib.block_kwargs:
+        kw["encoder_hidden_states"] = kw["encoder_hidden_states"].bfloat16()
+        kw["temb"] = kw["temb"].bfloat16()
+    calib.hidden_states[:] = [h.bfloat16() for h in calib.hidden_states]
+    checked = []
+
+    class Fold(Algorithm):
+        name = "Fold"
+
+        def transform_block(self, ctx: BlockContext) -> None:
+            for subset in SUBSETS:
+                s = 1.0 + 0.37 * (torch.arange(64) % 5).float()
+                prev = ctx.block.get_submodule(subset.prev_op)
+                w_prev = prev.weight.detach().clone()
+                b_prev = None if getattr(prev, "bias", None) is None else prev.bias.detach().clone()
+                weights = [ctx.linears[n].weight.detach().clone() for n in subset.layers]
+                xs = [x.clone() for x in ctx.inputs[subset.input]]
+                fold_smoothing(ctx, subset, s)
+                # the adaLN fake affines are fp32, norm2's real affine is the block's bf16
+                assert prev.weight.dtype == w_prev.dtype
+                assert torch.equal(prev.weight, (w_prev.float() / s).to(w_prev.dtype))
+                if b_prev is not None:
+                    assert torch.equal(prev.bias, (b_prev.float() / s).to(b_prev.dtype))
+                checked.extend(["bf16 prev"] * (w_prev.dtype == torch.bfloat16))
+                for n, w in zip(subset.layers, weights):
+                    assert torch.equal(ctx.linears[n].weight, (w.float() * s).bfloat16())
+                for x0, x in zip(xs, ctx.inputs[subset.input]):
+                    assert x.dtype == torch.bfloat16 and torch.equal(x, (x0.float() / s).bfloat16())
+                assert ctx.smooth[subset.input].dtype == torch.float32
+                torch.testing.assert_close(ctx.smooth[subset.input], s, rtol=0, atol=0)
+                checked.append(subset.name)
+
+    run(make_block().bfloat16(), calib, [Fold({})], IntQuantizer(8))
+    assert "bf16 prev" in checked and len(checked) > len(SUBSETS)
+
+
+def test_fold_into_a_previous_op_without_bias():
+    """fold_smoothing on any block: a previous op with a weight and no bias attribute at all (an RMSNorm) has only
+    its weight divided; the linear's columns are multiplied and its cached input divided."""
+    block = torch.nn.Sequential()
+    block.add_module("norm", torch.nn.RMSNorm(8))
+    block.add_module("proj", torch.nn.Linear(8, 4))
+    with torch.no_grad():
+        block.norm.weight.uniform_(0.5, 1.5)
+    assert not hasattr(block.norm, "bias")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 8, generator=g)
+    ctx = BlockContext(0, block, {"proj": block.proj}, {"proj": [x]}, [], [], None, None, torch.device("cpu"))
+    w_norm, w_proj = block.norm.weight.detach().clone(), block.proj.weight.detach().clone()
+    s = 1.0 + torch.rand(8, generator=g)
+    fold_smoothing(ctx, Subset("only", ("proj",), "norm", "proj"), s)
+    assert torch.equal(block.norm.weight, w_norm / s)
+    assert torch.equal(block.proj.weight, w_proj * s)
+    assert torch.equal(ctx.inputs["proj"][0], x / s) and torch.equal(ctx.smooth["proj"], s)

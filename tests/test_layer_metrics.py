@@ -29,19 +29,23 @@ W8, W4 = IntQuantizer(8), IntQuantizer(4)
 A8 = IntQuantizer(8, granularity="per_token")
 
 
-def sqnr_db(xs: list[torch.Tensor], w0: torch.Tensor, bias: torch.Tensor | None, s: torch.Tensor | None,
-            wq, aq) -> float:
-    """10·log10(Σ y² / Σ (y − y_q)²) over all samples, float64 sums, from the definition."""
+def error_stats(xs: list[torch.Tensor], w0: torch.Tensor, bias: torch.Tensor | None, s: torch.Tensor | None,
+                wq, aq) -> dict[str, float]:
+    """From the definitions, float64 sums over all samples: SQNR 10·log10(Σ y² / Σ (y − y_q)²), relative L2
+    error sqrt(Σ (y − y_q)² / Σ y²) and cosine Σ y·y_q / sqrt(Σ y² · Σ y_q²)."""
     w_fq = wq.fake(w0 if s is None else w0 * s).double()
     b = None if bias is None else bias.double()
-    signal = noise = 0.0
+    signal = noise = dot = qq = 0.0
     for x in xs:
         y = torch.nn.functional.linear(x.double(), w0.double(), b)
         xs_ = x if s is None else x / s
         yq = torch.nn.functional.linear((xs_ if aq is None else aq.fake(xs_)).double(), w_fq, b)
         signal += float((y * y).sum())
         noise += float(((y - yq) ** 2).sum())
-    return 10 * math.log10(signal / noise)
+        dot += float((y * yq).sum())
+        qq += float((yq * yq).sum())
+    return {"sqnr_db": 10 * math.log10(signal / noise), "rel_err": math.sqrt(noise / signal),
+            "cosine": dot / math.sqrt(signal * qq)}
 
 
 def _smoothquant_scales(xs, w0, alpha: float) -> dict[str, torch.Tensor]:
@@ -79,9 +83,16 @@ def test_sqnr_of_smoothed_layers_matches_definition(method):
     smoothed_any = False
     for name, w in w0.items():
         s = scales.get(name)
-        want = sqnr_db(xs[name], w, b0[name], s, wq, A8)
+        want = error_stats(xs[name], w, b0[name], s, wq, A8)
         # fp32 engine vs float64 here: the dB values agree to ~1e-4; 0.01 dB is far below any real change.
-        assert rows[name]["sqnr_db"] == pytest.approx(want, abs=0.01), name
+        assert rows[name]["sqnr_db"] == pytest.approx(want["sqnr_db"], abs=0.01), name
+        assert rows[name]["rel_err"] == pytest.approx(want["rel_err"], rel=1e-3), name
+        assert rows[name]["cosine"] == pytest.approx(want["cosine"], abs=1e-6), name
+        sub = next((sub.name for sub in SUBSETS if name in sub.layers), "-")
+        assert (rows[name]["block"], rows[name]["subset"]) == (0, sub), name
+        # the static activation scale must cover max |x / s| over every token of every sample
+        absmax = max(float((x if s is None else x / s).abs().max()) for x in xs[name])
+        assert float(result.input_absmax[f"blocks.0.{name}"]) == pytest.approx(absmax, rel=1e-6), name
         smoothed_any |= s is not None and not torch.allclose(s, torch.ones_like(s))
     assert smoothed_any  # AWQ may pick r = 0 (s = 1) for a subset, not for all of them on this data
 
