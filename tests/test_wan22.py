@@ -161,6 +161,85 @@ def _runtime_clips(result, pipe) -> list[tuple[np.ndarray, np.ndarray, np.ndarra
     return out
 
 
+@pytest.fixture
+def quantize_keeping_pipe(monkeypatch):
+    """``quantize`` that also returns the fake-quant pipeline it evaluated (the one it hands to the black-clip
+    guard, after both experts got their fake-quant linears): the reference the runtime is compared with."""
+    import vidquant.run as run
+
+    kept, guard = {}, run.guard_experts
+    monkeypatch.setattr(run, "guard_experts", lambda pipe: guard(kept.setdefault("pipe", pipe)))
+
+    def go(cfg: Config, out: Path):
+        kept.clear()
+        return quantize(cfg, progress=False, out_dir=out), kept["pipe"]
+
+    return go
+
+
+def expert_calls(pipe, sample, params: GenParams) -> list[tuple[str, dict, torch.Tensor]]:
+    """Every expert call of one generation, in order: (pipeline attribute, its keyword inputs, its prediction)."""
+    calls = []
+
+    def record(module, args, kwargs, output, name):
+        calls.append((name, dict(kwargs), output[0].detach().clone()))
+
+    handles = [getattr(pipe, e.name).register_forward_hook(
+        lambda m, a, kw, out, name=e.name: record(m, a, kw, out, name), with_kwargs=True)
+        for e in pipeline_experts(pipe)]
+    try:
+        generate_video(pipe, sample, params)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+@torch.no_grad()
+def replay(experts: dict, calls) -> list[float]:
+    """Teacher-forced: each recorded call's input through ``experts[name]``; rel. L2 difference per call from
+    the recorded prediction."""
+    return [rel_err(experts[name](**kwargs | {"return_dict": False})[0], pred) for name, kwargs, pred in calls]
+
+
+def check_expert_schedule(calls, boundary: float = 0.875) -> None:
+    """Each call went to the expert serving its timestep (high-noise iff t >= boundary·1000, diffusers' and
+    lightx2v's rule), and both CFG branches of a step to the same expert."""
+    names = [(name, float(kw["timestep"].max())) for name, kw, _ in calls]
+    assert all((t >= boundary * 1000) == (name == "transformer") for name, t in names), names
+    assert names[0::2] == names[1::2], names  # cond, uncond
+    assert {name for name, _ in names} == {"transformer", "transformer_2"}, names
+
+
+def twins(pipe) -> dict:
+    """The fake-quant twin of each runtime expert: LLMC's fake-quant linears rebuilt from the loaded checkpoint's
+    codes and scales (identical arithmetic to the fake-quant model, so any difference is the checkpoint's)."""
+    from vidquant.runtime.model import fake_quant_twin
+
+    return {e.name: fake_quant_twin(getattr(pipe, e.name)) for e in pipeline_experts(pipe)}
+
+
+@torch.no_grad()
+def per_layer_rel_err(expert, twin, kwargs: dict) -> float:
+    """Teacher-forced per layer: the largest rel. L2 difference between each W8A8 linear of ``expert`` and the
+    twin's fake-quant linear on the input the runtime feeds it."""
+    seen = {}
+    handles = [m.register_forward_pre_hook(lambda m, a, name=name: seen.setdefault(name, a[0]))
+               for name, m in expert.named_modules() if isinstance(m, W8A8Linear)]
+    try:
+        expert(**kwargs | {"return_dict": False})
+    finally:
+        for h in handles:
+            h.remove()
+    fake = dict(twin.named_modules())
+    assert len(seen) == 10 * len(expert.blocks)
+    return max(rel_err(expert.get_submodule(n)(x), fake[n](x)) for n, x in seen.items())
+
+
 def _export_to_runtime(tmp_path: Path, model: Path, result, scheme: str):
     """The converter (-d backward) on each expert, verify, the MoE JSON, and the runtime pipeline."""
     conv = convert_experts(result.export_dir, tmp_path / "converted", direction="backward", progress=False,
@@ -188,11 +267,12 @@ def _check_clips(clips, record_property, min_vs_fake: float = 40.0, min_vs_float
 
 
 @pytest.mark.parametrize("method,fmt", [("SmoothQuant", "int8"), ("GPTQ", "fp8")])
-def test_moe_quantize_export_convert_verify_runtime(wan22_dirs, tmp_path, method, fmt, record_property):
+def test_moe_quantize_export_convert_verify_runtime(wan22_dirs, tmp_path, method, fmt, record_property,
+                                                    quantize_keeping_pipe):
     model = wan22_dirs["t2v_moe"]
     special = {"alpha": 0.75} if method == "SmoothQuant" else {}
-    result = quantize(_config(tmp_path, model, "Wan22T2V", method, fmt, **special), progress=False,
-                      out_dir=tmp_path / "run")
+    result, fake = quantize_keeping_pipe(_config(tmp_path, model, "Wan22T2V", method, fmt, **special),
+                                         tmp_path / "run")
     # per-expert metrics: every table has an expert column with both experts
     for name in ("layer_metrics", "timestep_metrics"):
         df = pd.read_csv(tmp_path / "run" / f"{name}.csv")
@@ -210,6 +290,20 @@ def test_moe_quantize_export_convert_verify_runtime(wan22_dirs, tmp_path, method
     pipe, moe_json = _export_to_runtime(tmp_path, model, result, fmt)
     for name in ("transformer", "transformer_2"):
         assert sum(isinstance(m, W8A8Linear) for m in getattr(pipe, name).modules()) == 2 * 10
+    # teacher-forced, every call of a fake-quant generation (both experts, both CFG branches): the twin rebuilt
+    # from each converted checkpoint IS that expert's fake-quant model, and the real GEMMs agree with it as
+    # Wan2.1's do (tests/test_runtime.py: <= 1e-4 on 2-block models)
+    ev, samples = load_eval_samples(result.config)[0]
+    calls = expert_calls(fake, samples[0], GenParams.from_section(ev, 42))
+    check_expert_schedule(calls)
+    exact = replay(twins(pipe), calls)
+    assert max(exact) == 0.0, exact
+    runtime = replay({n: getattr(pipe, n) for n in ("transformer", "transformer_2")}, calls)
+    record_property("max_rel_err_runtime_vs_fake", max(runtime))
+    assert max(runtime) <= 1e-4, runtime
+    seen = expert_calls(pipe, samples[0], GenParams.from_section(ev, 42))  # the runtime switches at the same steps
+    assert [(n, float(kw["timestep"].max())) for n, kw, _ in seen] == [
+        (n, float(kw["timestep"].max())) for n, kw, _ in calls]
     _check_clips(_runtime_clips(result, pipe), record_property)
     cfg, moe = read_moe_config(json.loads(moe_json.read_text()))
     assert cfg["quant_scheme"] == fmt and moe["boundary"] == 0.875
