@@ -136,10 +136,11 @@ def test_capture_gives_each_expert_only_its_own_timesteps(wan22_dirs, selection)
 # ----------------------------------------------------------------------------------------------- end to end
 
 
-def _config(tmp_path: Path, model: Path, model_type: str, method: str, fmt: str, **special) -> Config:
+def _config(tmp_path: Path, model: Path, model_type: str, method: str, fmt: str, task: str = "t2v",
+            **special) -> Config:
     quant = {"bit": 8, "symmetric": True} if fmt == "int8" else {"quant_type": "float-quant", "bit": "e4m3",
                                                                   "symmetric": True}
-    raw = tiny_config(tmp_path, model, "t2v", method=method, **quant)
+    raw = tiny_config(tmp_path, model, task, method=method, **quant)
     raw["model"]["type"] = model_type
     raw["eval"]["num_samples"] = 2
     for section in ("calib", "eval"):
@@ -327,6 +328,39 @@ def test_ti2v_quantize_export_runtime(wan22_dirs, tmp_path, record_property):
     pipe = load_quantized_pipeline(model, conv, "cpu", torch.float32)
     assert pipe.config.expand_timesteps
     _check_clips(_runtime_clips(result, pipe), record_property)
+
+
+def test_ti2v_calibrates_and_runs_in_its_image_conditioned_mode(wan22_dirs, tmp_path, record_property,
+                                                               quantize_keeping_pipe):
+    """TI2V-5B's image-to-video mode (calib.name / eval.name i2v): the folder runs as diffusers'
+    WanImageToVideoPipeline, the first latent frame is the encoded image with its tokens at timestep 0, and
+    calibration sees exactly that: every captured call has the first frame's tokens at 0, the rest at t."""
+    from diffusers import WanImageToVideoPipeline
+
+    from vidquant.export.converter import convert
+    from vidquant.runtime.model import load_quantized_transformer
+
+    model = wan22_dirs["ti2v"]
+    cfg = _config(tmp_path, model, "Wan22TI2V", "SmoothQuant", "int8", task="i2v", alpha=0.75)
+    assert cfg.task == "i2v"
+    pipe = load_pipeline(model, "Wan22TI2V", "float32", task="i2v")
+    assert isinstance(pipe, WanImageToVideoPipeline) and pipe.config.expand_timesteps
+    data = capture_expert_inputs(pipe, load_samples(REPO / cfg.calib.path, "i2v")[:1],
+                                 GenParams.from_section(cfg.calib, 42), sample_steps=2, progress=False)["transformer"]
+    first_frame = data.denoiser_inputs[0]["hidden_states"][0, 0, 0].numel() // 4  # tokens of one latent frame
+    for inputs, meta in zip(data.denoiser_inputs, data.meta):
+        ts = inputs["timestep"][0]
+        assert (ts[:first_frame] == 0).all() and (ts[first_frame:] == meta["timestep"]).all() and meta["timestep"] > 0
+    with pytest.raises(ModelLoadError, match="only Wan2.2 TI2V .* runs both"):
+        load_pipeline(wan22_dirs["t2v_moe"], task="i2v")
+
+    result, fake = quantize_keeping_pipe(cfg, tmp_path / "run")
+    assert isinstance(fake, WanImageToVideoPipeline)
+    conv = convert(result.export_dir, tmp_path / "converted", direction="backward", progress=False,
+                   copy_no_weight_files=True)
+    quantized = load_quantized_transformer(conv, model / "transformer", "cpu", torch.float32)
+    runtime = load_pipeline(model, None, "float32", components={"transformer": quantized}, task="i2v")
+    _check_clips(_runtime_clips(result, runtime), record_property)
 
 
 def test_infer_cli_runs_the_moe_json(wan22_dirs, tmp_path, capsys):
