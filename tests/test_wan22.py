@@ -382,6 +382,10 @@ def test_infer_cli_runs_the_moe_json(wan22_dirs, tmp_path, capsys):
             str(moe_json), "--prompt", PROMPT, "--save_video_path", str(video), "--device", "cpu"]
     assert infer_main(argv) == 0 and video.is_file()
     assert "boundary 0.875" in capsys.readouterr().out
+    shifted = tmp_path / "shifted.json"
+    shifted.write_text(json.dumps(json.loads(moe_json.read_text()) | {"boundary": 0.9, "infer_steps": 2}))
+    with pytest.warns(UserWarning, match="boundary 0.9 differs from .* boundary_ratio 0.875"):
+        assert infer_main(argv[:7] + [str(shifted)] + argv[8:]) == 0
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({k: v for k, v in json.loads(moe_json.read_text()).items() if k != "boundary"}))
     assert infer_main(argv[:7] + [str(bad)] + argv[8:]) == 2
