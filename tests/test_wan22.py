@@ -548,10 +548,10 @@ SHIPPED = {"Wan22T2V": REPO / "configs/quantization/video_gen/tiny_wan22_t2v",
 RECIPES = ["rtn_w_a", "smoothquant_w_a", "smoothquant_w_a_fp8", "awq_w_a", "gptq_w_a", "smoothquant_gptq_w_a"]
 
 
-def _shipped(tmp_path: Path, model_type: str, recipe: str, fmt: str) -> Config:
+def _shipped(tmp_path: Path, model_type: str, recipe: str, fmt: str, **extra) -> Config:
     """A shipped tiny Wan2.2 config (64×64, 9 frames, 20 steps, 8 calls per prompt and expert), 2 eval prompts."""
     overrides = {"eval.num_samples": 2, "save.save_path": str(tmp_path / "run"),
-                 "eval.output_video_path": str(tmp_path / "videos")}
+                 "eval.output_video_path": str(tmp_path / "videos"), **extra}
     if fmt == "fp8" and not recipe.endswith("fp8"):
         overrides.update({f"quant.video_gen.{w}.{k}": v for w in ("weight", "act")
                           for k, v in (("quant_type", "float-quant"), ("bit", "e4m3"))})
@@ -611,18 +611,23 @@ def test_shipped_tiny_wan22_t2v_runtime_is_the_fake_quant_model(tmp_path, recipe
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", ["int8", "fp8"])
-def test_shipped_tiny_wan22_ti2v(tmp_path, fmt, record_property):
+@pytest.mark.parametrize("task,fmt", [("t2v", "int8"), ("t2v", "fp8"), ("i2v", "int8")])
+def test_shipped_tiny_wan22_ti2v(tmp_path, task, fmt, record_property):
     from vidquant.export.converter import convert
-    from vidquant.runtime import load_quantized_pipeline
+    from vidquant.runtime.model import load_quantized_transformer
 
-    cfg = _shipped(tmp_path, "Wan22TI2V", "smoothquant_w_a", fmt)
+    # i2v: the image-conditioned mode of the same model, on the tiny I2V sets (their images)
+    image_mode = {f"{s}.{k}": v for s in ("calib", "eval")
+                  for k, v in (("name", "i2v"), ("path", f"assets/{s}/tiny_i2v"))}
+    cfg = _shipped(tmp_path, "Wan22TI2V", "smoothquant_w_a", fmt, **(image_mode if task == "i2v" else {}))
+    assert cfg.task == task
     model = REPO / cfg.model.path
     result = quantize(cfg, progress=False, out_dir=tmp_path / "run")
     conv = convert(result.export_dir, tmp_path / "converted", direction="backward", progress=False,
                    copy_no_weight_files=True)
-    pipe = load_quantized_pipeline(model, conv, "cpu", torch.float32)
-    _check_clips(_runtime_clips(result, pipe), record_property)  # measured 40-54 dB vs fake-quant
+    quantized = load_quantized_transformer(conv, model / "transformer", "cpu", torch.float32)
+    pipe = load_pipeline(model, None, "float32", components={"transformer": quantized}, task=task)
+    _check_clips(_runtime_clips(result, pipe), record_property)  # measured 40-54 dB vs fake-quant (t2v)
 
 
 @pytest.mark.slow
