@@ -158,6 +158,7 @@ def load_pipeline(
     info = inspect_checkpoint(path)
     check_task(info, model_type)
     dtype = resolve_dtype(dtype)
+    cls = WanPipeline if _pipeline_task(info, task) == "t2v" else WanImageToVideoPipeline
     extra = dict(components or {})
     try:
         if "vae" not in extra:
@@ -168,7 +169,6 @@ def load_pipeline(
 
             extra["image_encoder"] = CLIPVisionModel.from_pretrained(
                 info.path / "image_encoder", dtype=torch.float32, local_files_only=True)
-        cls = WanPipeline if _pipeline_task(info, task) == "t2v" else WanImageToVideoPipeline
         pipe = cls.from_pretrained(info.path, dtype=dtype, local_files_only=True, **extra)
     except (OSError, ValueError, RuntimeError) as err:
         raise ModelLoadError(f"{info.path}: could not load the {info.pipeline_class}: {err}") from err
