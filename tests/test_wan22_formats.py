@@ -1,8 +1,8 @@
 """Every method × every exported format on the shipped tiny Wan2.2 mixture (`assets/models/tiny-wan22-t2v`):
 quantize → export (both experts) → convert (-d backward) → verify → the MoE runtime, with a small generation
 (32×32, 5 frames, 4 steps, 2 calibration calls per expert and prompt). One case runs by default (on a random
-test-size mixture of the same layout, for speed); the grid
-(5 methods × 8 formats, `vidquant.tables`' METHODS × EXPORTED) is marked slow.
+test-size mixture of the same layout, for speed); the grid (5 methods × 8 formats, `vidquant.tables`' METHODS ×
+EXPORTED) is marked slow.
 
 What is checked: both expert folders export, convert and verify; each runtime expert loads the format's linears
 and they decode to that expert's own fake-quant weights and biases (a swapped or mixed-up expert fails here);
