@@ -505,7 +505,7 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
-        task = "i2v" if self.model.type in ("WanI2V", "Wan22I2V") else "t2v"
+        task = self.task
         if self.calib is not None and self.calib.name != task:
             raise ValueError(f"calib.name: got {self.calib.name!r}; model.type {self.model.type} needs {task!r}")
         for ev in self.evals:
@@ -564,6 +564,10 @@ class Config(_Section):
 
     @property
     def task(self) -> str:
+        """t2v or i2v. Wan2.2 TI2V-5B is one model for both: its sets say which (``calib.name`` first)."""
+        if self.model.type == "Wan22TI2V":
+            first = self.calib or next(iter(self.evals), None)
+            return "i2v" if first is not None and first.name == "i2v" else "t2v"
         return "i2v" if self.model.type in ("WanI2V", "Wan22I2V") else "t2v"
 
     @property

@@ -257,7 +257,7 @@ def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool
     result = RunResult(cfg, out)
     device = resolve_device(cfg.model.device)
     seed_all(cfg.base.seed)
-    pipe = load_pipeline(checks["checkpoint"].path, cfg.model.type, cfg.model.torch_dtype, device)
+    pipe = load_pipeline(checks["checkpoint"].path, cfg.model.type, cfg.model.torch_dtype, device, task=cfg.task)
     if cfg.model.lora_path:  # as LLMC: merged at build time, before the float reference and calibration
         n = merge_lora_into(pipe.transformer, cfg.resolve_path(cfg.model.lora_path), cfg.model.lora_alpha)
         log.info("merged %d LoRA updates from %s (alpha %g)", n, cfg.model.lora_path, cfg.model.lora_alpha)

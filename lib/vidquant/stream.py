@@ -472,7 +472,7 @@ def quantize_streaming(cfg, checks: dict, progress: bool = True, out_dir: str | 
     if cfg.calib is not None:
         transformer = streamed_transformer(checkpoint, dtype, device)
         pipe = load_pipeline(checks["checkpoint"].path, cfg.model.type, cfg.model.torch_dtype, device,
-                             components={"transformer": transformer})
+                             components={"transformer": transformer}, task=cfg.task)
         params = GenParams.from_section(cfg.calib, cfg.base.seed)
         calib = capture_block_inputs(pipe, checks["calib_samples"], params, cfg.calib.sample_steps,
                                      cfg.calib.step_selection, progress)

@@ -113,6 +113,16 @@ def check_task(info: CheckpointInfo, model_type: str | None) -> None:
         )
 
 
+def _pipeline_task(info: CheckpointInfo, task: str | None) -> str:
+    """The checkpoint's own task, or the other one for TI2V-5B (one model for text- and image-to-video)."""
+    if task is None or task == info.task:
+        return info.task
+    if not info.expand_timesteps or task not in ("t2v", "i2v"):
+        raise ModelLoadError(f"{info.path}: a {info.task.upper()} checkpoint ({info.pipeline_class}) cannot run "
+                             f"as {task!r}; only Wan2.2 TI2V (expand_timesteps) runs both t2v and i2v")
+    return task
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -134,18 +144,21 @@ def load_pipeline(
     device: str | torch.device = "cpu",
     progress: bool = False,
     components: dict | None = None,
+    task: str | None = None,
 ):
     """Load a `WanPipeline` or `WanImageToVideoPipeline` from a local directory (never the network).
 
     `model_type` (`MODEL_TYPES`, as in the config) is checked against the checkpoint. `components`
     (e.g. ``{"transformer": quantized}``, or both experts of a Wan2.2 mixture) are used as given instead of
-    being loaded from the directory.
+    being loaded from the directory. `task` "i2v" loads a TI2V-5B directory (a `WanPipeline` with
+    `expand_timesteps`) as the `WanImageToVideoPipeline` of its image-conditioned mode, as diffusers does.
     """
     from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanPipeline
 
     info = inspect_checkpoint(path)
     check_task(info, model_type)
     dtype = resolve_dtype(dtype)
+    cls = WanPipeline if _pipeline_task(info, task) == "t2v" else WanImageToVideoPipeline
     extra = dict(components or {})
     try:
         if "vae" not in extra:
@@ -156,7 +169,6 @@ def load_pipeline(
 
             extra["image_encoder"] = CLIPVisionModel.from_pretrained(
                 info.path / "image_encoder", dtype=torch.float32, local_files_only=True)
-        cls = WanPipeline if info.task == "t2v" else WanImageToVideoPipeline
         pipe = cls.from_pretrained(info.path, dtype=dtype, local_files_only=True, **extra)
     except (OSError, ValueError, RuntimeError) as err:
         raise ModelLoadError(f"{info.path}: could not load the {info.pipeline_class}: {err}") from err

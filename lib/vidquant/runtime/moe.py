@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,10 @@ def run_moe(args: argparse.Namespace) -> Path:
     else:
         pipe = load_pipeline(model_path, None, first.dtype, first.device)
         guard_experts(pipe)
+    if info.boundary_ratio is not None and abs(moe["boundary"] - info.boundary_ratio) > 1e-9:
+        warnings.warn(f"{config_path}: boundary {moe['boundary']} differs from {model_path}'s boundary_ratio "
+                      f"{info.boundary_ratio}: the experts will serve other timesteps than they were calibrated on "
+                      "(vidquant quantize splits at the model's boundary_ratio)", stacklevel=2)
     pipe.register_to_config(boundary_ratio=moe["boundary"])  # the JSON's boundary wins, as in lightx2v
     _apply_shift(pipe, first.sample_shift)
     print(f"vidquant infer: wan2.2_moe {args.task}, boundary {moe['boundary']}, guidance {moe['guidance']}, "

@@ -1,0 +1,130 @@
+"""Every method × every exported format on the shipped tiny Wan2.2 mixture (`assets/models/tiny-wan22-t2v`):
+quantize → export (both experts) → convert (-d backward) → verify → the MoE runtime, with a small generation
+(32×32, 5 frames, 4 steps, 2 calibration calls per expert and prompt). One case runs by default (on a random
+test-size mixture of the same layout, for speed); the grid (5 methods × 8 formats, `vidquant.tables`' METHODS ×
+EXPORTED) is marked slow.
+
+What is checked: both expert folders export, convert and verify; each runtime expert loads the format's linears
+and they decode to that expert's own fake-quant weights and biases (a swapped or mixed-up expert fails here);
+teacher-forced on every expert call of one fake-quant generation (both experts, both CFG branches, each at the
+expert serving its timestep), the runtime expert against the fake-quant expert `quantize` evaluated, within a
+per-format fraction of that expert's quantization error (`SAME_FUNCTION`, `STATIC` below, with the measured
+values); the runtime's guarded clip is finite.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_wan22 import check_expert_schedule, expert_calls, keeping_pipe, rel_err
+
+from vidquant.eval.metrics import psnr
+from vidquant.export.experts import EXPERT_DIRS, convert_experts, verify_experts
+from vidquant.generate import GenParams, generate_video
+from vidquant.models import load_pipeline
+from vidquant.models.tiny import make_random_tiny_wan22_dir
+from vidquant.quant import FakeQuantLinear, W8A8Linear
+from vidquant.run import load_eval_samples
+from vidquant.runtime.emulated import EmulatedLinear
+from vidquant.runtime.moe import load_quantized_moe_pipeline
+from vidquant.tables import EXPORTED, METHODS, cell_config
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = REPO / "assets/models/tiny-wan22-t2v"
+SCHEMES = {"W8A8-int8": "int8", "FP8-e4m3": "fp8", "MXFP8": "mxfp8", "MXFP6-MXFP8": "mxfp6-mxfp8", "MXFP4": "mxfp4",
+           "NVFP4": "nvfp4", "W4A16-g128": "int4-g128-marlin", "FP8-pertensor": "fp8-pertensor"}
+# Teacher-forced bound per call, as a fraction of the fake-quant expert's own error against float (measured max
+# in brackets, 5 methods). Formats whose runtime computes the fake-quant function: |runtime - fake|. MX: the
+# same quantizers, emulated (0, bit-exact); W4A16: Marlin's fp16 group scales (0.124); W8A8: real GEMMs whose
+# fp32 rounding flips activation codes that cascade through the 6 blocks (1.10; a swapped expert: ~20).
+# Static activation scales at run time (NVFP4, FP8-pertensor; the fake-quant evaluation uses dynamic ones,
+# docs/formats.md §5.7): |runtime - float|; with 2 calibration calls per expert 38 % of the FP8-pertensor layers
+# see eval activations beyond the calibrated absmax (up to 1.8x) and saturate (NVFP4 1.36, FP8-pertensor 2.58).
+SAME_FUNCTION = {"W8A8-int8": 1.5, "FP8-e4m3": 1.5, "MXFP8": 1e-6, "MXFP6-MXFP8": 1e-6, "MXFP4": 1e-6,
+                 "W4A16-g128": 0.25}
+STATIC = {"NVFP4": 2.0, "FP8-pertensor": 4.0}
+FAST_CASE = ("SmoothQuant", "NVFP4")
+GEN = {"num_inference_steps": 4, "target_height": 32, "target_width": 32, "num_frames": 5}
+SMALL = {**{f"calib.{k}": v for k, v in GEN.items()}, "calib.sample_steps": 2, "eval.num_samples": 1,
+         **{f"eval.{k}": v for k, v in GEN.items()}, "eval.eval_pos": ["fake_quant"]}
+
+
+def _cases():
+    assert set(SCHEMES) == EXPORTED  # a new exported format joins the grid here
+    for method in METHODS:
+        for fmt in SCHEMES:
+            marks = [] if (method, fmt) == FAST_CASE else [pytest.mark.slow]
+            yield pytest.param(method, fmt, marks=marks, id=f"{method}-{fmt}")
+
+
+def assert_same_weights(runtime, fake, fmt: str) -> None:
+    """Every block linear of the runtime expert decodes to the fake-quant expert's weight (exactly, up to one fp32
+    rounding of the scale product; W4A16: Marlin's fp16 group scales, 2^-11) and has its bias."""
+    tol = 2.0**-10 if fmt == "W4A16-g128" else 1e-6
+    fakes = {n: m for n, m in fake.named_modules() if isinstance(m, FakeQuantLinear)}
+    decoded = {n: m.dequantized_weight() if isinstance(m, W8A8Linear) else m.weight
+               for n, m in runtime.named_modules() if isinstance(m, W8A8Linear | EmulatedLinear)}
+    assert decoded.keys() == fakes.keys()
+    for n, w in decoded.items():
+        want = fakes[n].weight.float()
+        assert float((w - want).abs().max()) <= tol * float(want.abs().max()), n
+        assert torch.equal(runtime.get_submodule(n).bias.float(), fakes[n].bias.float()), n
+
+
+@pytest.fixture
+def quantize_keeping_pipe(monkeypatch):
+    return keeping_pipe(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def random_model(tmp_path_factory):
+    return make_random_tiny_wan22_dir("t2v_moe", tmp_path_factory.mktemp("wan22") / "t2v_moe")
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("method,fmt", list(_cases()))
+def test_every_method_and_format_through_the_moe_chain(tmp_path, monkeypatch, method, fmt, random_model,
+                                                       quantize_keeping_pipe, record_property):
+    monkeypatch.chdir(REPO)  # cell_config reads the shipped tiny_wan22_t2v config by its relative path
+    model = random_model if (method, fmt) == FAST_CASE else MODEL  # the default run: seconds, not a minute
+    cfg = cell_config("wan22_t2v", method, fmt, tmp_path / "run", str(model), extra=SMALL)
+    result, fake = quantize_keeping_pipe(cfg, tmp_path / "run")
+    assert sorted(p.name for p in result.export_dir.iterdir()) == sorted(EXPERT_DIRS.values())
+    assert verify_experts(result.export_dir) == {d: [] for d in EXPERT_DIRS.values()}
+    conv = convert_experts(result.export_dir, tmp_path / "converted", direction="backward", progress=False,
+                           copy_no_weight_files=True)
+    assert verify_experts(conv) == {d: [] for d in EXPERT_DIRS.values()}
+    pipe = load_quantized_moe_pipeline(model, {n: conv / d for n, d in EXPERT_DIRS.items()}, "cpu", torch.float32)
+    linear = W8A8Linear if fmt in ("W8A8-int8", "FP8-e4m3") else EmulatedLinear
+    for name in EXPERT_DIRS:
+        expert = getattr(pipe, name)
+        assert expert.quant_info.scheme == SCHEMES[fmt], name
+        assert sum(isinstance(m, linear) for m in expert.modules()) == 10 * len(expert.blocks), name
+
+    for name in EXPERT_DIRS:  # each expert's checkpoint decodes to its own fake-quant weights and biases
+        assert_same_weights(getattr(pipe, name), getattr(fake, name), fmt)
+
+    (ev, samples), = load_eval_samples(cfg)
+    params = GenParams.from_section(ev, cfg.base.seed)
+    calls = expert_calls(fake, samples[0], params)
+    check_expert_schedule(calls)
+    floats = load_pipeline(model, "Wan22T2V", "float32")
+    worst = 0.0
+    for name, kwargs, pred in calls:
+        kwargs = kwargs | {"return_dict": False}
+        runtime, reference = getattr(pipe, name)(**kwargs)[0], getattr(floats, name)(**kwargs)[0]
+        fake_err = rel_err(pred, reference)
+        assert 0 < fake_err < 0.5, (name, fake_err)  # quantized, and not broken
+        ratio = rel_err(runtime, pred if fmt in SAME_FUNCTION else reference) / fake_err
+        worst = max(worst, ratio)
+    record_property("worst_ratio", worst)
+    assert worst <= {**SAME_FUNCTION, **STATIC}[fmt], worst
+
+    clip = generate_video(pipe, samples[0], params)  # guarded: a black clip would raise, naming the expert
+    ref, fake_clip = result.videos[(ev.path, 0)]
+    assert np.isfinite(clip).all() and clip.shape == ref.shape
+    record_property("psnr_runtime_vs_fake", psnr(clip, fake_clip))
+    record_property("psnr_runtime_vs_float", psnr(clip, ref))
