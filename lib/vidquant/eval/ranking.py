@@ -148,7 +148,8 @@ def main(argv=None) -> int:
         df = video_overlap(args.task, (Path(args.video[0]), Path(args.video[1])), args.methods, args.formats)
         if df.empty:
             p.error(f"--video: no cell has per-clip metrics under both {args.video[0]} and {args.video[1]}")
-        print(df.rename(columns={"a": args.video[0], "b": args.video[1]}).to_markdown(index=False))
+        table = df.rename(columns={"a": args.video[0], "b": args.video[1]})
+        print(table.to_markdown(index=False, disable_numparse=True))
         conflicts = int(df["d_conflict"].sum())
         print(f"\n{len(df)} cell metrics: {int(df['overlap'].sum())} intervals overlap; {conflicts} significant "
               "differences against RTN reversed")
