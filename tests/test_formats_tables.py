@@ -32,3 +32,16 @@ def test_merge_cells_replaces_and_orders():
     df = merge_cells(old, new)
     assert list(zip(df["method"], df["format"], df["mean_sqnr_db"])) == [
         ("RTN", "W8A8-int8", 4.0), ("GPTQ", "W8A8-int8", 2.0), ("GPTQ", "NVFP4", 3.0)]
+
+
+def test_video_means_are_reported_only_with_their_clips():
+    import pandas as pd
+
+    from vidquant.tables import without_unbacked_video
+
+    cells = pd.DataFrame({"method": ["RTN", "GPTQ"], "format": ["W8A8-int8"] * 2, "mean_sqnr_db": [44.0, 45.0],
+                          "video_psnr": [40.0, 41.0]})
+    clips = pd.DataFrame({"method": ["RTN"], "format": ["W8A8-int8"], "psnr": [40.0]})
+    out = without_unbacked_video(cells, clips)
+    assert out["video_psnr"].tolist()[0] == 40.0 and pd.isna(out["video_psnr"].tolist()[1])
+    assert out["mean_sqnr_db"].tolist() == [44.0, 45.0]  # the deterministic metrics stay

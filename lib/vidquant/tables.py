@@ -366,33 +366,43 @@ def main(argv=None) -> int:
         p.error(str(e))
     if (args.methods or args.formats) and Path(f"{stem}.csv").is_file():  # a subset updates its cells
         cells = merge_cells(pd.read_csv(f"{stem}.csv"), cells)
-        if Path(f"{stem}_clips.csv").is_file() and len(clips):
-            clips = merge_cells(pd.read_csv(f"{stem}_clips.csv"), clips, list(clips.columns))
+        if Path(f"{stem}_clips.csv").is_file():
+            old = pd.read_csv(f"{stem}_clips.csv")
+            clips = merge_cells(old, clips, list(dict.fromkeys([*old.columns, *clips.columns])))
     write_tables(stem, args.task, cells, clips, settings)
     print(f"wrote {stem}.csv, _clips.csv, _intervals.csv and .md")
     return 0
 
 
 def _older_cells_note(cells: pd.DataFrame, clips: pd.DataFrame) -> str:
-    """What the cells without per-clip rows are: deterministic metrics only, or an earlier run's video means."""
+    """Which cells have the deterministic metrics only (no per-clip video rows: no video eval here)."""
     with_clips = set(zip(clips["method"], clips["format"])) if len(clips) else set()
-    rest = cells[[(m, f) not in with_clips for m, f in zip(cells["method"], cells["format"])]]
-    has_video = rest["video_psnr"].notna() if "video_psnr" in rest else pd.Series(False, index=rest.index)
-    older = [f"{m} × {f}" for m, f in zip(rest["method"][has_video], rest["format"][has_video])]
-    det = sorted(set(rest["format"][~has_video]))
-    note = ""
-    if det:
-        note += (f"The {', '.join(det)} cells have the deterministic metrics only (no video eval; "
-                 "`--video-formats` adds them).\n\n")
-    if older:
-        note += (f"{len(older)} of these cells ({', '.join(older)}) come from an earlier run without per-clip rows: "
-                 "their video columns are means over that run's eval (one seed), with no interval.\n\n")
-    return note
+    parts = []
+    for fmt, group in cells.groupby("format", sort=False):
+        bare = [m for m in group["method"] if (m, fmt) not in with_clips]
+        if bare:
+            parts.append(fmt if len(bare) == len(group) else f"{fmt} ({', '.join(bare)})")
+    if not parts:
+        return ""
+    return (f"Deterministic metrics only (no video eval at these settings; `--video-formats` adds it): "
+            f"{', '.join(parts)}.\n\n")
+
+
+def without_unbacked_video(cells: pd.DataFrame, clips: pd.DataFrame) -> pd.DataFrame:
+    """``cells`` with the video means blanked where no per-clip rows back them (a cell run without video eval,
+    or an older run's single-seed means): a video number is only reported with its interval."""
+    backed = set(zip(clips["method"], clips["format"])) if len(clips) else set()
+    unbacked = [(m, f) not in backed for m, f in zip(cells["method"], cells["format"])]
+    video = [c for c in cells.columns if c.startswith("video_")]
+    out = cells.copy()
+    out.loc[unbacked, video] = float("nan")
+    return out
 
 
 def write_tables(stem: Path, task: str, cells: pd.DataFrame, clips: pd.DataFrame, settings: EvalSettings) -> None:
     """The cells table, the per-clip metrics, the interval table (csv) and the markdown report."""
     stem.parent.mkdir(parents=True, exist_ok=True)
+    cells = without_unbacked_video(cells, clips)
     intervals = interval_table(clips)
     cells.to_csv(f"{stem}.csv", index=False)
     clips.to_csv(f"{stem}_clips.csv", index=False)
