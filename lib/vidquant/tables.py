@@ -252,7 +252,7 @@ def interval_table(clips: pd.DataFrame, baseline: str | None = BASELINE) -> pd.D
                 row.update({f"d_{m}": diff.mean, f"d_{m}_lo": diff.low, f"d_{m}_hi": diff.high,
                             f"d_{m}_sig": marker(diff, threshold)})
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["method", "format", "n_clips"])
 
 
 def _column_mean(df: pd.DataFrame, column: str) -> float:
@@ -299,6 +299,8 @@ def interval_markdown(table: pd.DataFrame, cells: pd.DataFrame, baseline: str = 
     """The headline table: deterministic metrics first (the primary ranking), then each video metric as
     ``mean [lo, hi]``, its floor, and ``Δ vs <baseline> [lo, hi] marker`` (``label``: the name of the first
     column; an all-empty format column is left out)."""
+    if table.empty:
+        return "(no cell with per-clip video metrics)"
     det = cells.set_index(["method", "format"])
     lines = []
     for _, r in table.iterrows():
