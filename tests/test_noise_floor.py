@@ -27,7 +27,7 @@ def test_nudge_moves_the_clip_a_little_and_deterministically(tiny_dirs, task):
     assert 40 < psnr(a, ref) < np.inf  # ...and stays far below any quantization error
     row = floor_metrics(a, ref, sample.prompt)
     assert row["floor_psnr"] == psnr(a, ref) and 0 < row["floor_ssim"] <= 1
-    assert {"floor_traj_err_px", "floor_colour_de"} <= set(row)
+    assert {"floor_traj_err_px", "floor_colour_de", "floor_traj_drift_px", "floor_colour_drift_de"} <= set(row)
 
 
 def test_plan_seeds_and_floor_in_the_run(tmp_path, tiny_dirs):
@@ -43,6 +43,7 @@ def test_plan_seeds_and_floor_in_the_run(tmp_path, tiny_dirs):
     assert result.summary["video_floor_psnr"] == pytest.approx(vm["floor_psnr"].mean())
     assert {"traj_err_px", "colour_de", "float_traj_err_px"} <= set(vm.columns)
     assert (vm.loc[vm.seed == 1, "jitter_psnr"] >= 0).all() and "jitter_colour_de" in vm
+    assert (vm["traj_drift_px"] >= 0).all() and "floor_colour_drift_de" in vm and "jitter_traj_drift_px" in vm
     assert vm.loc[vm.seed == 2, "jitter_psnr"].isna().all()  # measured on the first seed's clips only
     assert len(list((tmp_path / "videos").glob("fake_quant_output_*.mp4"))) == 2  # the first seed's clips
 

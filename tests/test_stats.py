@@ -131,3 +131,23 @@ def test_from_runs_without_runs_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["--task", "t2v", "--from-runs", "--runs", str(tmp_path), "--out", str(tmp_path / "out")])
     assert e.value.code == 2 and not (tmp_path / "out").exists()
+
+
+def test_format_verdict_pairs_rtn_across_formats():
+    """RTN W4A8 against RTN W8A8 on the same clips: a drift 0.3 px larger in every clip is real; a prompt error
+    equal up to noise is not; a format without per-clip rows is not listed."""
+    import pandas as pd
+
+    from vidquant.tables import format_verdict
+
+    clips = _clips({"RTN": 0.0})
+    clips["traj_drift_px"] = 0.1 + np.random.default_rng(3).normal(0, 0.02, len(clips))
+    noise = np.random.default_rng(4).normal(0, 0.02, (2, len(clips)))
+    w4 = clips.assign(format="W4A8", psnr=clips["psnr"] - 13, traj_drift_px=clips["traj_drift_px"] + 0.3 + noise[0],
+                      traj_err_px=clips["traj_err_px"] + noise[1])
+    lines = format_verdict(pd.concat([clips, w4], ignore_index=True))
+    assert len(lines) == 1 and lines[0].startswith("RTN W4A8 vs RTN W8A8-int8 over 32 clips: psnr -13 dB")
+    assert "traj_drift_px +0.297 px [+0.29, +0.305]" in lines[0]
+    assert "(real)" in lines[0]
+    assert "traj_err_px" in lines[0] and lines[0].endswith("(not significant).")
+    assert format_verdict(clips) == []

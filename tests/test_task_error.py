@@ -1,5 +1,6 @@
 """Continuous task errors against the prompt (vidquant.eval.task): ~0 on ground-truth procedural clips, and
-growing with the perturbation (blur, colour shift, offset, wrong speed)."""
+growing with the perturbation (blur, colour shift, offset, wrong speed); task drift against a reference clip:
+the known offset or colour difference of a shifted or recoloured clip."""
 
 from dataclasses import replace
 
@@ -8,7 +9,17 @@ import pytest
 from scipy.ndimage import gaussian_filter, shift
 
 from vidquant.data.procedural import eval_prompt_set
-from vidquant.eval.task import centroid_track, colour_error, prompt_attributes, task_errors, trajectory_error
+from skimage.color import deltaE_ciede2000, rgb2lab
+
+from vidquant.data.procedural import COLOURS
+from vidquant.eval.task import (
+    centroid_track,
+    colour_error,
+    prompt_attributes,
+    task_drift,
+    task_errors,
+    trajectory_error,
+)
 
 SPECS = eval_prompt_set()[::5]  # both shapes, every colour and direction
 
@@ -64,3 +75,25 @@ def test_errors_grow_with_perturbation(spec):
 def test_no_object_gives_nan():
     blank = np.full((9, 64, 64, 3), 0.08, dtype=np.float32)
     assert np.isnan(trajectory_error(blank, "left")) and np.isnan(colour_error(blank, "red"))
+
+
+@pytest.mark.parametrize("spec", SPECS[:3], ids=lambda s: s.prompt)
+def test_drift_measures_offset_and_recolouring(spec):
+    """Shifting the whole clip by (3, 4) px moves the object 5 px in every frame; recolouring the object to
+    another palette colour gives the two colours' CIEDE2000 distance; the clip against itself drifts by 0."""
+    clip = spec.render()
+    assert task_drift(clip, clip) == {"traj_drift_px": 0.0, "colour_drift_de": 0.0}
+    moved = np.roll(clip, (4, 3), axis=(1, 2))  # 4 px down, 3 px right: the object stays inside the frame
+    assert task_drift(moved, clip)["traj_drift_px"] == pytest.approx(5.0, abs=0.05)
+    other = next(c for c in COLOURS if c != spec.colour)
+    recoloured = replace(spec, colour=other).render()
+    lab = rgb2lab(np.array([[COLOURS[spec.colour], COLOURS[other]]], dtype=np.float64))[0]
+    drift = task_drift(recoloured, clip)
+    assert drift["colour_drift_de"] == pytest.approx(deltaE_ciede2000(lab[0], lab[1]), rel=0.02)
+    assert drift["traj_drift_px"] < 0.05  # the same motion
+
+
+def test_drift_without_object_is_nan():
+    blank = np.full((9, 64, 64, 3), 0.08, dtype=np.float32)
+    drift = task_drift(blank, SPECS[0].render())
+    assert np.isnan(drift["traj_drift_px"]) and np.isnan(drift["colour_drift_de"])

@@ -250,8 +250,8 @@ def metrics_table(samples, floats, fakes, runtimes) -> pd.DataFrame:
 
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
-    cols = [c for c in ("psnr", "ssim", "flicker_error", "colour_ok", "direction_ok", "traj_err_px", "colour_de",
-                        "psnr_vs_fake_quant")
+    cols = [c for c in ("psnr", "ssim", "flicker_error", "colour_ok", "direction_ok", "traj_drift_px",
+                        "colour_drift_de", "traj_err_px", "colour_de", "psnr_vs_fake_quant")
             if c in df]
     out = df.groupby("model", sort=False)[cols].agg(lambda c: float(np.mean(c.astype(float))))
     out = out.rename(columns={"colour_ok": "colour_acc", "direction_ok": "direction_acc"})
@@ -263,7 +263,7 @@ def _intervals(df: pd.DataFrame) -> pd.DataFrame:
     "[low, high]" per metric (a bit-identical clip's inf PSNR is left out of its interval)."""
     from vidquant.eval.stats import mean_ci
 
-    cols = [c for c in ("psnr", "traj_err_px", "colour_de") if c in df]
+    cols = [c for c in ("psnr", "traj_drift_px", "colour_drift_de", "traj_err_px", "colour_de") if c in df]
     rows = {}
     for model, group in df.groupby("model", sort=False):
         cis = {c: mean_ci(group[c]) for c in cols}
@@ -284,7 +284,8 @@ def write_results(out: Path, samples, floats, fakes, runtimes, fps: int, notes: 
     df.to_csv(out / "metrics.csv", index=False)
     summary = summary_table(df)
     md = ["# vidquant demo: float vs quantized (tiny Wan2.1 I2V)", "", *notes, "",
-          "Mean over the eval samples with its 95 % bootstrap interval (`_ci95`). psnr/ssim/flicker_error are",
+          "Mean over the eval samples with its 95 % bootstrap interval (`_ci95`). psnr/ssim/flicker_error, and",
+          "traj_drift_px / colour_drift_de (the object's centroid distance and CIEDE2000 colour difference), are",
           "against the float clip; traj_err_px (object motion, pixels per frame) and colour_de (CIEDE2000) against",
           "the prompt; psnr_vs_fake_quant shows how closely the real W8A8 runtime follows LLMC's fake-quant model",
           "of the same export.", "",

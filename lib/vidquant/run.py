@@ -137,10 +137,10 @@ def load_eval_samples(cfg: Config) -> list[tuple]:
 
 
 def video_metrics(clip: np.ndarray, reference: np.ndarray, prompt: str) -> dict:
-    """Fidelity against the float clip, plus task accuracy and task errors (against the prompt) when the prompt
-    is a procedural one."""
+    """Fidelity against the float clip, plus task accuracy, task errors (against the prompt) and task drift
+    (the object against the float clip's object) when the prompt is a procedural one."""
     from vidquant.eval.metrics import video_fidelity
-    from vidquant.eval.task import detect, prompt_attributes, task_errors
+    from vidquant.eval.task import detect, prompt_attributes, task_drift, task_errors
 
     row = dict(video_fidelity(clip, reference))
     spec = prompt_attributes(prompt)
@@ -150,6 +150,7 @@ def video_metrics(clip: np.ndarray, reference: np.ndarray, prompt: str) -> dict:
                    float_colour_ok=ref.colour == spec["colour"], float_direction_ok=ref.direction == spec["direction"])
         row.update(task_errors(clip, prompt))
         row.update({f"float_{k}": v for k, v in task_errors(reference, prompt).items()})
+        row.update(task_drift(clip, reference))
     return row
 
 
@@ -368,8 +369,11 @@ def summarize(result: RunResult, seconds: float) -> dict:
     if not vm.empty:
         for col in ("psnr", "ssim", "flicker_error", "colour_ok", "direction_ok", "float_colour_ok",
                     "float_direction_ok", "traj_err_px", "colour_de", "float_traj_err_px", "float_colour_de",
+                    "traj_drift_px", "colour_drift_de",
                     "floor_psnr", "floor_ssim", "floor_flicker_error", "floor_traj_err_px", "floor_colour_de",
-                    "jitter_psnr", "jitter_traj_err_px", "jitter_colour_de"):
+                    "floor_traj_drift_px", "floor_colour_drift_de",
+                    "jitter_psnr", "jitter_traj_err_px", "jitter_colour_de", "jitter_traj_drift_px",
+                    "jitter_colour_drift_de"):
             if col in vm:
                 s[f"video_{col}"] = float(vm[col].astype(float).mean())
     if result.export_dir is not None:

@@ -63,9 +63,10 @@ COLUMNS = ["method", "format", "mean_sqnr_db", "min_sqnr_db", "mean_timestep_rel
            "video_flicker_error", "video_colour_ok", "video_direction_ok", "video_float_colour_ok",
            "video_float_direction_ok", "seconds"]
 # Per-clip video metrics with an interval in the table; lower is better for all but PSNR and SSIM.
-INTERVAL_METRICS = ("psnr", "ssim", "flicker_error", "traj_err_px", "colour_de")
+INTERVAL_METRICS = ("psnr", "ssim", "flicker_error", "traj_drift_px", "colour_drift_de", "traj_err_px", "colour_de")
 HIGHER_IS_BETTER = {"psnr", "ssim"}
-FIDELITY_METRICS = {"psnr", "ssim", "flicker_error"}  # against the float clip; the others against the prompt
+# against the float clip (their floor: the nudged float clip's value); the others against the prompt
+FIDELITY_METRICS = {"psnr", "ssim", "flicker_error", "traj_drift_px", "colour_drift_de"}
 BASELINE = "RTN"
 DEFAULT_PROMPTS, FULL_PROMPTS, DEFAULT_SEEDS = 8, 32, (42, 43)
 
@@ -212,16 +213,45 @@ def merge_cells(old: pd.DataFrame, new: pd.DataFrame, columns: list[str] | None 
     return df[[c for c in columns if c in df.columns]].reset_index(drop=True)
 
 
-def _paired(clips: pd.DataFrame, method: str, fmt: str, metric: str, baseline: str | None = BASELINE
-            ) -> Interval | None:
-    """Paired difference ``method - baseline`` of ``metric`` in format ``fmt`` over the clips both have."""
+def _paired(clips: pd.DataFrame, method: str, fmt: str, metric: str, baseline: str | None = BASELINE,
+            baseline_format: str | None = None) -> Interval | None:
+    """Paired difference ``method - baseline`` of ``metric`` over the clips both have, in format ``fmt`` (the
+    baseline in ``baseline_format`` when given)."""
     key = ["eval", "sample", "seed"]
-    a = clips[(clips["method"] == method) & (clips["format"] == fmt)][[*key, metric]]
-    b = clips[(clips["method"] == baseline) & (clips["format"] == fmt)][[*key, metric]]
-    both = a.merge(b, on=key, suffixes=("", "_base"))
-    if method == baseline or both.empty:
+    base_fmt = baseline_format or fmt
+    if (method, fmt) == (baseline, base_fmt) or metric not in clips:
         return None
-    return paired_difference(both[metric], both[f"{metric}_base"])
+    a = clips[(clips["method"] == method) & (clips["format"] == fmt)][[*key, metric]]
+    b = clips[(clips["method"] == baseline) & (clips["format"] == base_fmt)][[*key, metric]]
+    both = a.merge(b, on=key, suffixes=("", "_base"))
+    return None if both.empty else paired_difference(both[metric], both[f"{metric}_base"])
+
+
+REFERENCE_FORMAT = "W8A8-int8"
+
+
+def format_verdict(clips: pd.DataFrame, method: str = BASELINE, reference: str = REFERENCE_FORMAT) -> list[str]:
+    """In words: ``method`` in each other format against ``method`` in ``reference`` (paired on the same prompts
+    and seeds), for the video metrics; the marker's threshold is the larger jitter of the two cells (and, for the
+    errors against the prompt, the float floor), as in :func:`interval_table`."""
+    lines = []
+    cells = clips[clips["method"] == method]
+    for fmt in (f for f in dict.fromkeys(cells["format"]) if f != reference):
+        parts, n = [], 0
+        for m in _VERDICT_METRICS:
+            diff = _paired(clips, method, fmt, m, method, reference)
+            if diff is None:
+                continue
+            here, there = cells[cells["format"] == fmt], cells[cells["format"] == reference]
+            floors = [_column_mean(here, f"jitter_{m}"), _column_mean(there, f"jitter_{m}")]
+            floors += [] if m in FIDELITY_METRICS else [_column_mean(here, f"floor_{m}")]
+            threshold = max((f for f in floors if np.isfinite(f)), default=None)
+            parts.append(f"{m} {diff.mean:+.3g}{_UNITS[m]} [{diff.low:+.3g}, {diff.high:+.3g}] "
+                         f"({_SIG_WORDS[marker(diff, threshold)]})")
+            n = max(n, diff.n)
+        if parts:
+            lines.append(f"{method} {fmt} vs {method} {reference} over {n} clips: " + "; ".join(parts) + ".")
+    return lines
 
 
 def interval_table(clips: pd.DataFrame, baseline: str | None = BASELINE) -> pd.DataFrame:
@@ -264,8 +294,9 @@ def _column_mean(df: pd.DataFrame, column: str) -> float:
     return float(values.mean()) if len(values) else float("nan")
 
 
-_UNITS = {"psnr": " dB", "traj_err_px": " px/frame", "colour_de": " ΔE"}
-_VERDICT_METRICS = ("psnr", "traj_err_px", "colour_de")
+_UNITS = {"psnr": " dB", "traj_err_px": " px/frame", "colour_de": " ΔE", "traj_drift_px": " px",
+          "colour_drift_de": " ΔE"}
+_VERDICT_METRICS = ("psnr", "traj_drift_px", "colour_drift_de", "traj_err_px", "colour_de")
 _SIG_WORDS = {"*": "real", "~": "below the noise floor or jitter", "": "not significant"}
 
 
@@ -376,6 +407,17 @@ def main(argv=None) -> int:
     return 0
 
 
+def _format_section(clips: pd.DataFrame) -> str:
+    """The markdown paragraph comparing RTN across formats (empty without two formats with per-clip rows)."""
+    lines = format_verdict(clips) if len(clips) else []
+    if not lines:
+        return ""
+    return (f"**Formats against {REFERENCE_FORMAT}** ({BASELINE} in both, paired on the same prompts and seeds; "
+            "traj_drift_px / colour_drift_de: the object's centroid distance and colour difference against the "
+            "float clip's object, where the float model's own error against the prompt cancels):\n\n"
+            + "\n".join(f"- {line}" for line in lines) + "\n\n")
+
+
 def _older_cells_note(cells: pd.DataFrame, clips: pd.DataFrame) -> str:
     """Which cells have the deterministic metrics only (no per-clip video rows: no video eval here)."""
     with_clips = set(zip(clips["method"], clips["format"])) if len(clips) else set()
@@ -419,7 +461,9 @@ def write_tables(stem: Path, task: str, cells: pd.DataFrame, clips: pd.DataFrame
           "higher is better; teacher-forced relative error of the denoiser prediction, lower is better); they "
           "reproduce across CPUs.\n\n"
           "Video metrics, per clip then averaged: `mean [95 % bootstrap interval]` over the clips. psnr / ssim / "
-          "flicker_error: against the float model's clip at the same prompt and seed; traj_err_px: the object "
+          "flicker_error: against the float model's clip at the same prompt and seed; traj_drift_px / "
+          "colour_drift_de: the object's mean centroid distance (pixels) and CIEDE2000 colour difference against "
+          "the float clip's object; traj_err_px: the object "
           "centroid's motion against the prompt's (pixels per frame); colour_de: CIEDE2000 ΔE of the object's "
           "colour against the prompt's. *floor*: the same metric for the float model with its latent nudged by one "
           "ulp after the first step (for the task errors: how far that nudge moves them) — `≤floor` marks a cell "
@@ -430,6 +474,7 @@ def write_tables(stem: Path, task: str, cells: pd.DataFrame, clips: pd.DataFrame
           "the difference exceeds the jitter (and, for task errors, the floor), `~` it excludes 0 but is below "
           "them, nothing: not significant.\n\n"
           + "\n".join(f"- {line.strip()}" for line in verdict(intervals, cells)) + "\n\n"
+          + _format_section(clips)
           + interval_markdown(intervals, cells)
           + "\n\n## Per-cell summary (means)\n\n" + _older_cells_note(cells, clips)
           + cells.to_markdown(index=False, floatfmt=".4g") + "\n")

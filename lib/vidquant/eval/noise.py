@@ -9,7 +9,8 @@ below any rounding difference between two CPUs. The floor of a metric is then
 - for fidelity against the float clip (PSNR, SSIM, flicker error): the metric of the nudged float clip against
   the float clip — a quantized model that scores at or beyond it is indistinguishable from the float model;
 - for task errors against the prompt (trajectory, ΔE): ``|error(nudged) - error(float)|`` — how far the error
-  moves under the harmless perturbation; a difference between methods smaller than this is not a finding.
+  moves under the harmless perturbation; a difference between methods smaller than this is not a finding;
+- for task drift against the float clip's object (centroid distance, ΔE): the drift of the nudged float clip.
 
 On the tiny models the float model is *not* chaotic at this scale (its nudged clip sits ~130 dB from the
 original): the chaos comes from the quantizers, where a one-ulp change flips a rounding decision somewhere and
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from vidquant.eval.metrics import video_fidelity
-from vidquant.eval.task import task_errors
+from vidquant.eval.task import DRIFT_METRICS, task_drift, task_errors
 
 __all__ = ["EvalPlan", "nudge_first_latent", "floor_metrics", "jitter_metrics", "FIDELITY_FLOOR", "JITTER_CLIPS",
            "TASK_FLOOR"]
@@ -79,10 +80,13 @@ def floor_metrics(nudged: np.ndarray, reference: np.ndarray, prompt: str) -> dic
     row = {f"floor_{k}": fidelity[k] for k in FIDELITY_FLOOR}
     nudged_err, float_err = task_errors(nudged, prompt), task_errors(reference, prompt)
     row.update({f"floor_{k}": abs(nudged_err[k] - float_err[k]) for k in nudged_err})
+    if nudged_err:  # a procedural prompt: the object is there to track
+        row.update({f"floor_{k}": v for k, v in task_drift(nudged, reference).items()})
     return row
 
 
 def jitter_metrics(nudged_row: dict, row: dict) -> dict[str, float]:
     """``jitter_<metric>``: ``|nudged - original|`` for the fidelity and task metrics of two ``video_metrics``
     rows of the same quantized model (original and nudged latent) against the same float clip and prompt."""
-    return {f"jitter_{k}": abs(nudged_row[k] - row[k]) for k in (*FIDELITY_FLOOR, *TASK_FLOOR) if k in row}
+    return {f"jitter_{k}": abs(nudged_row[k] - row[k]) for k in (*FIDELITY_FLOOR, *TASK_FLOOR, *DRIFT_METRICS)
+            if k in row}

@@ -100,7 +100,7 @@ def _ranking(report: dict, fmt: str, metric: str) -> str:
     return " > ".join(f"{k.split('/')[0]} ({report[k][metric]:.4g})" for k in cells)
 
 
-VIDEO_METRICS = ("psnr", "traj_err_px", "colour_de")
+VIDEO_METRICS = ("psnr", "traj_drift_px", "colour_drift_de", "traj_err_px", "colour_de")
 
 
 def video_overlap(task: str, roots: tuple[Path, Path], methods: list[str], formats: list[str]):
@@ -114,7 +114,7 @@ def video_overlap(task: str, roots: tuple[Path, Path], methods: list[str], forma
               for root in roots]
     rows = []
     for key in tables[0].index.intersection(tables[1].index):
-        for m in VIDEO_METRICS:
+        for m in (m for m in VIDEO_METRICS if m in tables[0] and m in tables[1]):  # older runs lack some
             a, b = tables[0].loc[key], tables[1].loc[key]
             row = {"method": key[0], "format": key[1], "metric": m, "n_clips": int(a["n_clips"]),
                    "a": f"{a[m]:.4g} [{a[f'{m}_lo']:.4g}, {a[f'{m}_hi']:.4g}]",
