@@ -7,11 +7,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter, shift
-
-from vidquant.data.procedural import eval_prompt_set
 from skimage.color import deltaE_ciede2000, rgb2lab
 
-from vidquant.data.procedural import COLOURS
+from vidquant.data.procedural import COLOURS, eval_prompt_set
 from vidquant.eval.task import (
     centroid_track,
     colour_error,
