@@ -26,14 +26,14 @@ T2V = ROOT / "configs/quantization/video_gen/tiny_t2v"
 def test_notebook_config_maps_parameters(tmp_path):
     cfg = variants.notebook_config(T2V / "smoothquant_w_a.yaml", model_path="m", calib_path="c", eval_path="e",
                              output_dir=tmp_path, seed=7, height=32, width=48, num_frames=5, num_inference_steps=3,
-                             sample_steps=2, num_eval_samples=1, save_lightx2v=False,
+                             sample_steps=2, num_eval_samples=1, eval_seeds=(42, 43), save_lightx2v=False,
                              overrides={"quant.video_gen.special.alpha": 0.6})
     ev = cfg.evals[0]
     assert (cfg.model.path, cfg.calib.path, ev.path, cfg.base.seed) == ("m", "c", "e", 7)
     for section in (cfg.calib, ev):
         assert (section.target_height, section.target_width, section.num_frames, section.num_inference_steps) == \
             (32, 48, 5, 3)
-    assert cfg.calib.sample_steps == 2 and ev.num_samples == 1
+    assert cfg.calib.sample_steps == 2 and ev.num_samples == 1 and list(ev.seeds) == [42, 43]
     assert cfg.save.save_path == str(tmp_path) and not cfg.save.save_lightx2v
     assert ev.output_video_path == str(tmp_path / "videos")
     assert cfg.quant.video_gen.special["alpha"] == 0.6
@@ -158,6 +158,22 @@ def test_clip_pair_and_clips_of():
     assert list(clips) == ["float", "SQ", "RTN"] and clips["RTN"] is c
     with pytest.raises(ValueError, match="no eval clips"):
         compare.clip_pair(SimpleNamespace(videos={}))
+
+
+def test_run_intervals_pair_runs_on_the_same_clips():
+    """Two runs over 16 prompts × 2 seeds whose PSNR differs by 2 dB in every clip on top of a shared 3 dB prompt
+    spread: the unpaired intervals overlap, the paired difference against the baseline run is +2 dB and real."""
+    rng = np.random.default_rng(0)
+    spread = rng.normal(0, 3, 32)
+    def run(shift):
+        vm = pd.DataFrame({"eval": "e", "sample": np.arange(32) % 16, "seed": np.arange(32) // 16,
+                           "psnr": 40 + shift + spread + rng.normal(0, 0.05, 32)})
+        return SimpleNamespace(video_metrics=vm, summary={"mean_sqnr_db": 40.0 + shift})
+    table = compare.run_intervals({"SQ": run(2.0), "RTN": run(0.0)}, baseline="RTN")
+    assert list(table.index) == ["SQ", "RTN"] and list(table["clips"]) == [32, 32]
+    assert table.loc["SQ", "Δpsnr vs RTN"].startswith("+2") and table.loc["SQ", "Δpsnr vs RTN"].endswith("*")
+    assert table.loc["RTN", "Δpsnr vs RTN"] == "" and table.loc["SQ", "mean_sqnr_db"] == "42"
+    assert compare.run_intervals({"RTN": SimpleNamespace(video_metrics=pd.DataFrame(), summary={})}).empty
 
 
 def test_fidelity_table():

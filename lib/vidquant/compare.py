@@ -13,7 +13,7 @@ import pandas as pd
 from vidquant.config import Config
 
 __all__ = ["clip_pair", "clips_of", "generate_clips", "generate_eval_clips", "fidelity_table", "run_summary",
-           "method_layers", "method_timesteps"]
+           "run_intervals", "method_layers", "method_timesteps"]
 
 
 def clip_pair(result, index: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -90,6 +90,22 @@ def run_summary(results: Mapping[str, Any]) -> pd.DataFrame:
         s = result.summary
         rows.append({"run": label, **{k: s[k] for k in _SUMMARY_KEYS if k in s}})
     return pd.DataFrame(rows).set_index("run")
+
+
+def run_intervals(results: Mapping[str, Any], baseline: str | None = None) -> pd.DataFrame:
+    """The video metrics of several runs (`{label: RunResult}`) with their 95 % bootstrap intervals over the
+    clips (prompts × seeds), noise floor and jitter where the runs measured them, and the paired difference
+    against the run labelled `baseline` on the same prompts and seeds (`vidquant.tables.interval_table`; `*`: the
+    difference is real, `~`: below the floor or jitter). Empty when no run has per-clip video metrics."""
+    from vidquant.tables import interval_rows, interval_table
+
+    frames = [r.video_metrics.assign(method=label, format="") for label, r in results.items()
+              if not r.video_metrics.empty]
+    if not frames:
+        return pd.DataFrame()
+    table = interval_table(pd.concat(frames, ignore_index=True), baseline)
+    cells = pd.DataFrame([{"method": label, "format": "", **r.summary} for label, r in results.items()])
+    return interval_rows(table, cells, baseline or "", label="run").set_index("run")
 
 
 def method_layers(results: Mapping[str, Any]) -> pd.DataFrame:

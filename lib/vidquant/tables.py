@@ -327,15 +327,21 @@ def _fmt(x: float) -> str:
 
 def interval_markdown(table: pd.DataFrame, cells: pd.DataFrame, baseline: str = BASELINE,
                       label: str = "method") -> str:
+    """The headline table (:func:`interval_rows`) in markdown."""
+    if table.empty:
+        return "(no cell with per-clip video metrics)"
+    return interval_rows(table, cells, baseline, label).to_markdown(index=False)
+
+
+def interval_rows(table: pd.DataFrame, cells: pd.DataFrame, baseline: str = BASELINE,
+                  label: str = "method") -> pd.DataFrame:
     """The headline table: deterministic metrics first (the primary ranking), then each video metric as
     ``mean [lo, hi]``, its floor, and ``Δ vs <baseline> [lo, hi] marker`` (``label``: the name of the first
     column; an all-empty format column is left out)."""
-    if table.empty:
-        return "(no cell with per-clip video metrics)"
     det = cells.set_index(["method", "format"])
     lines = []
     for _, r in table.iterrows():
-        out = {"method": r["method"], "format": r["format"]}
+        out = {"method": r["method"], "format": r["format"], "clips": int(r["n_clips"])}
         key = (r["method"], r["format"])
         for c in ("mean_sqnr_db", "mean_timestep_rel_err"):
             out[c] = _fmt(det.loc[key, c]) if key in det.index and c in det else "–"
@@ -354,7 +360,7 @@ def interval_markdown(table: pd.DataFrame, cells: pd.DataFrame, baseline: str = 
     df = pd.DataFrame(lines).rename(columns={"method": label})
     if (df["format"] == "").all():
         df = df.drop(columns="format")
-    return df.to_markdown(index=False)
+    return df
 
 
 def main(argv=None) -> int:

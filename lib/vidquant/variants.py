@@ -6,7 +6,7 @@ bit widths): LLMC YAML in, `vidquant.config.Config` out, so `vidquant.run.quanti
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ def notebook_config(
     num_inference_steps: int | None = None,
     sample_steps: int | None = None,
     num_eval_samples: int | None = None,
+    eval_seeds: Sequence[int] | None = None,
     save_lightx2v: bool | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Config:
@@ -39,7 +40,8 @@ def notebook_config(
     `seed` → base.seed; `height`, `width`, `num_frames`, `num_inference_steps` → the calib and every
     eval section (target_height, target_width, num_frames, num_inference_steps); `sample_steps` →
     calib.sample_steps; `num_eval_samples` → every eval section's num_samples (the first N prompts of the eval
-    set); `output_dir` → save.save_path and every eval section's output_video_path
+    set); `eval_seeds` → every eval section's seeds (each prompt once per seed: the clips the intervals of
+    `vidquant.compare.run_intervals` are taken over); `output_dir` → save.save_path and every eval section's output_video_path
     (``<output_dir>/videos``); `save_lightx2v` → save.save_lightx2v. `overrides` are dotted fields applied
     last, exactly as ``vidquant quantize --set`` (e.g. ``{"quant.video_gen.special.alpha": 0.8}``).
     """
@@ -69,6 +71,8 @@ def notebook_config(
             section["path"] = str(eval_path)
         if num_eval_samples is not None:
             section["num_samples"] = int(num_eval_samples)
+        if eval_seeds is not None:
+            section["seeds"] = [int(s) for s in eval_seeds]
         if output_dir is not None:
             section["output_video_path"] = str(Path(output_dir) / "videos")
     if output_dir is not None:
