@@ -42,8 +42,8 @@ def notebook_config(
     calib.sample_steps; `num_eval_samples` → every eval section's num_samples (the first N prompts of the eval
     set); `eval_seeds` → every eval section's seeds (each prompt once per seed: the clips the intervals of
     `vidquant.compare.run_intervals` are taken over); `output_dir` → save.save_path and every eval section's
-    output_video_path (``<output_dir>/videos``); `save_lightx2v` → save.save_lightx2v. `overrides` are dotted fields applied
-    last, exactly as ``vidquant quantize --set`` (e.g. ``{"quant.video_gen.special.alpha": 0.8}``).
+    output_video_path (``<output_dir>/videos``); `save_lightx2v` → save.save_lightx2v. `overrides` are dotted
+    fields applied last, exactly as ``vidquant quantize --set`` (e.g. ``{"quant.video_gen.special.alpha": 0.8}``).
     """
     path = Path(config)
     if not path.is_file():
