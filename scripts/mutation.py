@@ -13,6 +13,7 @@ one-line reason) counted as equivalent rather than surviving.
     python scripts/mutation.py                 # every group
     python scripts/mutation.py quant gptq      # some groups
     python scripts/mutation.py --survivors quant  # re-test only the last run's survivors (after new tests)
+    python scripts/mutation.py --unrun awq      # only the mutants an interrupted run did not reach
     python scripts/mutation.py --summary-only  # rebuild summary.md from the group files
 """
 
@@ -114,20 +115,21 @@ def _common_config() -> dict:
 
 
 def run_group(group: str, max_children: int, survivors_only: bool = False, collect_only: bool = False,
-              only: list[str] | None = None) -> dict:
+              only: list[str] | None = None, unrun_only: bool = False) -> dict:
     """Run mutmut on one group (only the previous run's survivors with survivors_only, only the mutants whose
     names match the globs in `only`) and record verdicts; collect_only records the verdicts an interrupted run
     left in .mutation/<group> (unrun ones: not checked). A partial run's verdicts update the previous record's."""
     previous = OUT / f"{group}.json"
     names = list(only or [])
-    if survivors_only and previous.exists():
-        names += [n for n, s in json.loads(previous.read_text())["verdicts"].items() if s in ("survived", "no tests")]
+    wanted = (("survived", "no tests") if survivors_only else ()) + (("not checked",) if unrun_only else ())
+    if wanted and previous.exists():
+        names += [n for n, s in json.loads(previous.read_text())["verdicts"].items() if s in wanted]
     root = STAGE / group if collect_only else stage(group)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the staged copy, not lib/, is imported
     mutmut = [sys.executable, "-m", "mutmut"]
     started = dt.datetime.now(dt.timezone.utc)
-    if survivors_only and not names:
-        print(f"{group}: no survivors to re-run")
+    if wanted and not names:
+        print(f"{group}: no {' or '.join(wanted)} mutants to run")
         return json.loads(previous.read_text())
     if not collect_only:
         subprocess.run([*mutmut, "run", "--max-children", str(max_children), *names], cwd=root, env=env,
@@ -154,6 +156,7 @@ def run_group(group: str, max_children: int, survivors_only: bool = False, colle
     diffs = {name: old.get("survivor_diffs", {}).get(name) or _diff(mutmut, root, env, name)
              for name, status in verdicts.items() if status == "survived"}
     mode = "--collect " if collect_only else "--survivors " if survivors_only else ""
+    mode += "--unrun " if unrun_only else ""
     mode += "".join(f"--only '{g}' " for g in only or [])
     this_run = {"command": f"python scripts/mutation.py {mode}{group} "
                            f"(mutmut run --max-children {max_children} in .mutation/{group})"
@@ -280,13 +283,15 @@ def main() -> None:
                         help="run only the mutants whose names match (repeatable; e.g. '*fold_smoothing*')")
     parser.add_argument("--survivors", action="store_true",
                         help="re-run only the previous run's surviving and untested mutants (after adding tests)")
+    parser.add_argument("--unrun", action="store_true",
+                        help="run only the mutants the previous record has not checked (an interrupted run's rest)")
     args = parser.parse_args()
     unknown = sorted(set(args.groups) - set(GROUPS))
     if unknown:
         parser.error(f"unknown group(s) {unknown}; choose from {list(GROUPS)}")
     if not args.summary_only:
         for group in args.groups or list(GROUPS):
-            run_group(group, args.max_children, args.survivors, args.collect, args.only)
+            run_group(group, args.max_children, args.survivors, args.collect, args.only, args.unrun)
     print(f"wrote {write_summary()}")
 
 
