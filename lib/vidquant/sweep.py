@@ -526,7 +526,7 @@ def sweep(
                 {"kernel": kernel, "publish": copy, "force": force, "timeout": timeout, "echo_output": True})
 
     runs = run_all(run_notebook, pending, call, jobs, out=out, name=stem, echo=echo,
-                    on_finish=lambda done: aggregate(done, tables, stem, disk=Path(out) / stem, baseline=baseline))
+                   on_finish=lambda done: aggregate(done, tables, stem, disk=Path(out) / stem, baseline=baseline))
     return runs, aggregate(runs, tables, stem, disk=Path(out) / stem, baseline=baseline)
 
 
@@ -679,7 +679,7 @@ def quantize_grid(
         return (run.notebook.absolute(), run.run_dir.absolute(), run.params, fixed), {"force": force}
 
     runs = run_all(quantize_run, pending, call, jobs, out=out, name=name, echo=echo,
-                    on_finish=lambda done: aggregate(done, tables, name, disk=folder, baseline=baseline))
+                   on_finish=lambda done: aggregate(done, tables, name, disk=folder, baseline=baseline))
     return runs, aggregate(runs, tables, name, disk=folder, baseline=baseline)
 
 
