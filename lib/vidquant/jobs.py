@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JobOptions", "Run", "SweepError", "add_job_arguments", "job_options", "run_all", "run_jobs",
-           "status_line"]
+__all__ = ["JobOptions", "Run", "SweepError", "add_job_arguments", "job_options", "progress_bar", "run_all",
+           "run_jobs", "status_line"]
 
 EXECUTORS = ("local", "submitit")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -157,23 +157,52 @@ Call = tuple[Callable[..., Run], Sequence[Any], dict[str, Any]]
 
 
 def run_all(fn: Callable[..., Run], pending: Sequence[Run], call: Callable[[Run], tuple[tuple, dict]],
-             jobs: JobOptions | None, *, out: str | os.PathLike, name: str, on_finish, echo) -> list[Run]:
+            jobs: JobOptions | None, *, out: str | os.PathLike, name: str, on_finish, echo, bar=None) -> list[Run]:
     """`fn(*args, **kwargs)` for each pending run (`call` gives the arguments): in this process, one after
-    another, or as submitit jobs (re-aggregating with `on_finish` as each finishes)."""
+    another, or as submitit jobs (re-aggregating with `on_finish` as each finishes). `bar` (:func:`progress_bar`)
+    advances as each run finishes; the status lines print above it."""
+    if bar is not None:
+        echo = _above(bar, echo)
     if jobs is not None and not jobs.in_process:
         jobs.check()
         folder = jobs.logs or default_folder(Path(out), name)
         calls = [(fn, *call(run)) for run in pending]
         echo(f"{len(calls)} job(s) via submitit, at most {jobs.max_parallel} at once; logs: {folder}")
-        return run_jobs(pending, calls, jobs, folder=Path(folder), name=name, on_finish=on_finish, echo=echo)
+
+        def finished(done: list[Run]) -> None:
+            if bar is not None:
+                bar.update()
+            if on_finish is not None:
+                on_finish(done)
+
+        return run_jobs(pending, calls, jobs, folder=Path(folder), name=name, on_finish=finished, echo=echo)
     runs = []
     for i, run in enumerate(pending, 1):
         echo(f"[{i}/{len(pending)}] {name} {run.slug} ...", flush=True)  # its cells' progress follows
         args, kwargs = call(run)
         run = fn(*args, **kwargs)
         echo(f"[{i}/{len(pending)}] {name} {run.slug}: {status_line(run)}")
+        if bar is not None:
+            bar.update()
         runs.append(run)
     return runs
+
+
+def progress_bar(total: int, desc: str, unit: str = "run"):
+    """A tqdm bar over a grid's runs for :func:`run_all`. Shown in a terminal only (tqdm's ``disable=None``): in a
+    log, the status lines alone say the same, one line per run."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=None)
+
+
+def _above(bar, echo):
+    """`echo` printing above `bar` (tqdm clears the bars, prints, draws them again)."""
+    def say(*args, **kwargs):
+        with bar.external_write_mode():
+            echo(*args, **kwargs)
+
+    return say
 
 
 def run_jobs(pending: Sequence[Run], calls: Sequence[Call], opts: JobOptions, *, folder: Path, name: str,

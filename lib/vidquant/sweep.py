@@ -48,7 +48,16 @@ import pandas as pd
 
 from vidquant.config import ConfigError, parse_scalar
 from vidquant.fsutil import clean_stale, fresh_sibling, repo_root, write_text_atomic
-from vidquant.jobs import JobOptions, Run, SweepError, add_job_arguments, job_options, run_all, status_line
+from vidquant.jobs import (
+    JobOptions,
+    Run,
+    SweepError,
+    add_job_arguments,
+    job_options,
+    progress_bar,
+    run_all,
+    status_line,
+)
 from vidquant.records import read_metrics
 
 __all__ = ["Run", "SweepError", "expand_grid", "parse_value", "slug", "notebook_parameters", "run_notebook",
@@ -678,8 +687,9 @@ def quantize_grid(
     def call(run: Run) -> tuple[tuple, dict]:
         return (run.notebook.absolute(), run.run_dir.absolute(), run.params, fixed), {"force": force}
 
-    runs = run_all(quantize_run, pending, call, jobs, out=out, name=name, echo=echo,
-                   on_finish=lambda done: aggregate(done, tables, name, disk=folder, baseline=baseline))
+    with progress_bar(len(pending), name) as bar:
+        runs = run_all(quantize_run, pending, call, jobs, out=out, name=name, echo=echo, bar=bar,
+                       on_finish=lambda done: aggregate(done, tables, name, disk=folder, baseline=baseline))
     return runs, aggregate(runs, tables, name, disk=folder, baseline=baseline)
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from vidquant.eval.intervals import BASELINE, interval_markdown, interval_table
 from vidquant.eval.noise import EvalPlan
-from vidquant.jobs import Run, SweepError, add_job_arguments, job_options, run_all
+from vidquant.jobs import Run, SweepError, add_job_arguments, job_options, progress_bar, run_all
 from vidquant.sweep import point_config, quantize_run
 
 FORMATS: dict[str, dict] = {
@@ -180,9 +180,11 @@ def build_table(task: str, out_root: Path, methods=None, formats=None, model_pat
 
     name = f"tables-{task}"
     runs = []
-    for batch in (pending[:1], pending[1:]):  # the first cell fills the shared cache
-        if batch:
-            runs += run_all(quantize_run, batch, call, jobs, out=out_root, name=name, on_finish=None, echo=echo)
+    with progress_bar(len(pending), f"{task} table", unit="cell") as bar:
+        for batch in (pending[:1], pending[1:]):  # the first cell fills the shared cache
+            if batch:
+                runs += run_all(quantize_run, batch, call, jobs, out=out_root, name=name, on_finish=None, echo=echo,
+                                bar=bar)
     failed = [r for r in runs if r.status == "failed"]
     for r in failed:
         logs = f" (logs: {', '.join(map(str, r.logs))})" if getattr(r, "logs", None) else ""
