@@ -396,6 +396,7 @@ def run_moe(args: argparse.Namespace) -> Path:
                       "(vidquant quantize splits at the model's boundary_ratio)", stacklevel=2)
     pipe.register_to_config(boundary_ratio=moe_cfg["boundary"])  # the JSON's boundary wins, as in lightx2v
     _apply_shift(pipe, first.sample_shift)
+    pipe.set_progress_bar_config(desc="denoising")  # the one long step: its bar shows
     print(f"vidquant infer: wan2.2_moe {args.task}, boundary {moe_cfg['boundary']}, guidance {moe_cfg['guidance']}, "
           + ", ".join(f"{n}: {s.quantized_ckpt}" for n, s in settings.items()))
     clip = moe.generate_moe(pipe, first, moe_cfg["guidance"], args.prompt, args.negative_prompt, args.image_path)
@@ -416,6 +417,7 @@ def run(args: argparse.Namespace) -> Path:
           f"{settings.device}, {str(settings.dtype).removeprefix('torch.')}")
     t0 = time.time()
     pipe = load_runtime_pipeline(settings)
+    pipe.set_progress_bar_config(desc="denoising")  # the one long step: its bar shows
     t1 = time.time()
     clip = generate(pipe, settings, args.prompt, args.negative_prompt, args.image_path)
     from vidquant.eval.video import save_video
