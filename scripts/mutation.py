@@ -38,7 +38,7 @@ EQUIVALENT = OUT / "equivalent.json"
 
 #: group -> (files under lib/vidquant to mutate, the fast tests that exercise them).
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
-    "quant": (["quant/quantizer.py"], ["tests/test_quantizer.py", "tests/test_quant_linear.py"]),
+    "quant": (["quant/quantizer.py", "quant/builders.py"], ["tests/test_quantizer.py", "tests/test_quant_linear.py"]),
     "gptq": (["algos/gptq.py"], ["tests/test_gptq.py"]),
     "smoothing": (["algos/smoothquant.py", "algos/fold.py", "algos/base.py", "algos/rtn.py"],
                   ["tests/test_smoothquant.py", "tests/test_layer_metrics.py", "tests/test_block_context.py"]),
