@@ -124,7 +124,7 @@ def run_group(group: str, max_children: int, survivors_only: bool = False, colle
     previous = OUT / f"{group}.json"
     names = list(only or [])
     if stale_only and previous.exists():
-        names += stale_globs(json.loads(previous.read_text()))
+        names += stale_globs(json.loads(previous.read_text()), GROUPS[group][0])
         if not names:  # the verdicts describe the current code: say so
             record = json.loads(previous.read_text())
             record["source_sha"] = {f: source_sha(f) for f in GROUPS[group][0]}
@@ -185,7 +185,7 @@ def run_group(group: str, max_children: int, survivors_only: bool = False, colle
     return record
 
 
-def stale_globs(record: dict) -> list[str]:
+def stale_globs(record: dict, files: list[str]) -> list[str]:
     """Mutant-name globs for the functions whose code changed since a group record's verdicts were obtained: the
     rest keep their verdicts, as mutmut's own incremental runs keep those of functions whose hash is unchanged.
     The version the verdicts describe is found in git history by the record's source_sha, or (records older than
@@ -197,7 +197,10 @@ def stale_globs(record: dict) -> list[str]:
         if sha == source_sha(file):
             continue
         module = "vidquant." + file[:-3].replace("/", ".")
-        old = _source_with_sha(file, sha) if sha else _source_before_first_run(file, record)
+        if file not in record["files"]:
+            old = None
+        else:
+            old = _source_with_sha(file, sha) if sha else _source_before_first_run(file, record)
         if old is None:
             globs.append(f"{module}.x*")
             continue
