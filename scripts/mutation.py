@@ -189,10 +189,10 @@ def stale_globs(record: dict, files: list[str]) -> list[str]:
     """Mutant-name globs for the functions whose code changed since a group record's verdicts were obtained: the
     rest keep their verdicts, as mutmut's own incremental runs keep those of functions whose hash is unchanged.
     The version the verdicts describe is found in git history by the record's source_sha, or (records older than
-    source_sha) as the file committed before the record's first full run. A file whose version is not found is
-    stale as a whole."""
+    source_sha) as the file committed before the record's first full run. A file of `files` whose version is not
+    found, or that the record does not cover, is stale as a whole."""
     globs = []
-    for file in record["files"]:
+    for file in files:
         sha = record.get("source_sha", {}).get(file)
         if sha == source_sha(file):
             continue
