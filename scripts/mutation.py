@@ -13,6 +13,8 @@ one-line reason) counted as equivalent rather than surviving.
     python scripts/mutation.py                 # every group
     python scripts/mutation.py quant gptq      # some groups
     python scripts/mutation.py --survivors quant  # re-test only the last run's survivors (after new tests)
+    python scripts/mutation.py --unrun awq      # only the mutants an interrupted run did not reach
+    python scripts/mutation.py --stale quant    # only the mutants of functions changed since the verdicts
     python scripts/mutation.py --summary-only  # rebuild summary.md from the group files
 """
 
@@ -36,7 +38,7 @@ EQUIVALENT = OUT / "equivalent.json"
 
 #: group -> (files under lib/vidquant to mutate, the fast tests that exercise them).
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
-    "quant": (["quant/quantizer.py"], ["tests/test_quantizer.py", "tests/test_quant_linear.py"]),
+    "quant": (["quant/quantizer.py", "quant/builders.py"], ["tests/test_quantizer.py", "tests/test_quant_linear.py"]),
     "gptq": (["algos/gptq.py"], ["tests/test_gptq.py"]),
     "smoothing": (["algos/smoothquant.py", "algos/fold.py", "algos/base.py", "algos/rtn.py"],
                   ["tests/test_smoothquant.py", "tests/test_layer_metrics.py", "tests/test_block_context.py"]),
@@ -114,20 +116,30 @@ def _common_config() -> dict:
 
 
 def run_group(group: str, max_children: int, survivors_only: bool = False, collect_only: bool = False,
-              only: list[str] | None = None) -> dict:
+              only: list[str] | None = None, unrun_only: bool = False, stale_only: bool = False) -> dict:
     """Run mutmut on one group (only the previous run's survivors with survivors_only, only the mutants whose
     names match the globs in `only`) and record verdicts; collect_only records the verdicts an interrupted run
-    left in .mutation/<group> (unrun ones: not checked). A partial run's verdicts update the previous record's."""
+    left in .mutation/<group> (unrun ones: not checked). A partial run's verdicts update the previous record's.
+    stale_only runs the mutants of the functions changed since the record's verdicts (`stale_globs`)."""
     previous = OUT / f"{group}.json"
     names = list(only or [])
-    if survivors_only and previous.exists():
-        names += [n for n, s in json.loads(previous.read_text())["verdicts"].items() if s in ("survived", "no tests")]
+    if stale_only and previous.exists():
+        names += stale_globs(json.loads(previous.read_text()), GROUPS[group][0])
+        if not names:  # the verdicts describe the current code: say so
+            record = json.loads(previous.read_text())
+            record["source_sha"] = {f: source_sha(f) for f in GROUPS[group][0]}
+            previous.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+            print(f"{group}: no function changed since its verdicts")
+            return record
+    wanted = (("survived", "no tests") if survivors_only else ()) + (("not checked",) if unrun_only else ())
+    if wanted and previous.exists():
+        names += [n for n, s in json.loads(previous.read_text())["verdicts"].items() if s in wanted]
     root = STAGE / group if collect_only else stage(group)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the staged copy, not lib/, is imported
     mutmut = [sys.executable, "-m", "mutmut"]
     started = dt.datetime.now(dt.timezone.utc)
-    if survivors_only and not names:
-        print(f"{group}: no survivors to re-run")
+    if wanted and not names:
+        print(f"{group}: no {' or '.join(wanted)} mutants to run")
         return json.loads(previous.read_text())
     if not collect_only:
         subprocess.run([*mutmut, "run", "--max-children", str(max_children), *names], cwd=root, env=env,
@@ -150,15 +162,18 @@ def run_group(group: str, max_children: int, survivors_only: bool = False, colle
                      if not (s == "not checked" and verdicts.get(n, "timeout") != "timeout")})
     # the source each file's verdicts were obtained on: a partial run keeps the earlier run's for a file it had
     had = {module_of(n) for n in old.get("verdicts", {})}
-    sha = {f: (old.get("source_sha", {}).get(f) if f in had else source_sha(f)) for f in GROUPS[group][0]}
+    sha = {f: (old.get("source_sha", {}).get(f) if f in had and not stale_only else source_sha(f))
+           for f in GROUPS[group][0]}
     diffs = {name: old.get("survivor_diffs", {}).get(name) or _diff(mutmut, root, env, name)
              for name, status in verdicts.items() if status == "survived"}
     mode = "--collect " if collect_only else "--survivors " if survivors_only else ""
+    mode += "--unrun " if unrun_only else ""
+    mode += "--stale " if stale_only else ""
     mode += "".join(f"--only '{g}' " for g in only or [])
     this_run = {"command": f"python scripts/mutation.py {mode}{group} "
                            f"(mutmut run --max-children {max_children} in .mutation/{group})"
                            + (", interrupted: verdicts collected from the stage" if collect_only else ""),
-                "mutants_run": _count(listing, only) if only else len(names) if names else "all",
+                "mutants_run": _count(listing, names) if names else "all",
                 "date": started.strftime("%Y-%m-%d %H:%M UTC"),
                 "seconds": round(seconds), "cpu": cpu_name()}
     earlier = old.get("runs", [])
@@ -168,6 +183,77 @@ def run_group(group: str, max_children: int, survivors_only: bool = False, colle
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{group}.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     return record
+
+
+def stale_globs(record: dict, files: list[str]) -> list[str]:
+    """Mutant-name globs for the functions whose code changed since a group record's verdicts were obtained: the
+    rest keep their verdicts, as mutmut's own incremental runs keep those of functions whose hash is unchanged.
+    The version the verdicts describe is found in git history by the record's source_sha, or (records older than
+    source_sha) as the file committed before the record's first full run. A file of `files` whose version is not
+    found, or that the record does not cover, is stale as a whole."""
+    globs = []
+    for file in files:
+        sha = record.get("source_sha", {}).get(file)
+        if sha == source_sha(file):
+            continue
+        module = "vidquant." + file[:-3].replace("/", ".")
+        if file not in record["files"]:
+            old = None
+        else:
+            old = _source_with_sha(file, sha) if sha else _source_before_first_run(file, record)
+        if old is None:
+            globs.append(f"{module}.x*")
+            continue
+        before, now = _functions(old), _functions((REPO / "lib" / "vidquant" / file).read_text())
+        for name, code in now.items():
+            if before.get(name) != code:
+                cls, _, fn = name.rpartition(".")
+                globs.append(f"{module}.xǁ{cls}ǁ{fn}__mutmut_*" if cls else f"{module}.x_{fn}__mutmut_*")
+    return globs
+
+
+def _source_before_first_run(file: str, record: dict) -> str | None:
+    """lib/vidquant/<file> as committed before the record's first run over all mutants."""
+    dates = [r["date"] for r in record.get("runs", []) if r.get("mutants_run") == "all" and "--collect" not in
+             r["command"]]
+    if not dates:
+        return None
+    path = f"lib/vidquant/{file}"
+    before = dates[0].replace(" UTC", " +0000")
+    commit = subprocess.run(["git", "log", "-1", "--format=%H", f"--before={before}", "--", path], cwd=REPO,
+                            capture_output=True, text=True).stdout.strip()
+    if not commit:
+        return None
+    return subprocess.run(["git", "show", f"{commit}:{path}"], cwd=REPO, capture_output=True, text=True).stdout
+
+
+def _source_with_sha(file: str, sha: str) -> str | None:
+    """The committed version of lib/vidquant/<file> whose source_sha is `sha` (None: not in the history)."""
+    import hashlib
+
+    path = f"lib/vidquant/{file}"
+    commits = subprocess.run(["git", "log", "--format=%H", "--", path], cwd=REPO, capture_output=True,
+                             text=True).stdout.split()
+    for commit in commits:
+        blob = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=REPO, capture_output=True).stdout
+        if hashlib.sha256(blob).hexdigest()[:16] == sha:
+            return blob.decode()
+    return None
+
+
+def _functions(text: str) -> dict[str, str]:
+    """{'f' or 'Class.method': its AST} for the module-level functions and methods mutmut mutates."""
+    import ast
+
+    out = {}
+    for node in ast.parse(text).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            out[node.name] = ast.dump(node)
+        elif isinstance(node, ast.ClassDef):
+            for sub in node.body:
+                if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    out[f"{node.name}.{sub.name}"] = ast.dump(sub)
+    return out
 
 
 def source_sha(file: str) -> str:
@@ -280,13 +366,17 @@ def main() -> None:
                         help="run only the mutants whose names match (repeatable; e.g. '*fold_smoothing*')")
     parser.add_argument("--survivors", action="store_true",
                         help="re-run only the previous run's surviving and untested mutants (after adding tests)")
+    parser.add_argument("--stale", action="store_true",
+                        help="run only the mutants of functions changed since the recorded verdicts")
+    parser.add_argument("--unrun", action="store_true",
+                        help="run only the mutants the previous record has not checked (an interrupted run's rest)")
     args = parser.parse_args()
     unknown = sorted(set(args.groups) - set(GROUPS))
     if unknown:
         parser.error(f"unknown group(s) {unknown}; choose from {list(GROUPS)}")
     if not args.summary_only:
         for group in args.groups or list(GROUPS):
-            run_group(group, args.max_children, args.survivors, args.collect, args.only)
+            run_group(group, args.max_children, args.survivors, args.collect, args.only, args.unrun, args.stale)
     print(f"wrote {write_summary()}")
 
 

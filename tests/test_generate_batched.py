@@ -9,8 +9,8 @@ from vidquant.calib.samples import load_samples
 from vidquant.eval.metrics import psnr
 from vidquant.generate import GenParams, generate_video, generate_videos
 from vidquant.models.loading import load_pipeline
+from vidquant.quant import build_quantizer_from_dict
 from vidquant.quant.blockfmt import NVFP4Quantizer
-from vidquant.quant.quantizer import build_quantizer_from_dict
 from vidquant.run import batch_independent
 
 PARAMS = GenParams(32, 32, 5, 5.0, 4, 0, 16)

@@ -137,6 +137,16 @@ def test_non_finite_video_stops_the_run_and_writes_nothing(tmp_path, tiny_dirs, 
     with pytest.raises(FloatingPointError, match="float reference: .* NaN/Inf values in the generated video"):
         quantize(cfg, progress=False)
     assert not (tmp_path / "save").exists() and not (tmp_path / "videos").exists()
+    assert not cache_mod.default_cache()._items  # the refused clips are not served to the next run
+
+
+def test_cache_keeps_only_what_its_caller_accepts(tmp_path):
+    from vidquant.cache import Cache
+
+    disk = Cache(tmp_path)
+    assert np.isnan(disk.get("k", lambda: np.nan, keep=np.isfinite))
+    assert disk.get("k", lambda: 1.0, keep=np.isfinite) == 1.0 and [p.name for p in tmp_path.iterdir()] == ["k.pt"]
+    assert disk.get("k", lambda: 2.0) == 1.0  # now stored
 
 
 def _dead_pid():

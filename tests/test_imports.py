@@ -1,7 +1,11 @@
-"""No import cycles in the library: the graph of module-level imports (what runs when a module is loaded) has no
-cycle. Read statically from the sources, so it is exact and takes milliseconds: a cycle that happens to import
-fine in one order (and fails in another) is caught too. Imports inside functions (deliberately deferred) and under
-`if TYPE_CHECKING:` are not load-time edges; `from pkg import submodule` is an edge to the submodule."""
+"""No import cycles in the library, read statically from the sources (exact, milliseconds):
+
+- the graph of module-level imports (what runs when a module is loaded) has no cycle, so no module depends on the
+  order in which others happen to be imported;
+- neither has the graph of all imports, the ones inside functions too: a deferred import may put off a heavy
+  library or a one-way dependency, never hide a pair of modules that need each other.
+
+Imports under `if TYPE_CHECKING:` are not edges; `from pkg import submodule` is an edge to the submodule."""
 
 from __future__ import annotations
 
@@ -16,12 +20,13 @@ def _module_name(path: Path, root: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _load_time_imports(path: Path, name: str, modules: set[str]) -> set[str]:
-    """The package-internal modules `name` imports while it loads."""
+def _imports(path: Path, name: str, modules: set[str], deferred: bool = False) -> set[str]:
+    """The package-internal modules `name` imports while it loads; with `deferred`, also those its functions
+    import when they run."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
 
-    def visit(body: list[ast.stmt]) -> None:
+    def visit(body: list[ast.AST]) -> None:
         for node in body:
             if isinstance(node, ast.If):
                 test = node.test
@@ -42,15 +47,18 @@ def _load_time_imports(path: Path, name: str, modules: set[str]) -> set[str]:
                 for alias in node.names:
                     sub = f"{base}.{alias.name}"
                     found.add(sub if sub in modules else base)
+            elif deferred:  # function and class bodies, with / for blocks, ...
+                visit(list(ast.iter_child_nodes(node)))
 
     visit(ast.parse(path.read_text(encoding="utf-8")).body)
     return {m for m in found if m in modules and m != name}
 
 
-def import_cycles(root: Path, package: str) -> list[list[str]]:
-    """Every strongly connected component (> 1 module) of the load-time import graph of `package` under `root`."""
+def import_cycles(root: Path, package: str, deferred: bool = False) -> list[list[str]]:
+    """Every strongly connected component (> 1 module) of the import graph of `package` under `root`: load-time
+    imports, and with `deferred` the imports inside functions too."""
     paths = {_module_name(p, root): p for p in (root / package).rglob("*.py")}
-    graph = {name: _load_time_imports(path, name, set(paths)) for name, path in paths.items()}
+    graph = {name: _imports(path, name, set(paths), deferred) for name, path in paths.items()}
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -85,6 +93,10 @@ def test_no_import_cycles():
     assert import_cycles(LIB, "vidquant") == []
 
 
+def test_no_import_cycles_through_deferred_imports():
+    assert import_cycles(LIB, "vidquant", deferred=True) == []
+
+
 def test_a_cycle_is_found(tmp_path):
     pkg = tmp_path / "pkg"
     (pkg / "sub").mkdir(parents=True)
@@ -95,6 +107,8 @@ def test_a_cycle_is_found(tmp_path):
                                       "def f():\n    from pkg import a  # deferred: not a load-time edge\n")
     (pkg / "c.py").write_text("from .sub.b import f\n")
     assert import_cycles(tmp_path, "pkg") == []
+    # counting deferred imports, a and b need each other; c still does not count (TYPE_CHECKING only)
+    assert import_cycles(tmp_path, "pkg", deferred=True) == [["pkg.a", "pkg.sub.b"]]
     (pkg / "sub" / "b.py").write_text("from ..c import g\ndef f(): ...\n")
     (pkg / "c.py").write_text("from pkg.a import f\ndef g(): ...\n")
     assert import_cycles(tmp_path, "pkg") == [["pkg.a", "pkg.c", "pkg.sub.b"]]

@@ -14,6 +14,7 @@ from vidquant.calib.samples import Sample
 from vidquant.generate import GenParams, generate_video
 from vidquant.models import SUBSETS, ModelLoadError, block_linear_names, inspect_checkpoint, load_pipeline
 from vidquant.models.block import SmoothableWanBlock, make_transformer_smoothable
+from vidquant.quant import FakeQuantLinear
 
 PARAMS = GenParams(height=32, width=32, num_frames=5, guidance_scale=5.0, num_inference_steps=2, seed=0)
 
@@ -54,6 +55,12 @@ def test_block_layout(tiny_dirs):
         names = block_linear_names(pipe.transformer.blocks[0])
         assert len(names) == n
         assert ("attn2.add_k_proj" in names) == (task == "i2v")
+    block = pipe.transformer.blocks[0]
+    block.ffn.net[2] = FakeQuantLinear(block.ffn.net[2].weight.detach(), None)
+    assert block_linear_names(block) == names, "a deployed (replaced) linear still counts"
+    block.ffn.net[2] = torch.nn.Identity()
+    with pytest.raises(ValueError, match=r"no linear layer\(s\) \['ffn.net.2'\]"):
+        block_linear_names(block)
     assert [s.prev_op for s in SUBSETS] == ["affine_norm1", "norm2", "affine_norm3"]
     assert [s.layers for s in SUBSETS] == [("attn1.to_q", "attn1.to_k", "attn1.to_v"), ("attn2.to_q",),
                                            ("ffn.net.0.proj",)]

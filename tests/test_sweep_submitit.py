@@ -176,3 +176,33 @@ def test_slurm_array_gets_the_job_resources(tmp_path, monkeypatch):
                  "--job-name=vidquant-toy"):
         assert f"#SBATCH {line}" in script, script
     assert executor._executor.parameters["array_parallelism"] == 4
+
+
+def test_the_bar_over_runs_advances_per_run_and_shows_in_a_terminal_only(tmp_path, monkeypatch):
+    import dataclasses
+    import io
+
+    from tqdm import tqdm
+
+    from vidquant.jobs import Run, progress_bar, run_all
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream, shown in ((io.StringIO(), False), (Terminal(), True)):  # a log gets the status lines alone
+        monkeypatch.setattr(sys, "stderr", stream)
+        with progress_bar(2, "grid") as bar:
+            assert bar.disable is not shown
+    pending = [Run(TINY_T2V, {"x": x}, tmp_path / f"x{x}") for x in (1, 2)]
+    lines, finished_before = [], []
+
+    def fn(run: Run) -> Run:
+        finished_before.append(bar.n)
+        return dataclasses.replace(run, status="done")
+
+    with tqdm(total=2, file=Terminal(), disable=False) as bar:
+        runs = run_all(fn, pending, lambda run: ((run,), {}), None, out=tmp_path, name="g", on_finish=None,
+                       echo=lambda text, **_: lines.append(text), bar=bar)
+        assert finished_before == [0, 1] and bar.n == 2 and [r.status for r in runs] == ["done", "done"]
+    assert lines == ["[1/2] g x1 ...", "[1/2] g x1: done in 0s", "[2/2] g x2 ...", "[2/2] g x2: done in 0s"]

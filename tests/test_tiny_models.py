@@ -227,3 +227,13 @@ def test_train_tiny_refuses_to_continue_when_the_vae_gate_fails(tmp_path):
     with pytest.raises(SystemExit, match="VAE gate failed"):
         train_tiny_main(argv)
     assert not (tmp_path / "tiny-wan-t2v").exists()
+
+
+def test_train_tiny_cli_sends_wan22_to_its_trainer(capsys):
+    from vidquant.train import main
+
+    for argv, usage in ((["--wan22", "--help"], "usage: vidquant train-tiny --wan22 [-h]"),
+                        (["--help"], "usage: vidquant train-tiny [-h]")):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 0 and capsys.readouterr().out.startswith(usage)

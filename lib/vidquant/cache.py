@@ -80,8 +80,9 @@ class Cache:
         self._items: OrderedDict[str, Any] = OrderedDict()
         self.hits = self.misses = 0
 
-    def get(self, key: str, compute: Callable[[], Any]) -> Any:
-        """The value stored under `key`, else `compute()`, stored."""
+    def get(self, key: str, compute: Callable[[], Any], keep: Callable[[Any], bool] | None = None) -> Any:
+        """The value stored under `key`, else `compute()`, stored unless `keep` rejects it (a value the caller
+        will refuse, e.g. non-finite clips, must not be served to the next caller)."""
         if key in self._items:
             self._items.move_to_end(key)
             self.hits += 1
@@ -94,6 +95,8 @@ class Cache:
         else:
             value = compute()
             self.misses += 1
+            if keep is not None and not keep(value):
+                return value
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp")
@@ -145,4 +148,8 @@ def cached_clips(pipe, samples: Sequence[Sample], params: GenParams, seeds: Sequ
     settings = {**dataclasses.asdict(params), "seed": None}  # the seeds are their own part of the key
     key = _key("clips", model=model_fingerprint(pipe), samples=_sample_key(samples), params=settings,
                seeds=list(seeds), batch_size=batch_size, nudged=nudged)
-    return (cache or default_cache()).get(key, compute)
+    return (cache or default_cache()).get(key, compute, keep=_all_finite)
+
+
+def _all_finite(clips: dict[int, list[np.ndarray]]) -> bool:
+    return all(np.isfinite(c).all() for seed_clips in clips.values() for c in seed_clips)

@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "infer": ("vidquant.runtime.infer", "main", "quantized inference (lightx2v's flags)"),
         "sweep": ("vidquant.sweep", "main", "papermill grid over a notebook's parameters"),
         "quantize-grid": ("vidquant.sweep", "quantize_grid_main", "quantize many configs / a grid of overrides"),
-        "train-tiny": ("vidquant.train.tiny", "train_tiny_main", "train the embedded tiny Wan models"),
+        "train-tiny": ("vidquant.train", "main", "train the embedded tiny Wan models"),
         "demo": ("vidquant.demo", "main", "the seed workflow on the tiny I2V model"),
         "notebooks": ("vidquant.sweep", "notebooks_main", "execute every notebook, publish the executed copies"),
         "run-notebook": ("vidquant.run_notebook", "main", "papermill one notebook (-p name value), output path "

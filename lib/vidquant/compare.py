@@ -95,9 +95,9 @@ def run_summary(results: Mapping[str, Any]) -> pd.DataFrame:
 def run_intervals(results: Mapping[str, Any], baseline: str | None = None) -> pd.DataFrame:
     """The video metrics of several runs (`{label: RunResult}`) with their 95 % bootstrap intervals over the
     clips (prompts × seeds), noise floor and jitter where the runs measured them, and the paired difference
-    against the run labelled `baseline` on the same prompts and seeds (`vidquant.tables.interval_table`; `*`: the
-    difference is real, `~`: below the floor or jitter). Empty when no run has per-clip video metrics."""
-    from vidquant.tables import interval_rows, interval_table
+    against the run labelled `baseline` on the same prompts and seeds (`vidquant.eval.intervals.interval_table`;
+    `*`: the difference is real, `~`: below the floor or jitter). Empty when no run has per-clip video metrics."""
+    from vidquant.eval.intervals import interval_rows, interval_table
 
     frames = [r.video_metrics.assign(method=label, format="") for label, r in results.items()
               if not r.video_metrics.empty]

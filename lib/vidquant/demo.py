@@ -188,6 +188,8 @@ def _infer_argv(model: Path, config_json: Path, sample, video: Path, device: str
 
 def runtime_clips(model: Path, config_json: Path, samples, out: Path, device: str, dtype: str) -> list[np.ndarray]:
     """Seed step 1.4.2 once through the CLI, then every sample with the same settings and one loaded pipeline."""
+    from tqdm.auto import tqdm
+
     from vidquant.export.lightx2v_config import read_lightx2v_config
     from vidquant.runtime.infer import generate, load_runtime_pipeline, resolve_settings
     from vidquant.runtime.infer import main as infer_main
@@ -201,7 +203,8 @@ def runtime_clips(model: Path, config_json: Path, samples, out: Path, device: st
     pipe = load_runtime_pipeline(settings)
     print(f"runtime: {pipe.transformer.quant_info.num_linears} W8A8Linear ({settings.scheme}); generating "
           f"{len(samples)} eval samples")
-    return [generate(pipe, settings, s.prompt, s.negative_prompt, s.image) for s in samples]
+    return [generate(pipe, settings, s.prompt, s.negative_prompt, s.image)
+            for s in tqdm(samples, desc="W8A8 runtime", unit="clip")]
 
 
 # ----------------------------------------------------------------------------------------------- step 8
@@ -338,7 +341,7 @@ def run_demo(model: str | Path = DEFAULT_MODEL, config: str | Path = DEFAULT_CON
     print(f"{'+'.join(vg.methods)} {vg.special}, weights {vg.weight.label} {vg.weight.granularity}, "
           f"activations {vg.act.label} {vg.act.granularity} -> lightx2v {scheme}")
     _step(3, "calibrate, evaluate the fake-quant model, export for lightx2v (vidquant quantize)")
-    result = quantize(cfg, progress=False)
+    result = quantize(cfg)  # its progress bars: calibration capture, blockwise PTQ, clips
     print(f"export: {_rel(result.export_dir)}; mean layer SQNR {result.summary.get('mean_sqnr_db', float('nan')):.1f}"
           f" dB, fake-quant video PSNR {result.summary.get('video_psnr', float('nan')):.1f} dB")
     _step(4, "convert to the lightx2v (Wan) layout")

@@ -1,4 +1,6 @@
-"""Grid points as submitit jobs: `vidquant sweep ... --executor submitit` and `vidquant quantize-grid`.
+"""How the points of a grid run: the :class:`Run` record of one point, and :func:`run_all`, which runs them in this
+process one after another or as submitit jobs (`vidquant sweep ... --executor submitit`, `vidquant quantize-grid`,
+`vidquant tables`). The layer under `vidquant.sweep` and `vidquant.tables`.
 
 Each grid point is one job running the same function the in-process path runs (`sweep.run_notebook` or
 `sweep.quantize_run`), so the run-folder protocol is unchanged: a lock per run folder, a run complete exactly
@@ -20,16 +22,51 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vidquant.sweep import Run, SweepError, _status_line
-
-__all__ = ["JobOptions", "add_job_arguments", "job_options", "run_jobs"]
+__all__ = ["JobOptions", "Run", "SweepError", "add_job_arguments", "job_options", "progress_bar", "run_all",
+           "run_jobs", "status_line"]
 
 EXECUTORS = ("local", "submitit")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+class SweepError(ValueError):
+    """A sweep that cannot start (unknown notebook, parameter or value); the message says which."""
+
+
+@dataclass
+class Run:
+    """One notebook execution: its parameters, its folder and how it went."""
+
+    notebook: Path
+    params: dict[str, Any]
+    run_dir: Path
+    status: str = "pending"  # "done" (ran now) | "skipped" (already complete) | "failed"
+    seconds: float = 0.0
+    error: str = ""
+    published: Path | None = None  # the executed copy for readers (publish_notebook)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    logs: tuple[Path, ...] = ()  # a submitit job's stdout / stderr (run_jobs)
+
+    @property
+    def slug(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def complete(self) -> bool:
+        return self.status in ("done", "skipped")
+
+
+def status_line(run: Run) -> str:
+    """How a run went, in a few words (the progress lines of a grid)."""
+    if run.status == "skipped":
+        return "complete, skipped"
+    if run.status == "failed":
+        return f"FAILED after {run.seconds:.0f}s: {run.error}"
+    return f"done in {run.seconds:.0f}s"
 
 
 @dataclass
@@ -119,6 +156,55 @@ def in_job(threads: int, fn: Callable[..., Run], args: Sequence[Any], kwargs: di
 Call = tuple[Callable[..., Run], Sequence[Any], dict[str, Any]]
 
 
+def run_all(fn: Callable[..., Run], pending: Sequence[Run], call: Callable[[Run], tuple[tuple, dict]],
+            jobs: JobOptions | None, *, out: str | os.PathLike, name: str, on_finish, echo, bar=None) -> list[Run]:
+    """`fn(*args, **kwargs)` for each pending run (`call` gives the arguments): in this process, one after
+    another, or as submitit jobs (re-aggregating with `on_finish` as each finishes). `bar` (:func:`progress_bar`)
+    advances as each run finishes; the status lines print above it."""
+    if bar is not None:
+        echo = _above(bar, echo)
+    if jobs is not None and not jobs.in_process:
+        jobs.check()
+        folder = jobs.logs or default_folder(Path(out), name)
+        calls = [(fn, *call(run)) for run in pending]
+        echo(f"{len(calls)} job(s) via submitit, at most {jobs.max_parallel} at once; logs: {folder}")
+
+        def finished(done: list[Run]) -> None:
+            if bar is not None:
+                bar.update()
+            if on_finish is not None:
+                on_finish(done)
+
+        return run_jobs(pending, calls, jobs, folder=Path(folder), name=name, on_finish=finished, echo=echo)
+    runs = []
+    for i, run in enumerate(pending, 1):
+        echo(f"[{i}/{len(pending)}] {name} {run.slug} ...", flush=True)  # its cells' progress follows
+        args, kwargs = call(run)
+        run = fn(*args, **kwargs)
+        echo(f"[{i}/{len(pending)}] {name} {run.slug}: {status_line(run)}")
+        if bar is not None:
+            bar.update()
+        runs.append(run)
+    return runs
+
+
+def progress_bar(total: int, desc: str, unit: str = "run"):
+    """A tqdm bar over a grid's runs for :func:`run_all`. Shown in a terminal only (tqdm's ``disable=None``): in a
+    log, the status lines alone say the same, one line per run."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=None)
+
+
+def _above(bar, echo):
+    """`echo` printing above `bar` (tqdm clears the bars, prints, draws them again)."""
+    def say(*args, **kwargs):
+        with bar.external_write_mode():
+            echo(*args, **kwargs)
+
+    return say
+
+
 def run_jobs(pending: Sequence[Run], calls: Sequence[Call], opts: JobOptions, *, folder: Path, name: str,
              on_finish: Callable[[list[Run]], Any] | None = None, echo=print) -> list[Run]:
     """Run `calls[i]` (which returns the Run of `pending[i]`) as submitit jobs; returns the Runs in order.
@@ -149,7 +235,7 @@ def run_jobs(pending: Sequence[Run], calls: Sequence[Call], opts: JobOptions, *,
             for i in finished:
                 results[i] = _outcome(pending[i], running.pop(i))
                 echo(f"[{sum(r is not None for r in results)}/{len(calls)}] {name} {pending[i].slug}: "
-                     f"{_status_line(results[i])}", flush=True)
+                     f"{status_line(results[i])}", flush=True)
                 if on_finish is not None:
                     on_finish([r for r in results if r is not None])
             if not finished:

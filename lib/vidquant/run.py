@@ -25,7 +25,7 @@ import torch
 from vidquant.algos.deploy import deploy_fake_quant
 from vidquant.algos.engine import BlockwiseResult, build_algorithms, run_blockwise
 from vidquant.cache import cached_capture, cached_clips
-from vidquant.calib.capture import CalibData, capture_expert_inputs
+from vidquant.calib.capture import CalibData, capture_block_inputs, capture_expert_inputs
 from vidquant.calib.samples import Sample, load_samples
 from vidquant.config import Config, ConfigError, check_device
 from vidquant.eval.denoiser import denoiser_outputs, timestep_errors
@@ -41,9 +41,10 @@ from vidquant.models.loading import check_task, inspect_checkpoint, load_pipelin
 from vidquant.quant import build_quantizer
 from vidquant.quant.blockfmt import static_input_scheme
 from vidquant.runtime.moe import guard_experts
+from vidquant.stream import stream_export, stream_quantize, streamed_transformer, weights_exceed_memory
 
-__all__ = ["RunResult", "quantize", "seed_all", "build_quantizers", "prepare", "load_eval_samples",
-           "video_metrics", "write_tables"]
+__all__ = ["RunResult", "quantize", "quantize_streaming", "seed_all", "build_quantizers", "prepare",
+           "load_eval_samples", "video_metrics", "write_tables"]
 
 log = logging.getLogger("vidquant")
 
@@ -231,16 +232,14 @@ def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = No
              stream: bool | None = None, plan: EvalPlan | None = None) -> RunResult:
     """Run a config end to end and write its results under `save.save_path` (or `out_dir`): all of them once
     the run succeeds, none if it fails (see :class:`_Staging`). `stream`: one block in memory at a time
-    (vidquant.stream.quantize_streaming); None = when the weights exceed available memory. `plan` (seeds, noise
+    (:func:`quantize_streaming`); None = when the weights exceed available memory. `plan` (seeds, noise
     floor, jitter) replaces the eval sections' own ``seeds`` / ``noise_floor`` / ``jitter``."""
     t0 = time.time()
     checks = prepare(cfg)
     if stream is not False:
-        from vidquant import stream as streaming
-
-        if stream or streaming.weights_exceed_memory(checks["checkpoint"].path / "transformer",
-                                                     resolve_dtype(cfg.model.torch_dtype)):
-            return streaming.quantize_streaming(cfg, checks, progress, out_dir)
+        if stream or weights_exceed_memory(checks["checkpoint"].path / "transformer",
+                                           resolve_dtype(cfg.model.torch_dtype)):
+            return quantize_streaming(cfg, checks, progress, out_dir)
     out = Path(out_dir or cfg.resolve_path(cfg.save.save_path))
     staging = _Staging()
     try:
@@ -250,6 +249,54 @@ def quantize(cfg: Config, progress: bool = True, out_dir: str | Path | None = No
         staging.commit(cfg.save.overwrite)
     finally:
         staging.discard()
+    return result
+
+
+def quantize_streaming(cfg: Config, checks: dict, progress: bool = True,
+                       out_dir: str | Path | None = None) -> RunResult:
+    """``vidquant quantize --stream``: the in-memory flow's calibration and export with one block in memory.
+
+    The pipeline runs with a streamed transformer (:func:`vidquant.stream.streamed_transformer`), so the capture
+    is the real trajectory's, identical to the in-memory capture; calibration and export stream the blocks
+    (:func:`vidquant.stream.stream_quantize`). The export has the same tensors (keys, dtypes, bytes) and
+    ``config.json`` as the in-memory one, in lightx2v's by-block layout. The evaluation videos need the whole
+    model and are skipped (run ``vidquant infer`` on the export instead).
+    """
+    t0 = time.time()
+    if not cfg.save.save_lightx2v:
+        raise ConfigError(f"{cfg.source or 'config'}: save.save_lightx2v: got false; --stream writes the lightx2v "
+                          "export (set save.save_lightx2v: true)")
+    out = Path(out_dir or cfg.resolve_path(cfg.save.save_path))
+    out.mkdir(parents=True, exist_ok=True)
+    result = RunResult(cfg, out)
+    device, dtype = resolve_device(cfg.model.device), resolve_dtype(cfg.model.torch_dtype)
+    vg = cfg.quant.video_gen
+    wq, aq = build_quantizers(cfg)
+    if cfg.evals:
+        log.info("--stream: the eval videos need the whole model; skipped (vidquant infer runs the export)")
+    seed_all(cfg.base.seed)
+    checkpoint = checks["checkpoint"].path / "transformer"
+    calib = None
+    if cfg.calib is not None:
+        transformer = streamed_transformer(checkpoint, dtype, device)
+        pipe = load_pipeline(checks["checkpoint"].path, cfg.model.type, cfg.model.torch_dtype, device,
+                             components={"transformer": transformer}, task=cfg.task)
+        params = GenParams.from_section(cfg.calib, cfg.base.seed)
+        calib = capture_block_inputs(pipe, checks["calib_samples"], params, cfg.calib.sample_steps,
+                                     cfg.calib.step_selection, progress)
+        del pipe, transformer
+    scale_dtype = torch.float32 if cfg.save.weight_scale_dtype == "float32" else torch.bfloat16
+    if calib is None:
+        result.export_dir = stream_export(checkpoint, wq, out, dtype=dtype, scale_dtype=scale_dtype,
+                                          overwrite=cfg.save.overwrite, progress=progress)
+    else:
+        streamed = stream_quantize(checkpoint, calib, build_algorithms(vg.methods, vg.special_for), wq, aq, out,
+                                   dtype=dtype, device=device, quant_out=vg.quant_out, scale_dtype=scale_dtype,
+                                   overwrite=cfg.save.overwrite, progress=progress)
+        result.export_dir, result.blockwise = streamed.export_dir, streamed.blockwise
+        result.layer_metrics = streamed.blockwise.layer_metrics
+    result.summary = {**summarize(result, time.time() - t0), "streamed": True}
+    write_tables(result)
     return result
 
 

@@ -54,7 +54,6 @@ __all__ = [
     "streamed_transformer",
     "transformer_config",
     "weights_exceed_memory",
-    "quantize_streaming",
 ]
 
 log = logging.getLogger("vidquant")
@@ -434,59 +433,3 @@ def weights_exceed_memory(checkpoint: str | os.PathLike, dtype: torch.dtype) -> 
                  "(vidquant quantize --stream)", need / 2**30, available / 2**30)
         return True
     return False
-
-
-def quantize_streaming(cfg, checks: dict, progress: bool = True, out_dir: str | os.PathLike | None = None):
-    """``vidquant quantize --stream``: the in-memory flow's calibration and export with one block in memory.
-
-    The pipeline runs with a streamed transformer (:func:`streamed_transformer`), so the capture is the real
-    trajectory's, identical to the in-memory capture; calibration and export stream the blocks
-    (:func:`stream_quantize`). The export has the same tensors (keys, dtypes, bytes) and ``config.json`` as the
-    in-memory one, in lightx2v's by-block layout. The evaluation videos need the whole model and are skipped
-    (run ``vidquant infer`` on the export instead).
-    """
-    import time
-
-    from vidquant.algos.engine import build_algorithms
-    from vidquant.calib.capture import capture_block_inputs
-    from vidquant.config import ConfigError
-    from vidquant.generate import GenParams
-    from vidquant.models.loading import load_pipeline, resolve_device, resolve_dtype
-    from vidquant.run import RunResult, build_quantizers, seed_all, summarize, write_tables
-
-    t0 = time.time()
-    if not cfg.save.save_lightx2v:
-        raise ConfigError(f"{cfg.source or 'config'}: save.save_lightx2v: got false; --stream writes the lightx2v "
-                          "export (set save.save_lightx2v: true)")
-    out = Path(out_dir or cfg.resolve_path(cfg.save.save_path))
-    out.mkdir(parents=True, exist_ok=True)
-    result = RunResult(cfg, out)
-    device, dtype = resolve_device(cfg.model.device), resolve_dtype(cfg.model.torch_dtype)
-    vg = cfg.quant.video_gen
-    wq, aq = build_quantizers(cfg)
-    if cfg.evals:
-        log.info("--stream: the eval videos need the whole model; skipped (vidquant infer runs the export)")
-    seed_all(cfg.base.seed)
-    checkpoint = checks["checkpoint"].path / "transformer"
-    calib = None
-    if cfg.calib is not None:
-        transformer = streamed_transformer(checkpoint, dtype, device)
-        pipe = load_pipeline(checks["checkpoint"].path, cfg.model.type, cfg.model.torch_dtype, device,
-                             components={"transformer": transformer}, task=cfg.task)
-        params = GenParams.from_section(cfg.calib, cfg.base.seed)
-        calib = capture_block_inputs(pipe, checks["calib_samples"], params, cfg.calib.sample_steps,
-                                     cfg.calib.step_selection, progress)
-        del pipe, transformer
-    scale_dtype = torch.float32 if cfg.save.weight_scale_dtype == "float32" else torch.bfloat16
-    if calib is None:
-        result.export_dir = stream_export(checkpoint, wq, out, dtype=dtype, scale_dtype=scale_dtype,
-                                          overwrite=cfg.save.overwrite, progress=progress)
-    else:
-        streamed = stream_quantize(checkpoint, calib, build_algorithms(vg.methods, vg.special_for), wq, aq, out,
-                                   dtype=dtype, device=device, quant_out=vg.quant_out, scale_dtype=scale_dtype,
-                                   overwrite=cfg.save.overwrite, progress=progress)
-        result.export_dir, result.blockwise = streamed.export_dir, streamed.blockwise
-        result.layer_metrics = streamed.blockwise.layer_metrics
-    result.summary = {**summarize(result, time.time() - t0), "streamed": True}
-    write_tables(result)
-    return result

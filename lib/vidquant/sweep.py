@@ -41,18 +41,24 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from vidquant.config import ConfigError, parse_scalar
 from vidquant.fsutil import clean_stale, fresh_sibling, repo_root, write_text_atomic
+from vidquant.jobs import (
+    JobOptions,
+    Run,
+    SweepError,
+    add_job_arguments,
+    job_options,
+    progress_bar,
+    run_all,
+    status_line,
+)
 from vidquant.records import read_metrics
-
-if TYPE_CHECKING:
-    from vidquant.jobs import JobOptions
 
 __all__ = ["Run", "SweepError", "expand_grid", "parse_value", "slug", "notebook_parameters", "run_notebook",
            "publish_notebook", "aggregate", "sweep", "run_notebooks", "main", "notebooks_main", "run_in_folder",
@@ -68,33 +74,6 @@ DEFAULT_SLUG = "defaults"
 KERNEL = "vidquant"
 #: Parameters the sweep sets itself; every notebook declares them in its `parameters` cell.
 RESERVED = ("output_dir", "metrics_path")
-
-
-class SweepError(ValueError):
-    """A sweep that cannot start (unknown notebook, parameter or value); the message says which."""
-
-
-@dataclass
-class Run:
-    """One notebook execution: its parameters, its folder and how it went."""
-
-    notebook: Path
-    params: dict[str, Any]
-    run_dir: Path
-    status: str = "pending"  # "done" (ran now) | "skipped" (already complete) | "failed"
-    seconds: float = 0.0
-    error: str = ""
-    published: Path | None = None  # the executed copy for readers (publish_notebook)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    logs: tuple[Path, ...] = ()  # a submitit job's stdout / stderr (vidquant.jobs)
-
-    @property
-    def slug(self) -> str:
-        return self.run_dir.name
-
-    @property
-    def complete(self) -> bool:
-        return self.status in ("done", "skipped")
 
 
 # ------------------------------------------------------------------------------------------------ grid
@@ -465,7 +444,7 @@ def aggregate(runs: Sequence[Run], tables_dir: str | os.PathLike, name: str,
 
 def _clip_intervals(chosen: Sequence[Run], baseline: Mapping[str, Any] | None):
     """(interval table, baseline run slug) over the runs' per-clip video metrics; None when no run has any."""
-    from vidquant.tables import interval_table
+    from vidquant.eval.intervals import interval_table  # scipy: only when a run has per-clip metrics
 
     frames = []
     for run in chosen:
@@ -489,7 +468,7 @@ def _label(run: Run, runs: Sequence[Run]) -> str:
 
 
 def _interval_section(table: pd.DataFrame, runs: pd.DataFrame, base: str | None, chosen: Sequence[Run]) -> str:
-    from vidquant.tables import interval_markdown
+    from vidquant.eval.intervals import interval_markdown
 
     cells = runs.assign(method=[_label(r, chosen) for r in chosen], format="")
     md = interval_markdown(table, cells, base or "baseline", label="run")
@@ -555,39 +534,9 @@ def sweep(
         return ((notebook.absolute(), run.run_dir.absolute(), run.params),
                 {"kernel": kernel, "publish": copy, "force": force, "timeout": timeout, "echo_output": True})
 
-    runs = _run_all(run_notebook, pending, call, jobs, out=out, name=stem, echo=echo,
-                    on_finish=lambda done: aggregate(done, tables, stem, disk=Path(out) / stem, baseline=baseline))
+    runs = run_all(run_notebook, pending, call, jobs, out=out, name=stem, echo=echo,
+                   on_finish=lambda done: aggregate(done, tables, stem, disk=Path(out) / stem, baseline=baseline))
     return runs, aggregate(runs, tables, stem, disk=Path(out) / stem, baseline=baseline)
-
-
-def _run_all(fn: Callable[..., Run], pending: Sequence[Run], call: Callable[[Run], tuple[tuple, dict]],
-             jobs: JobOptions | None, *, out: str | os.PathLike, name: str, on_finish, echo) -> list[Run]:
-    """`fn(*args, **kwargs)` for each pending run (`call` gives the arguments): in this process, one after
-    another, or as submitit jobs (re-aggregating with `on_finish` as each finishes)."""
-    if jobs is not None and not jobs.in_process:
-        from vidquant.jobs import default_folder, run_jobs
-
-        jobs.check()
-        folder = jobs.logs or default_folder(Path(out), name)
-        calls = [(fn, *call(run)) for run in pending]
-        echo(f"{len(calls)} job(s) via submitit, at most {jobs.max_parallel} at once; logs: {folder}")
-        return run_jobs(pending, calls, jobs, folder=Path(folder), name=name, on_finish=on_finish, echo=echo)
-    runs = []
-    for i, run in enumerate(pending, 1):
-        echo(f"[{i}/{len(pending)}] {name} {run.slug} ...", flush=True)  # its cells' progress follows
-        args, kwargs = call(run)
-        run = fn(*args, **kwargs)
-        echo(f"[{i}/{len(pending)}] {name} {run.slug}: {_status_line(run)}")
-        runs.append(run)
-    return runs
-
-
-def _status_line(run: Run) -> str:
-    if run.status == "skipped":
-        return "complete, skipped"
-    if run.status == "failed":
-        return f"FAILED after {run.seconds:.0f}s: {run.error}"
-    return f"done in {run.seconds:.0f}s"
 
 
 def _report(runs: Sequence[Run], echo=print) -> int:
@@ -631,7 +580,7 @@ def run_notebooks(
         echo(f"[{i}/{len(notebooks)}] {nb.name} ...", flush=True)  # its cells' output and progress follow
         run = run_notebook(nb, Path(out) / nb.stem / DEFAULT_SLUG, mine, kernel=kernel,
                            publish=Path(publish) / f"{nb.stem}.ipynb", force=True, timeout=timeout, echo_output=True)
-        echo(f"[{i}/{len(notebooks)}] {nb.name}: {_status_line(run)}")
+        echo(f"[{i}/{len(notebooks)}] {nb.name}: {status_line(run)}")
         runs.append(run)
     rows = [{"notebook": r.notebook.stem, "metric": k, "value": v} for r in runs if r.complete
             for k, v in r.metrics.items()]
@@ -738,8 +687,9 @@ def quantize_grid(
     def call(run: Run) -> tuple[tuple, dict]:
         return (run.notebook.absolute(), run.run_dir.absolute(), run.params, fixed), {"force": force}
 
-    runs = _run_all(quantize_run, pending, call, jobs, out=out, name=name, echo=echo,
-                    on_finish=lambda done: aggregate(done, tables, name, disk=folder, baseline=baseline))
+    with progress_bar(len(pending), name) as bar:
+        runs = run_all(quantize_run, pending, call, jobs, out=out, name=name, echo=echo, bar=bar,
+                       on_finish=lambda done: aggregate(done, tables, name, disk=folder, baseline=baseline))
     return runs, aggregate(runs, tables, name, disk=folder, baseline=baseline)
 
 
@@ -757,7 +707,6 @@ def quantize_grid_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tables", default="results/tables", help="(default: %(default)s)")
     p.add_argument("--force", action="store_true", help="redo runs that are already complete")
     _baseline_argument(p)
-    from vidquant.jobs import add_job_arguments, job_options
 
     add_job_arguments(p)
     args = p.parse_args(argv)
@@ -818,7 +767,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "DIR/<notebook>/<params>.ipynb (default: only in its run folder)")
     _baseline_argument(p)
     _common(p)
-    from vidquant.jobs import add_job_arguments, job_options
 
     add_job_arguments(p)
     args = p.parse_args(argv)

@@ -22,8 +22,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vidquant.eval.intervals import (
+    BASELINE,
+    FIDELITY_METRICS,
+    column_mean,
+    interval_markdown,
+    interval_table,
+    paired,
+)
 from vidquant.eval.noise import EvalPlan
-from vidquant.eval.stats import Interval, marker, mean_ci, paired_difference
+from vidquant.eval.stats import marker
+from vidquant.jobs import Run, SweepError, add_job_arguments, job_options, progress_bar, run_all
+from vidquant.sweep import point_config, quantize_run
 
 FORMATS: dict[str, dict] = {
     "W8A8-int8": {"weight": {"bit": 8, "symmetric": True, "granularity": "per_channel"},
@@ -62,12 +72,6 @@ SPECIAL = {"SmoothQuant": {"alpha": 0.75}, "Awq": {}, "GPTQ": {}, "RTN": {}}
 COLUMNS = ["method", "format", "mean_sqnr_db", "min_sqnr_db", "mean_timestep_rel_err", "video_psnr", "video_ssim",
            "video_flicker_error", "video_colour_ok", "video_direction_ok", "video_float_colour_ok",
            "video_float_direction_ok", "seconds"]
-# Per-clip video metrics with an interval in the table; lower is better for all but PSNR and SSIM.
-INTERVAL_METRICS = ("psnr", "ssim", "flicker_error", "traj_drift_px", "colour_drift_de", "traj_err_px", "colour_de")
-HIGHER_IS_BETTER = {"psnr", "ssim"}
-# against the float clip (their floor: the nudged float clip's value); the others against the prompt
-FIDELITY_METRICS = {"psnr", "ssim", "flicker_error", "traj_drift_px", "colour_drift_de"}
-BASELINE = "RTN"
 DEFAULT_PROMPTS, FULL_PROMPTS, DEFAULT_SEEDS = 8, 32, (42, 43)
 
 
@@ -131,8 +135,6 @@ def cell_config(task: str, method: str, fmt: str, out_root: Path, model_path: st
                 settings: EvalSettings | None = None, extra: dict | None = None):
     """The validated config of one cell, its outputs in :func:`cell_dir` (``extra``: more overrides, e.g.
     ``{"eval": None}`` for the deterministic metrics alone)."""
-    from vidquant.sweep import point_config
-
     overrides = {**cell_overrides(task, method, fmt, settings, model_path), **(extra or {})}
     return point_config(config_path(task), cell_dir(out_root, task, method, fmt).absolute(), {}, overrides)
 
@@ -176,8 +178,6 @@ def build_table(task: str, out_root: Path, methods=None, formats=None, model_pat
     cells table and the per-clip video metrics from the run folders. The float reference clips, their noise
     floor and the calibration capture are shared by every cell through the on-disk cache (``VIDQUANT_CACHE_DIR``,
     default ``<out_root>/.cache``): the first cell computes them, before the others start."""
-    from vidquant.sweep import Run, SweepError, _run_all, quantize_run
-
     settings = settings or EvalSettings()
     os.environ.setdefault("VIDQUANT_CACHE_DIR", str(Path(out_root).absolute() / ".cache"))
     cells = [(m, f) for m in methods or METHODS for f in formats or FORMATS]
@@ -189,9 +189,11 @@ def build_table(task: str, out_root: Path, methods=None, formats=None, model_pat
 
     name = f"tables-{task}"
     runs = []
-    for batch in (pending[:1], pending[1:]):  # the first cell fills the shared cache
-        if batch:
-            runs += _run_all(quantize_run, batch, call, jobs, out=out_root, name=name, on_finish=None, echo=echo)
+    with progress_bar(len(pending), f"{task} table", unit="cell") as bar:
+        for batch in (pending[:1], pending[1:]):  # the first cell fills the shared cache
+            if batch:
+                runs += run_all(quantize_run, batch, call, jobs, out=out_root, name=name, on_finish=None, echo=echo,
+                                bar=bar)
     failed = [r for r in runs if r.status == "failed"]
     for r in failed:
         logs = f" (logs: {', '.join(map(str, r.logs))})" if getattr(r, "logs", None) else ""
@@ -211,87 +213,6 @@ def merge_cells(old: pd.DataFrame, new: pd.DataFrame, columns: list[str] | None 
     df = df.iloc[sorted(range(len(df)), key=lambda i: order.get((df["method"][i], df["format"][i]), len(order)))]
     columns = columns or COLUMNS
     return df[[c for c in columns if c in df.columns]].reset_index(drop=True)
-
-
-def _paired(clips: pd.DataFrame, method: str, fmt: str, metric: str, baseline: str | None = BASELINE,
-            baseline_format: str | None = None) -> Interval | None:
-    """Paired difference ``method - baseline`` of ``metric`` over the clips both have, in format ``fmt`` (the
-    baseline in ``baseline_format`` when given)."""
-    key = ["eval", "sample", "seed"]
-    base_fmt = baseline_format or fmt
-    if (method, fmt) == (baseline, base_fmt) or metric not in clips:
-        return None
-    a = clips[(clips["method"] == method) & (clips["format"] == fmt)][[*key, metric]]
-    b = clips[(clips["method"] == baseline) & (clips["format"] == base_fmt)][[*key, metric]]
-    both = a.merge(b, on=key, suffixes=("", "_base"))
-    return None if both.empty else paired_difference(both[metric], both[f"{metric}_base"])
-
-
-REFERENCE_FORMAT = "W8A8-int8"
-
-
-def format_verdict(clips: pd.DataFrame, method: str = BASELINE, reference: str = REFERENCE_FORMAT) -> list[str]:
-    """In words: ``method`` in each other format against ``method`` in ``reference`` (paired on the same prompts
-    and seeds), for the video metrics; the marker's threshold is the larger jitter of the two cells (and, for the
-    errors against the prompt, the float floor), as in :func:`interval_table`."""
-    lines = []
-    cells = clips[clips["method"] == method]
-    for fmt in (f for f in dict.fromkeys(cells["format"]) if f != reference):
-        parts, n = [], 0
-        for m in _VERDICT_METRICS:
-            diff = _paired(clips, method, fmt, m, method, reference)
-            if diff is None:
-                continue
-            here, there = cells[cells["format"] == fmt], cells[cells["format"] == reference]
-            floors = [_column_mean(here, f"jitter_{m}"), _column_mean(there, f"jitter_{m}")]
-            floors += [] if m in FIDELITY_METRICS else [_column_mean(here, f"floor_{m}")]
-            threshold = max((f for f in floors if np.isfinite(f)), default=None)
-            parts.append(f"{m} {diff.mean:+.3g}{_UNITS[m]} [{diff.low:+.3g}, {diff.high:+.3g}] "
-                         f"({_SIG_WORDS[marker(diff, threshold)]})")
-            n = max(n, diff.n)
-        if parts:
-            lines.append(f"{method} {fmt} vs {method} {reference} over {n} clips: " + "; ".join(parts) + ".")
-    return lines
-
-
-def interval_table(clips: pd.DataFrame, baseline: str | None = BASELINE) -> pd.DataFrame:
-    """One row per (method, format): for each metric its mean, 95 % interval, noise floor, the paired difference
-    against ``baseline`` in the same format (same prompts and seeds; default RTN) with its interval, and a
-    marker (``vidquant.eval.stats.marker``).
-
-    Fidelity metrics (against the float clip): ``<m>_at_floor`` is True when the cell is as close to the float
-    clip as the float model's own nudged clip (the quantization error is lost in the generation noise).
-    ``<m>_jitter``: the mean change of the cell's metric when its own latent is nudged by one ulp. A difference
-    smaller than the larger jitter of the two cells (and, for task errors, than the float floor) is marked ``~``.
-    """
-    rows = []
-    for (method, fmt), cell in clips.groupby(["method", "format"], sort=False):
-        row: dict = {"method": method, "format": fmt, "n_clips": len(cell)}
-        base = clips[(clips["method"] == baseline) & (clips["format"] == fmt)]
-        for m in (m for m in INTERVAL_METRICS if m in cell):
-            iv = mean_ci(cell[m])
-            floor, jitter = _column_mean(cell, f"floor_{m}"), _column_mean(cell, f"jitter_{m}")
-            row.update({m: iv.mean, f"{m}_lo": iv.low, f"{m}_hi": iv.high, f"{m}_floor": floor,
-                        f"{m}_jitter": jitter})
-            if m in FIDELITY_METRICS and np.isfinite(floor):
-                row[f"{m}_at_floor"] = bool(iv.mean >= floor if m in HIGHER_IS_BETTER else iv.mean <= floor)
-            diff = _paired(clips, method, fmt, m, baseline)
-            if diff is not None:
-                floors = [jitter, _column_mean(base, f"jitter_{m}")] + ([] if m in FIDELITY_METRICS else [floor])
-                threshold = max((f for f in floors if np.isfinite(f)), default=None)
-                row.update({f"d_{m}": diff.mean, f"d_{m}_lo": diff.low, f"d_{m}_hi": diff.high,
-                            f"d_{m}_sig": marker(diff, threshold)})
-        rows.append(row)
-    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["method", "format", "n_clips"])
-
-
-def _column_mean(df: pd.DataFrame, column: str) -> float:
-    """Mean of the finite values of a column; NaN when the column is absent or has none."""
-    if column not in df:
-        return float("nan")
-    values = df[column].astype(float)
-    values = values[np.isfinite(values)]
-    return float(values.mean()) if len(values) else float("nan")
 
 
 _UNITS = {"psnr": " dB", "traj_err_px": " px/frame", "colour_de": " ΔE", "traj_drift_px": " px",
@@ -321,52 +242,34 @@ def verdict(intervals: pd.DataFrame, cells: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.4g}" if pd.notna(x) else "–"
+REFERENCE_FORMAT = "W8A8-int8"
 
 
-def interval_markdown(table: pd.DataFrame, cells: pd.DataFrame, baseline: str = BASELINE,
-                      label: str = "method") -> str:
-    """The headline table (:func:`interval_rows`) in markdown."""
-    if table.empty:
-        return "(no cell with per-clip video metrics)"
-    return interval_rows(table, cells, baseline, label).to_markdown(index=False)
-
-
-def interval_rows(table: pd.DataFrame, cells: pd.DataFrame, baseline: str = BASELINE,
-                  label: str = "method") -> pd.DataFrame:
-    """The headline table: deterministic metrics first (the primary ranking), then each video metric as
-    ``mean [lo, hi]``, its floor, and ``Δ vs <baseline> [lo, hi] marker`` (``label``: the name of the first
-    column; an all-empty format column is left out)."""
-    det = cells.set_index(["method", "format"])
+def format_verdict(clips: pd.DataFrame, method: str = BASELINE, reference: str = REFERENCE_FORMAT) -> list[str]:
+    """In words: ``method`` in each other format against ``method`` in ``reference`` (paired on the same prompts
+    and seeds), for the video metrics; the marker's threshold is the larger jitter of the two cells (and, for the
+    errors against the prompt, the float floor), as in :func:`interval_table`."""
     lines = []
-    for _, r in table.iterrows():
-        out = {"method": r["method"], "format": r["format"], "clips": int(r["n_clips"])}
-        key = (r["method"], r["format"])
-        for c in ("mean_sqnr_db", "mean_timestep_rel_err"):
-            out[c] = _fmt(det.loc[key, c]) if key in det.index and c in det else "–"
-        for m in (m for m in INTERVAL_METRICS if m in table):
-            floor = " ≤floor" if r.get(f"{m}_at_floor") is True else ""
-            out[m] = f"{_fmt(r[m])} [{_fmt(r[f'{m}_lo'])}, {_fmt(r[f'{m}_hi'])}]{floor}"
-            out[f"{m} floor"] = _fmt(r[f"{m}_floor"])
-            out[f"{m} jitter"] = _fmt(r.get(f"{m}_jitter", float("nan")))
-            if pd.notna(r.get(f"d_{m}")):
-                sig = r[f"d_{m}_sig"] if isinstance(r[f"d_{m}_sig"], str) else ""  # "" reads back as NaN
-                out[f"Δ{m} vs {baseline}"] = (f"{r[f'd_{m}']:+.3g} [{r[f'd_{m}_lo']:+.3g}, {r[f'd_{m}_hi']:+.3g}]"
-                                              f"{sig}")
-            else:
-                out[f"Δ{m} vs {baseline}"] = ""
-        lines.append(out)
-    df = pd.DataFrame(lines).rename(columns={"method": label})
-    if (df["format"] == "").all():
-        df = df.drop(columns="format")
-    return df
+    cells = clips[clips["method"] == method]
+    for fmt in (f for f in dict.fromkeys(cells["format"]) if f != reference):
+        parts, n = [], 0
+        for m in _VERDICT_METRICS:
+            diff = paired(clips, method, fmt, m, method, reference)
+            if diff is None:
+                continue
+            here, there = cells[cells["format"] == fmt], cells[cells["format"] == reference]
+            floors = [column_mean(here, f"jitter_{m}"), column_mean(there, f"jitter_{m}")]
+            floors += [] if m in FIDELITY_METRICS else [column_mean(here, f"floor_{m}")]
+            threshold = max((f for f in floors if np.isfinite(f)), default=None)
+            parts.append(f"{m} {diff.mean:+.3g}{_UNITS[m]} [{diff.low:+.3g}, {diff.high:+.3g}] "
+                         f"({_SIG_WORDS[marker(diff, threshold)]})")
+            n = max(n, diff.n)
+        if parts:
+            lines.append(f"{method} {fmt} vs {method} {reference} over {n} clips: " + "; ".join(parts) + ".")
+    return lines
 
 
 def main(argv=None) -> int:
-    from vidquant.jobs import add_job_arguments, job_options
-    from vidquant.sweep import SweepError
-
     p = argparse.ArgumentParser(prog="vidquant tables", description=__doc__.splitlines()[0])
     p.add_argument("--task", choices=["t2v", "i2v"], default="t2v")
     p.add_argument("--methods", nargs="*", choices=list(METHODS))

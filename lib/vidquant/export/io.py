@@ -27,6 +27,7 @@ from vidquant.fsutil import atomic_dir, is_plain_name
 __all__ = [
     "CheckpointError",
     "INDEX_SUFFIX",
+    "QuantizedCheckpointError",
     "atomic_dir",
     "find_index",
     "load_state_dict",
@@ -44,6 +45,10 @@ TORCH_SUFFIXES = (".pth", ".pt")
 
 class CheckpointError(ValueError):
     """A checkpoint on disk is missing, unreadable or inconsistent. The message names the file."""
+
+
+class QuantizedCheckpointError(CheckpointError):
+    """A quantized checkpoint that cannot be loaded into the base model; names the keys and the file."""
 
 
 # ----------------------------------------------------------------------------------------------- reading

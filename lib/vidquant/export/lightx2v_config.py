@@ -23,6 +23,7 @@ __all__ = [
     "ATTENTION_TYPES",
     "ConfigError",
     "normalize_lightx2v_config",
+    "read_config_json",
     "read_lightx2v_config",
     "write_lightx2v_config",
 ]
@@ -267,11 +268,9 @@ def normalize_lightx2v_config(config: dict[str, Any], *, source: str = "config")
 # ----------------------------------------------------------------------------------------------- files
 
 
-def read_lightx2v_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read, validate and normalise a lightx2v config JSON (see :func:`normalize_lightx2v_config`).
-
-    Whole-line ``//`` comments (as in lightx2v's bench configs) are tolerated.
-    """
+def read_config_json(path: str | os.PathLike) -> Any:
+    """The JSON of a lightx2v config file, unvalidated. Whole-line ``//`` comments (as in lightx2v's bench
+    configs) are tolerated."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -280,10 +279,15 @@ def read_lightx2v_config(path: str | os.PathLike) -> dict[str, Any]:
     # Blank out comment lines rather than dropping them, so JSON error line numbers stay right.
     text = "\n".join("" if line.lstrip().startswith("//") else line for line in text.splitlines())
     try:
-        config = json.loads(text)
+        return json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise ConfigError(f"{path}: invalid JSON: {exc}") from exc
-    return normalize_lightx2v_config(config, source=str(path))
+
+
+def read_lightx2v_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read (:func:`read_config_json`), validate and normalise a lightx2v config JSON (see
+    :func:`normalize_lightx2v_config`)."""
+    return normalize_lightx2v_config(read_config_json(path), source=str(path))
 
 
 def write_lightx2v_config(

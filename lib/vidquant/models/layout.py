@@ -63,7 +63,7 @@ def is_i2v_block(block: nn.Module) -> bool:
 def block_linear_names(block: nn.Module) -> list[str]:
     """Names (relative to the block) of the block's quantizable linears, in a fixed order."""
     names = list(T2V_LINEARS) + (list(I2V_EXTRA_LINEARS) if is_i2v_block(block) else [])
-    missing = [n for n in names if not isinstance(_get(block, n), (nn.Linear, *_QuantLinearTypes()))]
+    missing = [n for n in names if not _is_linear(_get(block, n))]
     if missing:
         raise ValueError(f"block has no linear layer(s) {missing}: not a diffusers WanTransformerBlock?")
     return names
@@ -81,14 +81,12 @@ def _get(block: nn.Module, name: str) -> nn.Module | None:
         return None
 
 
-def _QuantLinearTypes() -> tuple[type, ...]:  # noqa: N802 - reads like a type tuple at the call site
-    """Linear replacements also count as linears (a block may already be deployed)."""
-    try:
-        from vidquant.quant.linear import FakeQuantLinear, W8A8Linear
-        from vidquant.runtime.emulated import EmulatedLinear
-    except ImportError:
-        return ()
-    return (FakeQuantLinear, W8A8Linear, EmulatedLinear)
+def _is_linear(module: nn.Module | None) -> bool:
+    """An `nn.Linear` or a linear replacement (a block may already be deployed: fake-quant, W8A8, emulated);
+    every one of them declares its `in_features` / `out_features` as `nn.Linear` does. Duck-typed so that this
+    bottom layer does not depend on the runtime modules that replace linears."""
+    return isinstance(module, nn.Module) and all(
+        isinstance(getattr(module, f, None), int) for f in ("in_features", "out_features"))
 
 
 # ----------------------------------------------------------------------------------------------- experts

@@ -1,5 +1,6 @@
 """Quantizers (LLMC formulas) and deploy-time linear modules (fake-quant and real W8A8)."""
 
+from .builders import build_quantizer, build_quantizer_from_dict
 from .linear import (
     W8A8_FORMATS,
     FakeQuantLinear,
@@ -14,8 +15,6 @@ from .quantizer import (
     IntQuantizer,
     QTensor,
     Quantizer,
-    build_quantizer,
-    build_quantizer_from_dict,
     decode,
     float_encode,
     int_encode,

@@ -21,6 +21,7 @@ from vidquant.export.formats import (
     expected_layout,
     unpack_linear,
 )
+from vidquant.export.io import QuantizedCheckpointError
 from vidquant.models.layout import block_linear_names
 from vidquant.quant.blockfmt import STATIC_INPUT_SCHEMES, MXQuantizer, fake_static_input, static_input_scale
 
@@ -89,8 +90,6 @@ def checkpoint_block_scheme(state: dict[str, Tensor], num_blocks: int, names: li
 def install_emulated_linears(model: nn.Module, state: dict[str, Tensor], scheme: str, where: str) -> int:
     """Replace every block linear of ``model`` by an :class:`EmulatedLinear` built from (and popped out of)
     ``state``; every linear must have exactly the scheme's tensors. Returns the number installed."""
-    from vidquant.runtime.model import QuantizedCheckpointError
-
     n = 0
     for i, block in enumerate(model.blocks):
         for name in block_linear_names(block):

@@ -38,16 +38,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidquant.export.lightx2v_config import BLOCK_DIT_QUANT_SCHEMES, MAX_SEED, ConfigError, read_lightx2v_config
+from vidquant.export.lightx2v_config import (
+    BLOCK_DIT_QUANT_SCHEMES,
+    MAX_SEED,
+    ConfigError,
+    read_config_json,
+    read_lightx2v_config,
+)
+from vidquant.runtime import moe
 
 __all__ = ["InferError", "InferSettings", "build_parser", "describe_matmul", "generate", "load_runtime_pipeline",
-           "main", "resolve_settings"]
+           "main", "resolve_settings", "run_moe"]
 
 log = logging.getLogger("vidquant.runtime")
 
 MODEL_CLASSES = ("wan2.1", "wan2.1_distill", "wan2.1_causvid", "wan2.1_skyreels_v2_df", "wan2.1_audio",
                  "wan2.2", "wan2.2_moe", "hunyuan", "cogvideox")  # lightx2v's choices
-SUPPORTED_MODEL_CLASSES = ("wan2.1", "wan2.2", "wan2.2_moe")  # wan2.2_moe: vidquant.runtime.moe.run_moe
+SUPPORTED_MODEL_CLASSES = ("wan2.1", "wan2.2", "wan2.2_moe")  # wan2.2_moe: run_moe
 DEFAULT_TEXT_LEN = 512  # lightx2v's text_len (Wan's T5 context); diffusers' I2V needs exactly 512
 DEFAULT_GUIDE_SCALE = 5.0
 
@@ -354,12 +361,52 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (InferError, ConfigError, CheckpointError, ModelLoadError, SampleSetError, FileNotFoundError)
 
 
+def run_moe(args: argparse.Namespace) -> Path:
+    """``vidquant infer --model_cls wan2.2_moe``: lightx2v's MoE JSON on the quantized runtime; returns the video."""
+    from vidquant.eval.video import save_video
+    from vidquant.export.experts import EXPERT_DIRS, read_moe_config
+    from vidquant.models.loading import inspect_checkpoint, load_pipeline
+
+    config_path, model_path = Path(args.config_json), Path(args.model_path)
+    info = inspect_checkpoint(model_path)
+    if info.family != "wan2.2_moe":
+        raise InferError(f"--model_cls wan2.2_moe but --model_path {model_path} has one transformer; use "
+                         f"--model_cls {info.family}")
+    cfg, moe_cfg = read_moe_config(read_config_json(config_path), source=str(config_path))
+    settings = {}
+    for name, ckpt in moe_cfg["ckpts"].items():  # lightx2v's default: <model_path>/{high,low}_noise_model
+        explicit = {"dit_quantized_ckpt": ckpt or str(model_path / EXPERT_DIRS[name])}
+        settings[name] = resolve_settings(cfg | explicit, config_path=config_path, task=args.task,
+                                          model_path=model_path, seed=args.seed, device=args.device,
+                                          dtype=args.dtype, round_scale_bf16=args.round_scale_bf16,
+                                          numerics=args.numerics,
+                                          compile_kernels={"auto": None, "on": True, "off": False}[args.compile])
+    first = settings["transformer"]
+    if first.quantized:
+        pipe = moe.load_quantized_moe_pipeline(
+            model_path, {n: s.quantized_ckpt for n, s in settings.items()}, first.device, first.dtype,
+            quant_methods={n: s.quant_method for n, s in settings.items()}, scheme=first.scheme,
+            round_scale_bf16=first.round_scale_bf16, numerics=first.numerics, compile_kernels=first.compile_kernels)
+    else:
+        pipe = load_pipeline(model_path, None, first.dtype, first.device)
+        moe.guard_experts(pipe)
+    if info.boundary_ratio is not None and abs(moe_cfg["boundary"] - info.boundary_ratio) > 1e-9:
+        warnings.warn(f"{config_path}: boundary {moe_cfg['boundary']} differs from {model_path}'s boundary_ratio "
+                      f"{info.boundary_ratio}: the experts will serve other timesteps than they were calibrated on "
+                      "(vidquant quantize splits at the model's boundary_ratio)", stacklevel=2)
+    pipe.register_to_config(boundary_ratio=moe_cfg["boundary"])  # the JSON's boundary wins, as in lightx2v
+    _apply_shift(pipe, first.sample_shift)
+    pipe.set_progress_bar_config(desc="denoising")  # the one long step: its bar shows
+    print(f"vidquant infer: wan2.2_moe {args.task}, boundary {moe_cfg['boundary']}, guidance {moe_cfg['guidance']}, "
+          + ", ".join(f"{n}: {s.quantized_ckpt}" for n, s in settings.items()))
+    clip = moe.generate_moe(pipe, first, moe_cfg["guidance"], args.prompt, args.negative_prompt, args.image_path)
+    return save_video(clip, args.save_video_path, first.fps)
+
+
 def run(args: argparse.Namespace) -> Path:
     """Resolve, load, generate and save; returns the video path."""
     _check_inputs(args)
     if args.model_cls == "wan2.2_moe":  # two expert checkpoints, lightx2v's MoE JSON
-        from vidquant.runtime.moe import run_moe
-
         return run_moe(args)
     cfg = read_lightx2v_config(args.config_json)
     settings = resolve_settings(cfg, config_path=args.config_json, task=args.task, model_path=args.model_path,
@@ -370,6 +417,7 @@ def run(args: argparse.Namespace) -> Path:
           f"{settings.device}, {str(settings.dtype).removeprefix('torch.')}")
     t0 = time.time()
     pipe = load_runtime_pipeline(settings)
+    pipe.set_progress_bar_config(desc="denoising")  # the one long step: its bar shows
     t1 = time.time()
     clip = generate(pipe, settings, args.prompt, args.negative_prompt, args.image_path)
     from vidquant.eval.video import save_video

@@ -35,7 +35,13 @@ import torch
 from torch import nn
 
 from vidquant.export import keymap
-from vidquant.export.io import TORCH_SUFFIXES, CheckpointError, load_state_dict, safetensors_keys, source_files
+from vidquant.export.io import (
+    TORCH_SUFFIXES,
+    QuantizedCheckpointError,
+    load_state_dict,
+    safetensors_keys,
+    source_files,
+)
 from vidquant.export.verify import check_state_dict
 from vidquant.models.block import make_transformer_smoothable
 from vidquant.models.layout import block_linear_names
@@ -63,10 +69,6 @@ _ARCH_FIELDS = ("num_layers", "num_attention_heads", "attention_head_dim", "ffn_
                 "out_channels", "text_dim", "freq_dim", "image_dim", "added_kv_proj_dim", "patch_size")
 _MAX_LISTED = 8  # keys named per error message before "... and N more"
 _COMPILE_MIN_DIM = 1024  # hidden size from which compiling the W8A8 kernels pays back its first-call cost
-
-
-class QuantizedCheckpointError(CheckpointError):
-    """A quantized checkpoint that cannot be loaded into the base model; names the keys and the file."""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@
 config and hands both to the diffusers pipeline, which switches between them at ``boundary_ratio`` exactly as
 lightx2v's ``wan2.2_moe`` runner does (``export.experts`` has the facts). ``vidquant infer --model_cls wan2.2_moe``
 reads lightx2v's MoE JSON (``high_noise_quantized_ckpt`` / ``low_noise_quantized_ckpt`` / ``boundary`` /
-``sample_guide_scale: [high, low]``) through :func:`run_moe`.
+``sample_guide_scale: [high, low]``) through ``vidquant.runtime.infer.run_moe``.
 
 The guard (:func:`guard_experts`): users report all-black clips from quantized A14B. A black clip comes from a
 denoiser output that is not finite (an overflowing scale, an inf activation) or constant (a dead expert); the
@@ -16,10 +16,7 @@ the CFG branch.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +25,7 @@ import torch
 from vidquant.models.layout import Expert, pipeline_experts
 
 __all__ = ["ExpertOutputError", "guard_experts", "check_expert_output", "load_quantized_moe_pipeline",
-           "run_moe", "generate_moe"]
+           "generate_moe"]
 
 
 class ExpertOutputError(RuntimeError):
@@ -92,23 +89,6 @@ def load_quantized_moe_pipeline(model_path: str | os.PathLike, quantized_ckpts: 
     return pipe
 
 
-# ----------------------------------------------------------------------------------------------- CLI
-
-
-def _read_json(path: Path) -> dict:
-    from vidquant.export.lightx2v_config import ConfigError
-
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from exc
-    text = "\n".join("" if line.lstrip().startswith("//") else line for line in text.splitlines())
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: invalid JSON: {exc}") from exc
-
-
 def generate_moe(pipe, settings, guidance: tuple[float, float], prompt: str, negative_prompt: str = "",
                  image_path: str | os.PathLike | None = None) -> np.ndarray:
     """One clip with the per-expert guidance pair (diffusers' ``guidance_scale`` / ``guidance_scale_2``)."""
@@ -124,45 +104,3 @@ def generate_moe(pipe, settings, guidance: tuple[float, float], prompt: str, neg
     with torch.no_grad():
         frames = pipe(**kwargs, output_type="np").frames[0]
     return np.asarray(frames, dtype=np.float32)
-
-
-def run_moe(args: argparse.Namespace) -> Path:
-    """``vidquant infer --model_cls wan2.2_moe``: lightx2v's MoE JSON on the quantized runtime; returns the video."""
-    from vidquant.eval.video import save_video
-    from vidquant.export.experts import EXPERT_DIRS, read_moe_config
-    from vidquant.models.loading import inspect_checkpoint, load_pipeline
-    from vidquant.runtime.infer import InferError, _apply_shift, resolve_settings
-
-    config_path, model_path = Path(args.config_json), Path(args.model_path)
-    info = inspect_checkpoint(model_path)
-    if info.family != "wan2.2_moe":
-        raise InferError(f"--model_cls wan2.2_moe but --model_path {model_path} has one transformer; use "
-                         f"--model_cls {info.family}")
-    cfg, moe = read_moe_config(_read_json(config_path), source=str(config_path))
-    settings = {}
-    for name, ckpt in moe["ckpts"].items():  # lightx2v's default: <model_path>/{high,low}_noise_model
-        explicit = {"dit_quantized_ckpt": ckpt or str(model_path / EXPERT_DIRS[name])}
-        settings[name] = resolve_settings(cfg | explicit, config_path=config_path, task=args.task,
-                                          model_path=model_path, seed=args.seed, device=args.device,
-                                          dtype=args.dtype, round_scale_bf16=args.round_scale_bf16,
-                                          numerics=args.numerics,
-                                          compile_kernels={"auto": None, "on": True, "off": False}[args.compile])
-    first = settings["transformer"]
-    if first.quantized:
-        pipe = load_quantized_moe_pipeline(
-            model_path, {n: s.quantized_ckpt for n, s in settings.items()}, first.device, first.dtype,
-            quant_methods={n: s.quant_method for n, s in settings.items()}, scheme=first.scheme,
-            round_scale_bf16=first.round_scale_bf16, numerics=first.numerics, compile_kernels=first.compile_kernels)
-    else:
-        pipe = load_pipeline(model_path, None, first.dtype, first.device)
-        guard_experts(pipe)
-    if info.boundary_ratio is not None and abs(moe["boundary"] - info.boundary_ratio) > 1e-9:
-        warnings.warn(f"{config_path}: boundary {moe['boundary']} differs from {model_path}'s boundary_ratio "
-                      f"{info.boundary_ratio}: the experts will serve other timesteps than they were calibrated on "
-                      "(vidquant quantize splits at the model's boundary_ratio)", stacklevel=2)
-    pipe.register_to_config(boundary_ratio=moe["boundary"])  # the JSON's boundary wins, as in lightx2v
-    _apply_shift(pipe, first.sample_shift)
-    print(f"vidquant infer: wan2.2_moe {args.task}, boundary {moe['boundary']}, guidance {moe['guidance']}, "
-          + ", ".join(f"{n}: {s.quantized_ckpt}" for n, s in settings.items()))
-    clip = generate_moe(pipe, first, moe["guidance"], args.prompt, args.negative_prompt, args.image_path)
-    return save_video(clip, args.save_video_path, first.fps)

@@ -654,13 +654,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def train_tiny_main(argv: list[str] | None = None) -> int:
-    """CLI: ``vidquant train-tiny --out assets/models --seed 0 [--device cpu|cuda] [--vae-steps N ...]``;
-    ``vidquant train-tiny --wan22 ...``: the tiny Wan2.2 pipelines (:mod:`vidquant.train.wan22`)."""
+    """CLI: ``vidquant train-tiny --out assets/models --seed 0 [--device cpu|cuda] [--vae-steps N ...]``
+    (``--wan22`` goes to :mod:`vidquant.train.wan22` instead: :func:`vidquant.train.main`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--wan22" in argv:  # the tiny Wan2.2 pipelines, derived from the tiny Wan2.1 T2V
-        from vidquant.train.wan22 import train_wan22_main
-
-        return train_wan22_main([a for a in argv if a != "--wan22"])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
     cfg = TrainConfig(**vars(args))
