@@ -39,12 +39,13 @@ EQUIVALENT = OUT / "equivalent.json"
 #: group -> (files under lib/vidquant to mutate, the fast tests that exercise them).
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "quant": (["quant/quantizer.py", "quant/builders.py"], ["tests/test_quantizer.py", "tests/test_quant_linear.py"]),
-    "gptq": (["algos/gptq.py"], ["tests/test_gptq.py"]),
+    "gptq": (["algos/gptq.py"], ["tests/test_gptq.py", "tests/test_method_options.py"]),
     "smoothing": (["algos/smoothquant.py", "algos/fold.py", "algos/base.py", "algos/rtn.py"],
-                  ["tests/test_smoothquant.py", "tests/test_layer_metrics.py", "tests/test_block_context.py"]),
+                  ["tests/test_smoothquant.py", "tests/test_layer_metrics.py", "tests/test_block_context.py",
+                   "tests/test_method_options.py"]),
     "deploy": (["algos/deploy.py", "algos/engine.py"],
                ["tests/test_deploy.py", "tests/test_layer_metrics.py", "tests/test_engine.py"]),
-    "awq": (["algos/awq.py"], ["tests/test_awq.py", "tests/test_layer_metrics.py"]),
+    "awq": (["algos/awq.py"], ["tests/test_awq.py", "tests/test_layer_metrics.py", "tests/test_method_options.py"]),
     "linear": (["quant/linear.py", "quant/int8_gemm.py"], ["tests/test_quant_linear.py", "tests/test_int8_gemm.py"]),
     "blockfmt": (["quant/blockfmt.py", "quant/__init__.py"], ["tests/test_formats_quant.py"]),
     "export": (["export/keymap.py", "export/converter.py"], ["tests/test_keymap.py", "tests/test_converter.py"]),
