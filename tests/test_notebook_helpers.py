@@ -263,7 +263,11 @@ def test_every_figure_is_labelled():
         plots.metric_vs_param(sweep, "alpha", ["video_psnr"], baselines={"video_psnr": 29}),
         plots.metric_bars(sweep, ["video_psnr"], label="run"),
         plots.sweep(sweep, title="03_smoothquant"),
+        plots.paired_differences(pd.DataFrame({
+            "method": ["SQ", "GPTQ"], "format": "W4A8", "d_psnr": [-1.9, 5.2], "d_psnr_lo": [-3.5, 3.2],
+            "d_psnr_hi": [-0.5, 7.3], "d_psnr_sig": ["*", ""], "psnr_jitter": [0.5, 3.7]})),
     ]
     for fig in figures:
         _labelled(fig)
     assert plots.sweep(sweep.iloc[:1]) is None  # one run: nothing to plot against
+    assert plots.paired_differences(pd.DataFrame({"method": ["RTN"], "format": ["W4A8"], "psnr": [36.0]})) is None

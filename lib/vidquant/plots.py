@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 __all__ = [
+    "paired_differences",
     "activation_outliers",
     "smoothing",
     "layer_sqnr",
@@ -404,6 +405,41 @@ def metric_bars(table: pd.DataFrame, metrics: Sequence[str], *, label: str = "ru
     axes[0, 0].invert_yaxis()
     axes[0, 0].set_ylabel(label)
     return _done(fig, title)
+
+
+def paired_differences(intervals: pd.DataFrame, metrics: Sequence[str] = ("psnr", "traj_drift_px"), *,
+                       baseline: str = "RTN", title: str = "Paired differences against RTN") -> Figure | None:
+    """A forest plot of an interval table (`vidquant.eval.intervals.interval_table`): per metric, each (method,
+    format)'s paired difference against `baseline` in the same format as a dot with its 95 % interval, the cell's
+    jitter as a grey band around 0 (a difference inside it is not a finding), real differences (`*`) filled.
+    None when the table has no paired difference."""
+    metrics = [m for m in metrics if f"d_{m}" in intervals and intervals[f"d_{m}"].notna().any()]
+    if not metrics:
+        return None
+    rows = intervals[intervals[f"d_{metrics[0]}"].notna()].reset_index(drop=True)
+    names = (rows["method"].astype(str) + " · " + rows["format"].astype(str)).tolist()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 + 3.2 * len(metrics), 0.9 + 0.32 * len(names)),
+                             dpi=_DPI, squeeze=False, sharey=True)
+    y = np.arange(len(names))
+    for ax, metric in zip(axes[0], metrics):
+        d = rows[f"d_{metric}"].to_numpy(dtype=float)
+        lo, hi = rows[f"d_{metric}_lo"].to_numpy(dtype=float), rows[f"d_{metric}_hi"].to_numpy(dtype=float)
+        jitter = rows.get(f"{metric}_jitter", pd.Series(np.nan, index=rows.index)).to_numpy(dtype=float)
+        real = rows[f"d_{metric}_sig"].astype(str).eq("*").to_numpy()
+        for yi, j in zip(y, jitter):
+            if np.isfinite(j):
+                ax.fill_betweenx([yi - 0.4, yi + 0.4], -j, j, color="0.88", lw=0)
+        ax.errorbar(d, y, xerr=[d - lo, hi - d], fmt="none", ecolor="C0", capsize=2)
+        ax.scatter(d[real], y[real], color="C0", zorder=3, label="real (*)")
+        ax.scatter(d[~real], y[~real], facecolor="white", edgecolor="C0", zorder=3, label="within noise")
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_xlabel(f"Δ{metric} vs {baseline}")
+        ax.set_title(metric, fontsize=10)
+    axes[0, 0].set_yticks(y, names, fontsize=8)
+    axes[0, 0].invert_yaxis()
+    axes[0, 0].set_ylabel("method · format")
+    axes[0, -1].legend(fontsize=7, loc="lower right")
+    return _done(fig, title + " (95 % intervals; grey: the cell's jitter)")
 
 
 #: The headline metrics of a run and their units ("" = unitless).
