@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tests_support import tiny_config
+from tests_support import infer_clip, tiny_config
 
 from vidquant.calib import capture_expert_inputs, load_samples
 from vidquant.config import Config, load_config, parse_config
@@ -394,6 +395,64 @@ def test_infer_cli_runs_the_moe_json(wan22_dirs, tmp_path, capsys):
     assert "field 'boundary'" in capsys.readouterr().err
     assert infer_main(["--model_cls", "wan2.2_moe"] + argv[2:5] + [str(wan22_dirs["ti2v"])] + argv[6:]) == 2
     assert "has one transformer; use --model_cls wan2.2" in capsys.readouterr().err
+
+
+def test_infer_cli_runs_quantized_ti2v_image_conditioned_with_the_wan22_vae(tmp_path, monkeypatch, capsys,
+                                                                          record_property):
+    """TI2V-5B through lightx2v's command line (`--model_cls wan2.2 --task i2v`, as its run_wan22_ti2v_i2v.sh):
+    a test-size TI2V with the Wan2.2 VAE (z_dim 48, 16x spatial) calibrated image-conditioned -> export ->
+    convert -> verify -> `vidquant infer`, whose clip is the fake-quant clip `quantize` evaluated (same prompt,
+    image, seed, sampler; the Wan2.1 / random-model bounds: >= 40 dB vs fake-quant, > 25 dB vs float)."""
+    from vidquant.export.converter import convert
+    from vidquant.export.lightx2v_config import write_lightx2v_config
+    from vidquant.export.verify import verify
+    from vidquant.models.tiny import make_random_tiny_wan22_dir
+
+    model = make_random_tiny_wan22_dir("ti2v", tmp_path / "ti2v", wan22_vae=True)
+    raw = tiny_config(tmp_path, model, "i2v", method="SmoothQuant")
+    raw["model"]["type"] = "Wan22TI2V"
+    for section in ("calib", "eval"):  # 64x64: 2x2 tokens per latent frame through the 16x VAE
+        raw[section] |= {"path": str(REPO / raw[section]["path"]), "target_height": 64, "target_width": 64}
+    raw["eval"]["num_samples"] = 1
+    raw["quant"]["video_gen"]["special"] = {"alpha": 0.75}
+    result = quantize(parse_config(raw, source=str(tmp_path / "cfg.yaml")), progress=False, out_dir=tmp_path / "run")
+    conv = convert(result.export_dir, tmp_path / "converted", direction="backward", progress=False,
+                   copy_no_weight_files=True)
+    assert verify(conv) == []
+    (ev, samples), = load_eval_samples(result.config)
+    ref, fake = result.videos[(ev.path, 0)]
+    config = tmp_path / "wan_ti2v_i2v_advanced_ptq.json"
+    written = write_lightx2v_config(config, task="i2v", scheme="int8", quantized_ckpt=conv,
+                                    infer_steps=ev.num_inference_steps, target_height=64, target_width=64,
+                                    target_video_length=ev.num_frames, guidance_scale=ev.guidance_scale,
+                                    seed=result.config.base.seed)
+    ti2v_fields = {"num_channels_latents": 48, "vae_stride": [4, 16, 16], "use_image_encoder": False}  # lightx2v's
+    config.write_text(json.dumps(written | ti2v_fields | {"text_len": ev.max_sequence_length}))
+    argv = ["--model_cls", "wan2.2", "--task", "i2v", "--model_path", str(model), "--config_json", str(config),
+            "--prompt", samples[0].prompt, "--negative_prompt", samples[0].negative_prompt or "",
+            "--image_path", str(samples[0].image), "--save_video_path", str(tmp_path / "out.mp4"),
+            "--device", "cpu", "--dtype", "float32", "--numerics", "vidquant"]
+    clip = infer_clip(argv, monkeypatch)
+    assert "vidquant infer: i2v int8 W8A8 from" in capsys.readouterr().out
+    assert clip.shape == fake.shape == (ev.num_frames, 64, 64, 3)
+    _check_clips([(clip, fake, ref)], record_property)
+    assert psnr(clip, fake) > psnr(clip, ref)  # the quantized transformer ran (random model: 142 vs 76 dB)
+    with capsys.disabled():
+        print(f"\n[ti2v i2v int8] infer vs fake-quant {psnr(clip, fake):.1f} dB, vs float {psnr(clip, ref):.1f} dB")
+    # what cannot run is refused up front, naming the fix
+    other = tmp_path / "other.json"
+    for bad, message in ((["--model_cls", "wan2.1"], r"is a Wan2.2 TI2V-5B-style model \(expand_timesteps\); use "
+                                                    "--model_cls wan2.2$"),
+                         ({"num_channels_latents": 16}, "field 'num_channels_latents' is 16 but the VAE of"),
+                         ({"vae_stride": [4, 8, 8]}, r"field 'vae_stride' is \[4, 8, 8\] but .* gives \[4, 16, 16\]")):
+        args = list(argv)
+        if isinstance(bad, dict):
+            other.write_text(json.dumps(json.loads(config.read_text()) | bad))
+            args[args.index(str(config))] = str(other)
+        else:
+            args[:2] = bad
+        assert infer_main(args) == 2
+        assert re.search(message, capsys.readouterr().err.strip()), message
 
 
 def test_moe_config_reader_checks_fields():

@@ -8,8 +8,10 @@ What is checked: both expert folders export, convert and verify; each runtime ex
 and they decode to that expert's own fake-quant weights and biases (a swapped or mixed-up expert fails here);
 teacher-forced on every expert call of one fake-quant generation (both experts, both CFG branches, each at the
 expert serving its timestep), the runtime expert against the fake-quant expert `quantize` evaluated, within a
-per-format fraction of that expert's quantization error (`SAME_FUNCTION`, `STATIC` below, with the measured
-values); the runtime's guarded clip is finite.
+per-format fraction of that expert's quantization error (`SAME_FUNCTION` below, with the measured values); the
+runtime's guarded clip is finite, and where the runtime is the fake-quant function it redraws the fake-quant
+clip (`EXACT`: Wan2.1's 60 dB bound, tests/test_formats_infer.py), else within the trained mixture's 20 dB
+end-to-end floor (W8A8, W4A16: a flipped code cascades, docs/wan22.md "Runtime vs fake-quant").
 """
 
 from __future__ import annotations
@@ -36,16 +38,15 @@ REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "assets/models/tiny-wan22-t2v"
 SCHEMES = {"W8A8-int8": "int8", "FP8-e4m3": "fp8", "MXFP8": "mxfp8", "MXFP6-MXFP8": "mxfp6-mxfp8", "MXFP4": "mxfp4",
            "NVFP4": "nvfp4", "W4A16-g128": "int4-g128-marlin", "FP8-pertensor": "fp8-pertensor"}
-# Teacher-forced bound per call, as a fraction of the fake-quant expert's own error against float (measured max
-# in brackets, 5 methods). Formats whose runtime computes the fake-quant function: |runtime - fake|. MX: the
-# same quantizers, emulated (0, bit-exact); W4A16: Marlin's fp16 group scales (0.124); W8A8: real GEMMs whose
-# fp32 rounding flips activation codes that cascade through the 6 blocks (1.10; a swapped expert: ~20).
-# Static activation scales at run time (NVFP4, FP8-pertensor; the fake-quant evaluation uses dynamic ones,
-# docs/formats.md §5.7): |runtime - float|; with 2 calibration calls per expert 38 % of the FP8-pertensor layers
-# see eval activations beyond the calibrated absmax (up to 1.8x) and saturate (NVFP4 1.36, FP8-pertensor 2.58).
+# Teacher-forced bound per call on |runtime - fake|, as a fraction of the fake-quant expert's own error against
+# float (measured max in brackets, 5 methods). MX, NVFP4, FP8-pertensor: the same quantizers, emulated, and for
+# NVFP4 / FP8-pertensor the same calibrated static activation scales (the fake-quant model uses the exported
+# input_absmax since b594a83, docs/formats.md "Static activation scales"): bit-exact (0). W4A16: Marlin's fp16
+# group scales (0.124); W8A8: real GEMMs whose fp32 rounding flips activation codes that cascade through the 6
+# blocks (1.10; a swapped expert: ~20).
 SAME_FUNCTION = {"W8A8-int8": 1.5, "FP8-e4m3": 1.5, "MXFP8": 1e-6, "MXFP6-MXFP8": 1e-6, "MXFP4": 1e-6,
-                 "W4A16-g128": 0.25}
-STATIC = {"NVFP4": 2.0, "FP8-pertensor": 4.0}
+                 "NVFP4": 1e-6, "FP8-pertensor": 1e-6, "W4A16-g128": 0.25}
+EXACT = {fmt for fmt, bound in SAME_FUNCTION.items() if bound <= 1e-6}
 FAST_CASE = ("SmoothQuant", "NVFP4")
 GEN = {"num_inference_steps": 4, "target_height": 32, "target_width": 32, "num_frames": 5}
 SMALL = {**{f"calib.{k}": v for k, v in GEN.items()}, "calib.sample_steps": 2, "eval.num_samples": 1,
@@ -118,13 +119,14 @@ def test_every_method_and_format_through_the_moe_chain(tmp_path, monkeypatch, me
         runtime, reference = getattr(pipe, name)(**kwargs)[0], getattr(floats, name)(**kwargs)[0]
         fake_err = rel_err(pred, reference)
         assert 0 < fake_err < 0.5, (name, fake_err)  # quantized, and not broken
-        ratio = rel_err(runtime, pred if fmt in SAME_FUNCTION else reference) / fake_err
-        worst = max(worst, ratio)
+        worst = max(worst, rel_err(runtime, pred) / fake_err)
     record_property("worst_ratio", worst)
-    assert worst <= {**SAME_FUNCTION, **STATIC}[fmt], worst
+    assert worst <= SAME_FUNCTION[fmt], worst
 
     clip = generate_video(pipe, samples[0], params)  # guarded: a black clip would raise, naming the expert
     ref, fake_clip = result.videos[(ev.path, 0)]
     assert np.isfinite(clip).all() and clip.shape == ref.shape
-    record_property("psnr_runtime_vs_fake", psnr(clip, fake_clip))
-    record_property("psnr_runtime_vs_float", psnr(clip, ref))
+    p_fake, p_float = psnr(clip, fake_clip), psnr(clip, ref)
+    record_property("psnr_runtime_vs_fake", p_fake)
+    record_property("psnr_runtime_vs_float", p_float)
+    assert p_fake >= (60.0 if fmt in EXACT else 20.0), p_fake
