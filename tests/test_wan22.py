@@ -46,7 +46,7 @@ from vidquant.export.experts import (
     verify_experts,
     write_lightx2v_moe_config,
 )
-from vidquant.export.lightx2v_config import ConfigError
+from vidquant.export.lightx2v_config import ConfigError, read_lightx2v_config
 from vidquant.generate import GenParams, generate_video
 from vidquant.models import ModelLoadError, block_linear_names, inspect_checkpoint, load_pipeline, pipeline_experts
 from vidquant.models.tiny import make_random_tiny_wan22_dir
@@ -561,7 +561,7 @@ def test_ti2v_batch_uses_the_pipelines_per_token_timesteps():
 # ----------------------------------------------------------------------------------------------- configs
 
 
-def test_shipped_wan22_configs_load_and_point_at_wan22_layouts():
+def test_shipped_wan22_configs_load_and_point_at_wan22_layouts(tmp_path):
     folders = {"wan22_t2v": "Wan22T2V", "wan22_i2v": "Wan22I2V", "wan22_ti2v": "Wan22TI2V",
                "tiny_wan22_t2v": "Wan22T2V", "tiny_wan22_ti2v": "Wan22TI2V"}
     for folder, model_type in folders.items():
@@ -577,6 +577,24 @@ def test_shipped_wan22_configs_load_and_point_at_wan22_layouts():
         cfg, moe = read_moe_config(json.loads(path.read_text()), source=str(path))
         assert cfg["quant_method"] == "advanced_ptq" and cfg["quant_scheme"] == "int8"
         assert moe["boundary"] in (0.875, 0.9) and all(p.endswith("_noise_model") for p in moe["ckpts"].values())
+    # TI2V (--model_cls wan2.2): the latent layout each JSON states is its model's VAE (TI2V-5B's 48 channels, 16x;
+    # the shipped tiny TI2V's 16, 8x), and `vidquant infer` refuses it on the other
+    from vidquant.models.tiny import make_random_tiny_wan22_dir
+    from vidquant.runtime.infer import InferError, _check_latent_layout
+
+    layouts = {"tiny_wan22_ti2v": REPO / "assets/models/tiny-wan22-ti2v",
+               "wan22_ti2v": make_random_tiny_wan22_dir("ti2v", tmp_path / "ti2v48", wan22_vae=True)}
+    paths = sorted((REPO / "configs/lightx2v").glob("*wan22_ti2v*.json"))
+    assert [p.name for p in paths] == ["tiny_wan22_ti2v_i2v_advanced_ptq.json", "wan22_ti2v_i2v_advanced_ptq.json",
+                                       "wan22_ti2v_t2v_advanced_ptq.json"]
+    for path in paths:
+        cfg = read_lightx2v_config(path)
+        assert cfg["quant_scheme"] == "int8" and cfg["use_image_encoder"] is False
+        own = next(model for prefix, model in layouts.items() if path.name.startswith(prefix))
+        _check_latent_layout(cfg, own, str(path))
+        other = next(model for model in layouts.values() if model != own)
+        with pytest.raises(InferError, match="field 'num_channels_latents' is"):
+            _check_latent_layout(cfg, other, str(path))
 
 
 @pytest.mark.parametrize("folder,kind", [("wan22_t2v", "t2v_moe"), ("wan22_i2v", "i2v_moe"), ("wan22_ti2v", "ti2v")])

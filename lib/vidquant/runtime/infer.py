@@ -13,8 +13,12 @@ quantized as lightx2v's kernels do, fp32 GEMM (:mod:`vidquant.runtime.emulated`;
 Fields used: ``dit_quantized_ckpt`` (default ``<model_path>/<first token of the scheme>``, e.g. ``int8``,
 ``mxfp6``, as lightx2v), ``quant_method``, ``infer_steps``, ``target_height`` / ``target_width`` (I2V: the area;
 the size follows the image's aspect ratio), ``target_video_length``, ``sample_guide_scale`` / ``enable_cfg``,
-``sample_shift``, ``text_len``, ``seed`` and ``fps``. Attention backends, offloading and caching fields are
+``sample_shift``, ``text_len``, ``seed`` and ``fps``; ``num_channels_latents`` / ``vae_stride`` (lightx2v's TI2V-5B
+JSONs: 48, [4, 16, 16]) must match the model's VAE. Attention backends, offloading and caching fields are
 accepted and have no effect (diffusers' SDPA attention is used).
+
+``--model_cls`` must name the model directory's kind (``wan2.1``; ``wan2.2``: TI2V-5B, ``expand_timesteps``, which
+runs ``--task t2v`` and, image-conditioned, ``--task i2v``; ``wan2.2_moe``: two experts, :mod:`vidquant.runtime.moe`).
 
 Precedence as lightx2v (§4.1): CLI < config JSON < ``<dit_quantized_ckpt>/config.json`` (only its
 ``quant_method``, and only when ``dit_quantized_ckpt`` is set explicitly); ``--seed`` overrides the JSON's
