@@ -16,6 +16,7 @@ end-to-end floor (W8A8, W4A16: a flipped code cascades, docs/wan22.md "Runtime v
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from vidquant.generate import GenParams, generate_video
 from vidquant.models import load_pipeline
 from vidquant.models.tiny import make_random_tiny_wan22_dir
 from vidquant.quant import FakeQuantLinear, W8A8Linear
-from vidquant.run import load_eval_samples
+from vidquant.run import load_eval_samples, quantize
 from vidquant.runtime.emulated import EmulatedLinear
 from vidquant.runtime.moe import load_quantized_moe_pipeline
 from vidquant.tables import EXPORTED, METHODS, cell_config
@@ -130,3 +131,72 @@ def test_every_method_and_format_through_the_moe_chain(tmp_path, monkeypatch, me
     record_property("psnr_runtime_vs_fake", p_fake)
     record_property("psnr_runtime_vs_float", p_float)
     assert p_fake >= (60.0 if fmt in EXACT else 20.0), p_fake
+
+# ----------------------------------------------------------------------------------------------- TI2V
+
+# TI2V-5B (one transformer, per-token timesteps, the z_dim 48 Wan2.2 VAE) goes through the single-model path:
+# every method and every format at least once (each method with formats in turn), alternating t2v and its
+# image-conditioned i2v mode, through lightx2v's command line (`vidquant infer --model_cls wan2.2`), on a random
+# test-size TI2V wide enough for every format's blocks (hidden 256, as Marlin's W4A16 layout needs). Bounds as Wan2.1's
+# runtime tests on random models: the emulated formats that compute the fake-quant function >= 60 dB
+# (tests/test_formats_infer.py), W8A8 (real GEMMs, fp32 rounding) and W4A16 (fp16 group scales) >= 40 dB.
+TI2V_CASES = [(method, fmt, ("t2v", "i2v")[i % 2]) for i, (method, fmt) in
+              enumerate(zip([*METHODS, *METHODS], SCHEMES))]
+TI2V_GEN = {"num_inference_steps": 3, "target_height": 64, "target_width": 64, "num_frames": 5}
+
+
+@pytest.fixture(scope="module")
+def random_ti2v(tmp_path_factory):
+    from dataclasses import replace
+
+    from vidquant.models.tiny import TEST_SIZES
+
+    sizes = replace(TEST_SIZES, heads=4, head_dim=64, ffn_dim=512)
+    return make_random_tiny_wan22_dir("ti2v", tmp_path_factory.mktemp("wan22") / "ti2v", sizes=sizes, wan22_vae=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,fmt,task", TI2V_CASES, ids=[f"{m}-{f}-{t}" for m, f, t in TI2V_CASES])
+def test_ti2v_every_method_and_format_through_vidquant_infer(tmp_path, monkeypatch, capsys, method, fmt, task,
+                                                              random_ti2v, record_property):
+    from tests_support import infer_clip
+
+    from vidquant.export.converter import convert
+    from vidquant.export.lightx2v_config import write_lightx2v_config
+    from vidquant.export.verify import verify
+
+    assert {m for m, _, _ in TI2V_CASES} == set(METHODS) and {f for _, f, _ in TI2V_CASES} == set(SCHEMES)
+    monkeypatch.chdir(REPO)
+    sets = {f"{s}.{k}": v for s in ("calib", "eval") for k, v in (("name", task), ("path", f"assets/{s}/tiny_{task}"))}
+    extra = {**{f"{s}.{k}": v for s in ("calib", "eval") for k, v in TI2V_GEN.items()}, **sets,
+             "calib.sample_steps": 2, "eval.num_samples": 1}
+    cfg = cell_config("wan22_ti2v", method, fmt, tmp_path / "run", str(random_ti2v), extra=extra)
+    assert cfg.model.type == "Wan22TI2V" and cfg.task == task
+    result = quantize(cfg, progress=False)
+    assert verify(result.export_dir) == []
+    conv = convert(result.export_dir, tmp_path / "converted", direction="backward", progress=False,
+                   copy_no_weight_files=True)
+    assert verify(conv) == []
+    (ev, samples), = load_eval_samples(cfg)
+    ref, fake = result.videos[(ev.path, 0)]
+    config = tmp_path / "ti2v.json"
+    written = write_lightx2v_config(config, task=task, scheme=SCHEMES[fmt], quantized_ckpt=conv,
+                                    infer_steps=ev.num_inference_steps, target_height=ev.target_height,
+                                    target_width=ev.target_width, target_video_length=ev.num_frames,
+                                    guidance_scale=ev.guidance_scale, seed=cfg.base.seed)
+    layout = {"num_channels_latents": 48, "vae_stride": [4, 16, 16], "use_image_encoder": False}
+    config.write_text(json.dumps(written | layout | {"text_len": ev.max_sequence_length}))
+    argv = ["--model_cls", "wan2.2", "--task", task, "--model_path", str(random_ti2v), "--config_json", str(config),
+            "--prompt", samples[0].prompt, "--save_video_path", str(tmp_path / "out.mp4"), "--device", "cpu",
+            "--dtype", "float32", "--numerics", "vidquant"]
+    if task == "i2v":
+        argv += ["--image_path", str(samples[0].image)]
+    clip = infer_clip(argv, monkeypatch)
+    assert clip.shape == fake.shape and np.isfinite(clip).all()
+    p_fake, p_float = psnr(clip, fake), psnr(clip, ref)
+    record_property("psnr_runtime_vs_fake", p_fake)
+    record_property("psnr_runtime_vs_float", p_float)
+    with capsys.disabled():
+        print(f"\n[ti2v {task} {method} {fmt}] infer vs fake-quant {p_fake:.1f} dB, vs float {p_float:.1f} dB")
+    assert p_fake >= (60.0 if fmt in EXACT else 40.0), p_fake
+    assert p_fake > p_float  # the quantized transformer ran
