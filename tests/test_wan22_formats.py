@@ -9,9 +9,7 @@ and they decode to that expert's own fake-quant weights and biases (a swapped or
 teacher-forced on every expert call of one fake-quant generation (both experts, both CFG branches, each at the
 expert serving its timestep), the runtime expert against the fake-quant expert `quantize` evaluated, within a
 per-format fraction of that expert's quantization error (`SAME_FUNCTION` below, with the measured values); the
-runtime's guarded clip is finite, and where the runtime is the fake-quant function it redraws the fake-quant
-clip (`EXACT`: Wan2.1's 60 dB bound, tests/test_formats_infer.py), else within the trained mixture's 20 dB
-end-to-end floor (W8A8, W4A16: a flipped code cascades, docs/wan22.md "Runtime vs fake-quant").
+runtime's guarded clip is finite and within `MIN_CLIP_PSNR` of the fake-quant clip.
 """
 
 from __future__ import annotations
@@ -40,14 +38,21 @@ MODEL = REPO / "assets/models/tiny-wan22-t2v"
 SCHEMES = {"W8A8-int8": "int8", "FP8-e4m3": "fp8", "MXFP8": "mxfp8", "MXFP6-MXFP8": "mxfp6-mxfp8", "MXFP4": "mxfp4",
            "NVFP4": "nvfp4", "W4A16-g128": "int4-g128-marlin", "FP8-pertensor": "fp8-pertensor"}
 # Teacher-forced bound per call on |runtime - fake|, as a fraction of the fake-quant expert's own error against
-# float (measured max in brackets, 5 methods). MX, NVFP4, FP8-pertensor: the same quantizers, emulated, and for
-# NVFP4 / FP8-pertensor the same calibrated static activation scales (the fake-quant model uses the exported
-# input_absmax since b594a83, docs/formats.md "Static activation scales"): bit-exact (0). W4A16: Marlin's fp16
+# float (measured max over the 5 methods in brackets). MX, FP8-pertensor: the same quantizers, emulated, and for
+# FP8-pertensor the same calibrated static activation scale (the fake-quant model uses the exported input_absmax
+# since b594a83, docs/formats.md "Static activation scales"): bit-exact (0). NVFP4: the same, bit-exact after RTN,
+# SmoothQuant, AWQ; GPTQ keeps a weight code·(s8/g) with the scale quotient rounded once where the export decodes
+# code·s8/g, up to one fp32 ulp per weight (measured in 25-40 % of the weights), (3.1e-6). W4A16: Marlin's fp16
 # group scales (0.124); W8A8: real GEMMs whose fp32 rounding flips activation codes that cascade through the 6
 # blocks (1.10; a swapped expert: ~20).
 SAME_FUNCTION = {"W8A8-int8": 1.5, "FP8-e4m3": 1.5, "MXFP8": 1e-6, "MXFP6-MXFP8": 1e-6, "MXFP4": 1e-6,
-                 "NVFP4": 1e-6, "FP8-pertensor": 1e-6, "W4A16-g128": 0.25}
-EXACT = {fmt for fmt, bound in SAME_FUNCTION.items() if bound <= 1e-6}
+                 "NVFP4": 1e-5, "FP8-pertensor": 1e-6, "W4A16-g128": 0.25}
+# The clip against the fake-quant clip (PSNR, dB; 32×32, 5 frames, 4 steps, measured min in brackets): the
+# emulated formats that compute the fake-quant function, Wan2.1's 60 dB (tests/test_formats_infer.py; inf);
+# W4A16 (weight-only: no activation code to flip) Wan2.1's 40 dB (60.3); W8A8, whose code flips cascade over the
+# steps (chaotic, docs/wan22.md "Runtime vs fake-quant"), the trained mixture's 20 dB floor (23.6).
+MIN_CLIP_PSNR = {"W8A8-int8": 20.0, "FP8-e4m3": 20.0, "MXFP8": 60.0, "MXFP6-MXFP8": 60.0, "MXFP4": 60.0,
+                 "NVFP4": 60.0, "FP8-pertensor": 60.0, "W4A16-g128": 40.0}
 FAST_CASE = ("SmoothQuant", "NVFP4")
 GEN = {"num_inference_steps": 4, "target_height": 32, "target_width": 32, "num_frames": 5}
 SMALL = {**{f"calib.{k}": v for k, v in GEN.items()}, "calib.sample_steps": 2, "eval.num_samples": 1,
@@ -130,7 +135,7 @@ def test_every_method_and_format_through_the_moe_chain(tmp_path, monkeypatch, me
     p_fake, p_float = psnr(clip, fake_clip), psnr(clip, ref)
     record_property("psnr_runtime_vs_fake", p_fake)
     record_property("psnr_runtime_vs_float", p_float)
-    assert p_fake >= (60.0 if fmt in EXACT else 20.0), p_fake
+    assert p_fake >= MIN_CLIP_PSNR[fmt], p_fake
 
 # ----------------------------------------------------------------------------------------------- TI2V
 
@@ -198,5 +203,5 @@ def test_ti2v_every_method_and_format_through_vidquant_infer(tmp_path, monkeypat
     record_property("psnr_runtime_vs_float", p_float)
     with capsys.disabled():
         print(f"\n[ti2v {task} {method} {fmt}] infer vs fake-quant {p_fake:.1f} dB, vs float {p_float:.1f} dB")
-    assert p_fake >= (60.0 if fmt in EXACT else 40.0), p_fake
+    assert p_fake >= (40.0 if fmt in ("W8A8-int8", "FP8-e4m3", "W4A16-g128") else 60.0), p_fake
     assert p_fake > p_float  # the quantized transformer ran
