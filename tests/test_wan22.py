@@ -430,7 +430,7 @@ def test_infer_cli_runs_quantized_ti2v_image_conditioned_with_the_wan22_vae(tmp_
     config.write_text(json.dumps(written | ti2v_fields | {"text_len": ev.max_sequence_length}))
     argv = ["--model_cls", "wan2.2", "--task", "i2v", "--model_path", str(model), "--config_json", str(config),
             "--prompt", samples[0].prompt, "--negative_prompt", samples[0].negative_prompt or "",
-            "--image_path", str(samples[0].image), "--save_video_path", str(tmp_path / "out.mp4"),
+            "--image_path", str(samples[0].image), "--save_result_path", str(tmp_path / "out.mp4"),  # as lightx2v's
             "--device", "cpu", "--dtype", "float32", "--numerics", "vidquant"]
     clip = infer_clip(argv, monkeypatch)
     assert "vidquant infer: i2v int8 W8A8 from" in capsys.readouterr().out

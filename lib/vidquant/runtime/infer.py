@@ -317,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default="", help="text prompt")
     p.add_argument("--negative_prompt", default="")
     p.add_argument("--image_path", default=None, help="conditioning image (i2v)")
-    p.add_argument("--save_video_path", default="./output_lightx2v.mp4", help=".mp4 (or .gif) to write")
+    p.add_argument("--save_video_path", "--save_result_path", dest="save_video_path", default="./output_lightx2v.mp4",
+                   help=".mp4 (or .gif) to write (--save_result_path: the name in newer lightx2v scripts)")
     p.add_argument("--seed", type=int, default=None, help="overrides the config's seed")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
