@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests_support import infer_clip
 
 from vidquant.calib.samples import load_samples
 from vidquant.cli import main as cli_main
@@ -84,23 +85,6 @@ def _infer_json(path: Path, task: str, scheme: str, ckpt: Path, ev) -> Path:
     return path
 
 
-def _infer_clip(argv: list[str], monkeypatch) -> np.ndarray:
-    """Run `vidquant infer` and return the clip it saves (the mp4 on disk is lossy)."""
-    import vidquant.eval.video as video
-
-    saved = []
-    real = video.save_video
-
-    def keep(clip, path, fps):
-        saved.append(np.array(clip))
-        return real(clip, path, fps)
-
-    monkeypatch.setattr(video, "save_video", keep)
-    assert cli_main(["infer", *argv]) == 0
-    assert len(saved) == 1
-    return saved[0]
-
-
 @pytest.mark.parametrize("task,fmt", list(_cases()))
 def test_infer_runs_the_format_and_agrees_with_fake_quant(tmp_path, monkeypatch, capsys, record_property, task, fmt):
     scheme = SCHEMES[fmt]
@@ -116,7 +100,7 @@ def test_infer_runs_the_format_and_agrees_with_fake_quant(tmp_path, monkeypatch,
     if task == "i2v":
         argv += ["--image_path", str(sample.image)]
     capsys.readouterr()
-    clip = _infer_clip(argv, monkeypatch)
+    clip = infer_clip(argv, monkeypatch)
     log = capsys.readouterr().out
     assert f"{scheme} from {converted}, EMULATED (dequantize-then-GEMM" in log, log
     assert clip.shape == fq_clip.shape and np.isfinite(clip).all()
@@ -169,7 +153,7 @@ def test_infer_moe_runs_a_block_format(tmp_path, monkeypatch, capsys, fmt):
     argv = ["--model_cls", "wan2.2_moe", "--task", "t2v", "--model_path", str(model), "--config_json", str(moe_json),
             "--prompt", sample.prompt, "--negative_prompt", sample.negative_prompt or "",
             "--save_video_path", str(tmp_path / "out.mp4"), "--device", "cpu", "--dtype", "float32"]
-    clip = _infer_clip(argv, monkeypatch)
+    clip = infer_clip(argv, monkeypatch)
     for name in ("transformer", "transformer_2"):
         expert = getattr(loaded[0], name)
         assert expert.quant_info.scheme == SCHEMES[fmt]
@@ -248,7 +232,7 @@ def test_infer_runs_an_export_directly(tmp_path, monkeypatch, capsys, mxfp4_expo
                           target_height=32, target_width=32, target_video_length=5, guidance_scale=1.0, seed=42)
     argv = ["--model_cls", "wan2.1", "--task", "t2v", "--model_path", str(ROOT / "assets/models/tiny-wan-t2v"),
             "--config_json", str(cfg), "--prompt", "a red square", "--save_video_path", str(tmp_path / "o.mp4")]
-    clip = _infer_clip(argv, monkeypatch)
+    clip = infer_clip(argv, monkeypatch)
     assert clip.shape[0] == 5 and np.isfinite(clip).all()
     assert "mxfp4 from" in capsys.readouterr().out
 

@@ -51,3 +51,24 @@ def deny_write(monkeypatch, path) -> None:
         return real_access(p, mode, *args, **kwargs)
 
     monkeypatch.setattr(os, "access", access)
+
+
+def infer_clip(argv: list[str], monkeypatch):
+    """Run ``vidquant infer`` (the top-level CLI) and return the clip it saves, as an array (the mp4 on disk is
+    lossy)."""
+    import numpy as np
+
+    import vidquant.eval.video as video
+    from vidquant.cli import main as cli_main
+
+    saved = []
+    real = video.save_video
+
+    def keep(clip, path, fps):
+        saved.append(np.array(clip))
+        return real(clip, path, fps)
+
+    monkeypatch.setattr(video, "save_video", keep)
+    assert cli_main(["infer", *argv]) == 0
+    assert len(saved) == 1
+    return saved[0]

@@ -59,6 +59,7 @@ __all__ = [
     "make_random_tiny_pipeline_dir",
     "make_random_tiny_wan22_dir",
     "save_tiny_pipeline",
+    "wan22_vae_model",
 ]
 
 TEXT_LEN = 16  # T2V prompts are padded to this many tokens in most training batches
@@ -264,6 +265,17 @@ def make_random_tiny_pipeline_dir(
 
 
 WAN22_KINDS = ("t2v_moe", "i2v_moe", "ti2v")
+WAN22_Z_DIM = 48  # Wan2.2's VAE (TI2V-5B): 48 latent channels
+
+
+def wan22_vae_model(s: TinySizes = TEST_SIZES) -> AutoencoderKLWan:
+    """A random Wan2.2-architecture VAE at ``s``'s widths: z_dim 48, residual blocks, 2×2 pixel patches, 16×
+    spatial / 4× temporal compression (the layout of Wan2.2-TI2V-5B-Diffusers' ``vae/config.json``)."""
+    return AutoencoderKLWan(base_dim=s.vae_base_dim, decoder_base_dim=s.vae_base_dim, z_dim=WAN22_Z_DIM,
+                            dim_mult=list(s.vae_dim_mult), num_res_blocks=s.vae_num_res_blocks, attn_scales=[],
+                            temperal_downsample=[False, True, True], dropout=0.0, is_residual=True,
+                            in_channels=12, out_channels=12, patch_size=2, scale_factor_spatial=16,
+                            latents_mean=[0.0] * WAN22_Z_DIM, latents_std=[1.0] * WAN22_Z_DIM)
 
 
 def make_random_tiny_wan22_dir(
@@ -271,19 +283,25 @@ def make_random_tiny_wan22_dir(
     directory: str | os.PathLike,
     seed: int = 0,
     sizes: TinySizes = TEST_SIZES,
+    wan22_vae: bool = False,
 ) -> Path:
     """An untrained tiny Wan2.2 pipeline directory with the layout of the real ones, for fast tests.
 
     ``t2v_moe``: Wan2.2-T2V-A14B (``WanPipeline``, ``transformer`` + ``transformer_2``, boundary_ratio 0.875);
     ``i2v_moe``: Wan2.2-I2V-A14B (``WanImageToVideoPipeline``, two experts taking the noisy latent plus the
     4 mask + z_dim condition channels, no CLIP image encoder, boundary_ratio 0.9); ``ti2v``: Wan2.2-TI2V-5B
-    (``WanPipeline`` with ``expand_timesteps``).
+    (``WanPipeline`` with ``expand_timesteps``). ``wan22_vae``: the VAE is a test-size Wan2.2 VAE
+    (:func:`wan22_vae_model`: z_dim 48, 16× spatial, as TI2V-5B's) and the transformers' channels follow it.
     """
     if kind not in WAN22_KINDS:
         raise ValueError(f"kind must be one of {WAN22_KINDS}, got {kind!r}")
     parts = build_tiny_components("t2v", seed, **asdict(sizes))
-    in_channels = 2 * sizes.z_dim + 4 if kind == "i2v_moe" else sizes.z_dim
-    config = {**parts["transformer"].config, "in_channels": in_channels}
+    if wan22_vae:
+        torch.manual_seed(seed + 1)
+        parts["vae"] = wan22_vae_model(sizes)
+    z_dim = parts["vae"].config.z_dim
+    in_channels = 2 * z_dim + 4 if kind == "i2v_moe" else z_dim
+    config = {**parts["transformer"].config, "in_channels": in_channels, "out_channels": z_dim}
     experts = {}
     for i, name in enumerate(("transformer", "transformer_2") if kind != "ti2v" else ("transformer",)):
         torch.manual_seed(seed + 10 + i)

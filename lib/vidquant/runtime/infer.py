@@ -13,8 +13,12 @@ quantized as lightx2v's kernels do, fp32 GEMM (:mod:`vidquant.runtime.emulated`;
 Fields used: ``dit_quantized_ckpt`` (default ``<model_path>/<first token of the scheme>``, e.g. ``int8``,
 ``mxfp6``, as lightx2v), ``quant_method``, ``infer_steps``, ``target_height`` / ``target_width`` (I2V: the area;
 the size follows the image's aspect ratio), ``target_video_length``, ``sample_guide_scale`` / ``enable_cfg``,
-``sample_shift``, ``text_len``, ``seed`` and ``fps``. Attention backends, offloading and caching fields are
+``sample_shift``, ``text_len``, ``seed`` and ``fps``; ``num_channels_latents`` / ``vae_stride`` (lightx2v's TI2V-5B
+JSONs: 48, [4, 16, 16]) must match the model's VAE. Attention backends, offloading and caching fields are
 accepted and have no effect (diffusers' SDPA attention is used).
+
+``--model_cls`` must name the model directory's kind (``wan2.1``; ``wan2.2``: TI2V-5B, ``expand_timesteps``, which
+runs ``--task t2v`` and, image-conditioned, ``--task i2v``; ``wan2.2_moe``: two experts, :mod:`vidquant.runtime.moe`).
 
 Precedence as lightx2v (§4.1): CLI < config JSON < ``<dit_quantized_ckpt>/config.json`` (only its
 ``quant_method``, and only when ``dit_quantized_ckpt`` is set explicitly); ``--seed`` overrides the JSON's
@@ -187,6 +191,7 @@ def resolve_settings(cfg: dict, *, config_path: str | os.PathLike, task: str, mo
     if isinstance(scale, list):
         raise InferError(f"{source}: field 'sample_guide_scale' is a [high, low] pair, which only a two-expert "
                          "Wan2.2 model uses (--model_cls wan2.2_moe); expected one number")
+    _check_latent_layout(cfg, model_path, source)
     cfg_on = cfg.get("enable_cfg") is not False  # absent or null: lightx2v's default, on
     guidance = float(DEFAULT_GUIDE_SCALE if scale is None else scale) if cfg_on else 1.0
     shift = cfg.get("sample_shift")
@@ -216,12 +221,48 @@ def _text_len(cfg: dict, source: str) -> int:
 
 
 def _check_model_task(model_path: Path, task: str) -> None:
+    """``task`` must be the directory's own, except for TI2V-5B (``expand_timesteps``), which runs both."""
     from vidquant.models.loading import inspect_checkpoint
 
     info = inspect_checkpoint(model_path)
-    if info.task != task:
+    if info.task != task and not info.expand_timesteps:
         raise InferError(f"--task {task} but --model_path {model_path} is a {info.pipeline_class} "
                          f"({info.task.upper()}); use --task {info.task} or the matching model")
+
+
+_FAMILY_NAMES = {"wan2.1": "a Wan2.1 model", "wan2.2": "a Wan2.2 TI2V-5B-style model (expand_timesteps)",
+                 "wan2.2_moe": "a two-expert Wan2.2 mixture (transformer_2)"}
+
+
+def _check_model_class(model_cls: str, model_path: Path) -> None:
+    """``--model_cls`` must name the directory's model, as lightx2v builds a different runner for each (a
+    ``wan2.1`` runner has no per-token timesteps; a single-model one would leave a mixture's second expert float)."""
+    from vidquant.models.loading import inspect_checkpoint
+
+    family = inspect_checkpoint(model_path).family
+    if model_cls != family:
+        raise InferError(f"--model_cls {model_cls} but --model_path {model_path} is {_FAMILY_NAMES[family]}; "
+                         f"use --model_cls {family}")
+
+
+def _check_latent_layout(cfg: dict, model_path: Path, source: str) -> None:
+    """lightx2v sizes the latents from the JSON (``num_channels_latents``, ``vae_stride``; TI2V-5B's: 48 and
+    [4, 16, 16]), vidquant from the VAE's config: a JSON written for another VAE is refused, not ignored."""
+    vae_config = model_path / "vae" / "config.json"
+    fields = [f for f in ("num_channels_latents", "vae_stride") if cfg.get(f) is not None]
+    if not fields or not vae_config.is_file():
+        return  # nothing to compare (a missing VAE is load_pipeline's error)
+    try:
+        vae = json.loads(vae_config.read_text())
+    except (OSError, ValueError) as exc:
+        raise InferError(f"{vae_config}: cannot read: {exc}") from exc
+    spatial = vae.get("scale_factor_spatial") or 8
+    actual = {"num_channels_latents": vae.get("z_dim", 16),
+              "vae_stride": [vae.get("scale_factor_temporal") or 4, spatial, spatial]}
+    for field in fields:
+        if cfg[field] != actual[field]:
+            raise InferError(f"{source}: field '{field}' is {cfg[field]!r} but the VAE of {model_path} "
+                             f"({vae_config}) gives {actual[field]!r}; this config is for another model")
 
 
 def _apply_shift(pipe, shift: float | None) -> None:
@@ -246,11 +287,12 @@ def load_runtime_pipeline(settings: InferSettings):
         pipe = load_quantized_pipeline(settings.model_path, settings.quantized_ckpt, settings.device,
                                        settings.dtype, quant_method=settings.quant_method,
                                        scheme=settings.scheme, round_scale_bf16=settings.round_scale_bf16,
-                                       numerics=settings.numerics, compile_kernels=settings.compile_kernels)
+                                       numerics=settings.numerics, compile_kernels=settings.compile_kernels,
+                                       task=settings.task)
     else:
         warnings.warn("the config selects no quantized matmul (mm_type Default / dit_quantized false): running "
                       f"the float transformer of {settings.model_path}", stacklevel=2)
-        pipe = load_pipeline(settings.model_path, None, settings.dtype, settings.device)
+        pipe = load_pipeline(settings.model_path, None, settings.dtype, settings.device, task=settings.task)
     _apply_shift(pipe, settings.sample_shift)
     return pipe
 
@@ -282,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default="", help="text prompt")
     p.add_argument("--negative_prompt", default="")
     p.add_argument("--image_path", default=None, help="conditioning image (i2v)")
-    p.add_argument("--save_video_path", default="./output_lightx2v.mp4", help=".mp4 (or .gif) to write")
+    p.add_argument("--save_video_path", "--save_result_path", dest="save_video_path", default="./output_lightx2v.mp4",
+                   help=".mp4 (or .gif) to write (--save_result_path: the name in newer lightx2v scripts)")
     p.add_argument("--seed", type=int, default=None, help="overrides the config's seed")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
@@ -413,6 +456,7 @@ def run(args: argparse.Namespace) -> Path:
                                 seed=args.seed, device=args.device, dtype=args.dtype,
                                 round_scale_bf16=args.round_scale_bf16, numerics=args.numerics,
                                 compile_kernels={"auto": None, "on": True, "off": False}[args.compile])
+    _check_model_class(args.model_cls, settings.model_path)
     print(f"vidquant infer: {args.task} {describe_matmul(settings)}, quant_method={settings.quant_method}, "
           f"{settings.device}, {str(settings.dtype).removeprefix('torch.')}")
     t0 = time.time()

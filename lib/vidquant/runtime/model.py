@@ -435,18 +435,20 @@ def load_quantized_pipeline(
     quantized_ckpt: str | os.PathLike,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.bfloat16,
+    task: str | None = None,
     **kwargs,
 ):
     """The base pipeline of ``model_path`` (VAE, text/image encoders, scheduler) with the quantized transformer.
 
     ``kwargs`` go to :func:`load_quantized_transformer`. The checkpoint is read first, so checkpoint errors
     come before the encoders are loaded. The float transformer of ``model_path`` is never loaded: the quantized
-    one is handed to the pipeline in its place.
+    one is handed to the pipeline in its place. ``task`` as :func:`vidquant.models.loading.load_pipeline`'s
+    ("i2v" runs a TI2V-5B directory image-conditioned).
     """
     from vidquant.models.loading import load_pipeline
 
     transformer = load_quantized_transformer(quantized_ckpt, model_path, "cpu", dtype, **kwargs)
-    return load_pipeline(model_path, None, dtype, device, components={"transformer": transformer})
+    return load_pipeline(model_path, None, dtype, device, components={"transformer": transformer}, task=task)
 
 
 def fake_quant_twin(transformer: nn.Module) -> nn.Module:
