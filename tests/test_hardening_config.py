@@ -379,3 +379,18 @@ def test_check_device_knows_how_many_cuda_devices_there_are(monkeypatch):
         check_device("cuda:3")
     with pytest.raises(ConfigError, match="allowed: auto, cpu, cuda, cuda:N, mps"):
         check_device("tpu")
+
+
+def test_marlin_export_of_a_model_it_cannot_tile_is_refused_up_front(tmp_path, tiny_dirs, capsys):
+    """int4-g128-marlin tiles out_features by 256: a hidden size of 128 would fail at export, after calibration."""
+    from vidquant.models.tiny import build_tiny_pipeline, save_tiny_pipeline
+    from vidquant.tables import FORMATS
+
+    narrow = tmp_path / "narrow"
+    save_tiny_pipeline(build_tiny_pipeline("t2v", 0, heads=2, head_dim=64, layers=1), narrow)
+    sets = {"model.path": str(narrow), "quant.video_gen.weight": FORMATS["W4A16-g128"]["weight"],
+            "quant.video_gen.act": FORMATS["W4A16-g128"]["act"]}
+    rc, line = _quantize(capsys, _config(tmp_path, tiny_dirs, sets=sets))
+    assert rc == 2 and "int4-g128-marlin needs" in line and "out_features 128" in line, line
+    assert "in_features" not in line.split("has", 1)[1]  # 128 and 1024 inputs tile by 128
+    _nothing_written(tmp_path)

@@ -83,6 +83,7 @@ def prepare(cfg: Config) -> dict:
         checks["lora_keys"] = check_lora(cfg.resolve_path(cfg.model.lora_path))
     if cfg.save.save_lightx2v:
         checks["scheme"] = check_lightx2v_exportable(cfg.quant.video_gen)
+        _check_marlin_shapes(checks["scheme"], info.path)
         export = cfg.resolve_path(cfg.save.save_path) / EXPORT_DIRNAME
         _check_output(export, cfg.save.overwrite, "save.save_path")
         refuse_overlap(export, inputs, "export directory (save.save_path)")
@@ -106,12 +107,30 @@ def _check_group_size(cfg: Config, model_dir: Path) -> None:
     spec = cfg.quant.video_gen.weight
     if spec.granularity != "per_group":
         return
-    tc = json.loads((model_dir / "transformer" / "config.json").read_text())
-    widths = {tc["num_attention_heads"] * tc["attention_head_dim"], tc["ffn_dim"], tc.get("added_kv_proj_dim")}
-    widths = sorted(w for w in widths if w)
+    widths = sorted(_block_widths(model_dir)[0])
     if any(w % spec.group_size for w in widths):
         raise ConfigError(f"quant.video_gen.weight.group_size: got {spec.group_size}; allowed: a divisor of every "
                           f"linear's input width in {model_dir} ({', '.join(map(str, widths))})")
+
+
+def _block_widths(model_dir: Path) -> tuple[set[int], set[int]]:
+    """(input widths, output widths) of the block linears of the transformer in `model_dir`."""
+    tc = json.loads((model_dir / "transformer" / "config.json").read_text())
+    dim = tc["num_attention_heads"] * tc["attention_head_dim"]
+    return {w for w in (dim, tc["ffn_dim"], tc.get("added_kv_proj_dim")) if w}, {dim, tc["ffn_dim"]}
+
+
+def _check_marlin_shapes(scheme: str | None, model_dir: Path) -> None:
+    """int4-g128-marlin: lightx2v's Marlin layout tiles in_features by 128 and out_features by 256, so a model
+    whose block linears do not fit would fail at export, after the whole calibration."""
+    if scheme != "int4-g128-marlin":
+        return
+    ins, outs = _block_widths(model_dir)
+    bad = [f"in_features {w}" for w in sorted(ins) if w % 128] + [f"out_features {w}" for w in sorted(outs) if w % 256]
+    if bad:
+        raise ConfigError(f"quant.video_gen.weight: int4-g128-marlin needs in_features % 128 == 0 and out_features % "
+                          f"256 == 0 for every block linear; {model_dir} has {', '.join(bad)} (export another "
+                          "format, or set save.save_lightx2v: false)")
 
 
 def _check_output(path: Path, overwrite: bool, field: str) -> None:
