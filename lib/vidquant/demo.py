@@ -346,19 +346,22 @@ def _difference(row: pd.Series, metric: str) -> str:
 
 
 def _explanation(n_prompts: int, seeds: Sequence[int], n_grid: int) -> list[str]:
+    """What metrics.md measures, as markdown lines."""
     return [
-        f"Eval clips: the first {n_prompts} prompts of `{EVAL_SET}` × seeds {', '.join(map(str, seeds))} = "
-        f"{n_prompts * len(seeds)} clips per model, each model's clip generated from the same prompt, image and "
-        "seed. `psnr`, `ssim`, `flicker_error`: against the float clip (PSNR of the float clip against itself is "
-        "infinite: `–`); `traj_err_px` (object motion, pixels per frame) and `colour_de` (CIEDE2000): against "
-        "the prompt; `psnr_vs_fake_quant`: how closely each clip follows LLMC's fake-quant clip of the same export; "
-        "`colour_acc` / `direction_acc`: fraction of clips whose detected colour / direction is the prompt's. "
-        "Higher is better for psnr and ssim, lower for the others.",
-        "",
-        "Each cell: the mean over the clips with its 95 % bootstrap interval `[low, high]` (BCa, "
+        f"- Clips: the first {n_prompts} prompts of `{EVAL_SET}` × seeds {', '.join(map(str, seeds))} = "
+        f"{n_prompts * len(seeds)} clips per model; the three models' clips of a (prompt, seed) start from the same "
+        "image and noise (float and fake-quant: a sample's seeds in one batch, equal to one clip per call up to the "
+        "last bits; runtime: one clip per call).",
+        "- `psnr` (dB), `ssim`, `flicker_error`: against the float clip (the float clip against itself: PSNR "
+        "infinite, `–`). `traj_err_px` (object motion, pixels per frame) and `colour_de` (CIEDE2000): against the "
+        "prompt. `psnr_vs_fake_quant`: against LLMC's fake-quant clip of the same export, i.e. how faithfully the "
+        "real W8A8 runtime runs what LLMC simulated. `colour_acc` / `direction_acc`: fraction of clips whose "
+        "detected colour / direction is the prompt's. Higher is better for psnr and ssim, lower for the errors.",
+        "- Each cell: the mean over the clips with its 95 % bootstrap interval `[low, high]` (BCa, "
         "`vidquant.eval.stats`; non-finite values left out). Generation is chaotic, so one clip's number is a "
-        "draw: compare intervals, not single clips. Per-clip rows: `metrics.csv`. Videos "
-        f"(`float_vs_quantized.mp4` / `.gif`): the first {n_grid} samples of seed {seeds[0]}.",
+        "draw: compare intervals, not single clips.",
+        f"- Per-clip rows: `metrics.csv`. Videos (`float_vs_quantized.mp4` / `.gif`): the first {n_grid} samples "
+        f"of seed {seeds[0]}.",
     ]
 
 
