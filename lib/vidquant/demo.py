@@ -9,9 +9,13 @@
 6. write the lightx2v inference JSON;
 7. quantized inference with the runtime: once through ``vidquant infer`` (step 1.4.2 of the seed), then every
    eval sample with the same settings;
-8. float vs LLMC fake-quant vs W8A8 runtime: side-by-side mp4 + gif, metrics csv + md.
+8. float vs LLMC fake-quant vs W8A8 runtime over the 32 prompts of ``assets/eval/tiny_i2v_32`` × seeds 42 and 43
+   (``--prompts``, ``--seeds``): per-clip metrics in ``metrics.csv``; in ``metrics.md`` each metric's mean with its
+   95 % bootstrap interval per model and the paired difference runtime − fake-quant (same prompts and seeds,
+   ``vidquant.eval.intervals``); side-by-side mp4 + gif of the first seed's first 8 samples.
 
-Everything lands in ``results/demo/`` (cleaned first). A few minutes on a 2-core CPU.
+Everything lands in ``results/demo/`` (cleaned first); ``metrics.md`` and ``metrics.csv`` are committed. About 10
+minutes on a busy 2-core CPU (``--prompts 4 --seeds 42``: under 2).
 """
 
 from __future__ import annotations
@@ -29,13 +33,19 @@ import numpy as np
 import pandas as pd
 import yaml
 
-__all__ = ["DEFAULT_CONFIG", "DEFAULT_MODEL", "main", "run_demo"]
+__all__ = ["DEFAULT_CONFIG", "DEFAULT_MODEL", "DEFAULT_PROMPTS", "DEFAULT_SEEDS", "EVAL_SET", "check_plan", "main",
+           "run_demo"]
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = "assets/models/tiny-wan-i2v"
 DEFAULT_CONFIG = "configs/quantization/video_gen/tiny_i2v/smoothquant_w_a.yaml"
 DEFAULT_OUT = "results/demo"
 LABELS = ("float", "LLMC fake-quant", "W8A8 runtime")
+FLOAT, FAKE_QUANT, RUNTIME = LABELS
+EVAL_SET = "assets/eval/tiny_i2v_32"  # the demo's prompts, whatever the config's eval.path
+DEFAULT_PROMPTS = 32
+DEFAULT_SEEDS = (42, 43)
+GRID_SAMPLES = 8  # the side-by-side videos show the first seed's first 8 samples (small files)
 
 # The seed's SmoothQuant W8A8 recipe at the tiny model's sizes, used when the shipped YAML is missing.
 FALLBACK_CONFIG: dict = {
@@ -44,7 +54,7 @@ FALLBACK_CONFIG: dict = {
     "calib": {"name": "i2v", "path": "assets/calib/tiny_i2v", "sample_steps": 8, "target_height": 64,
               "target_width": 64, "num_frames": 9, "guidance_scale": 5.0, "num_inference_steps": 20,
               "max_sequence_length": 512},
-    "eval": {"eval_pos": ["pretrain", "fake_quant"], "name": "i2v", "path": "assets/eval/tiny_i2v",
+    "eval": {"eval_pos": ["pretrain", "fake_quant"], "name": "i2v", "path": EVAL_SET,
              "target_height": 64, "target_width": 64, "num_frames": 9, "guidance_scale": 5.0,
              "num_inference_steps": 20, "max_sequence_length": 512, "output_video_path": "videos", "fps": 8},
     "quant": {"video_gen": {"method": "SmoothQuant",
@@ -117,8 +127,27 @@ def _parts(section) -> list[dict]:
     return section if isinstance(section, list) else [section]
 
 
-def build_config(config_path: Path, model: Path, out: Path, device: str | None = None):
-    """The shipped SmoothQuant W8A8 config (or the same one built in code), pointed at ``model`` and ``out``."""
+def check_plan(prompts: int, seeds: Sequence[int]) -> None:
+    """Refuse an eval plan the demo cannot run (``--prompts``, ``--seeds``), before any work, with a ValueError
+    whose message names the option and what is allowed."""
+    from vidquant.calib.samples import load_samples
+    from vidquant.config import MAX_SEED
+
+    available = len(load_samples(REPO / EVAL_SET, "i2v"))
+    if isinstance(prompts, bool) or not isinstance(prompts, int) or not 1 <= prompts <= available:
+        raise ValueError(f"--prompts: got {prompts!r}; expected an integer in 1..{available} (the prompts of "
+                         f"{EVAL_SET})")
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED for s in seeds):
+        raise ValueError(f"--seeds: got {list(seeds)}; expected one or more integers in 0..2**63-1")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds: got {list(seeds)}; expected distinct seeds (a repeated seed repeats its clips)")
+
+
+def build_config(config_path: Path, model: Path, out: Path, device: str | None = None,
+                 prompts: int = DEFAULT_PROMPTS, seeds: Sequence[int] = DEFAULT_SEEDS):
+    """The shipped SmoothQuant W8A8 config (or the same one built in code), pointed at ``model`` and ``out``, its
+    eval section at the first ``prompts`` samples of :data:`EVAL_SET` × ``seeds`` (I2V batches the seeds of one
+    sample: ``eval.bs`` is their number)."""
     from vidquant.config import parse_config
 
     if config_path.is_file():
@@ -133,8 +162,8 @@ def build_config(config_path: Path, model: Path, out: Path, device: str | None =
     for part in _parts(raw.get("calib")):
         _absolute(part, "path", REPO)
     for part in _parts(raw.get("eval")):
-        _absolute(part, "path", REPO)
-        part["output_video_path"] = str(out / "llmc" / "videos")
+        part.update(path=str(REPO / EVAL_SET), num_samples=prompts, seeds=list(seeds), bs=len(seeds),
+                    output_video_path=str(out / "llmc" / "videos"))
     raw["save"] = {**raw.get("save", {}), "save_lightx2v": True, "save_path": str(out / "llmc"), "overwrite": True}
     return parse_config(raw, source=source)
 
@@ -186,8 +215,13 @@ def _infer_argv(model: Path, config_json: Path, sample, video: Path, device: str
             "--dtype", dtype]
 
 
-def runtime_clips(model: Path, config_json: Path, samples, out: Path, device: str, dtype: str) -> list[np.ndarray]:
-    """Seed step 1.4.2 once through the CLI, then every sample with the same settings and one loaded pipeline."""
+def runtime_clips(model: Path, config_json: Path, samples, seeds: Sequence[int], out: Path, device: str,
+                  dtype: str) -> dict[int, list[np.ndarray]]:
+    """Seed step 1.4.2 once through the CLI, then every sample at every seed (``{seed: [clip per sample]}``) with
+    the same settings and one loaded pipeline: each clip's noise comes from its own seed, as its fake-quant and
+    float twins'."""
+    from dataclasses import replace
+
     from tqdm.auto import tqdm
 
     from vidquant.export.lightx2v_config import read_lightx2v_config
@@ -202,9 +236,15 @@ def runtime_clips(model: Path, config_json: Path, samples, out: Path, device: st
                                 model_path=model, device=device, dtype=dtype)
     pipe = load_runtime_pipeline(settings)
     print(f"runtime: {pipe.transformer.quant_info.num_linears} W8A8Linear ({settings.scheme}); generating "
-          f"{len(samples)} eval samples")
-    return [generate(pipe, settings, s.prompt, s.negative_prompt, s.image)
-            for s in tqdm(samples, desc="W8A8 runtime", unit="clip")]
+          f"{len(samples)} eval samples × {len(seeds)} seed(s)")
+    clips: dict[int, list[np.ndarray]] = {seed: [] for seed in seeds}
+    with tqdm(total=len(samples) * len(seeds), desc="W8A8 runtime", unit="clip") as bar:
+        for seed in seeds:
+            seeded = replace(settings, seed=seed)
+            for s in samples:
+                clips[seed].append(generate(pipe, seeded, s.prompt, s.negative_prompt, s.image))
+                bar.update()
+    return clips
 
 
 # ----------------------------------------------------------------------------------------------- step 8
@@ -238,65 +278,119 @@ def comparison_grid(rows: Sequence[Sequence[np.ndarray]], gap: int = 2) -> np.nd
     return np.concatenate(parts, axis=1)
 
 
-def metrics_table(samples, floats, fakes, runtimes) -> pd.DataFrame:
-    """One row per (sample, model): fidelity vs the float clip and task accuracy (procedural prompts)."""
+Clips = dict[int, list[np.ndarray]]  # {seed: [clip per eval sample]}
+
+# Per-clip metrics summarised beside vidquant.eval.intervals.INTERVAL_METRICS: the runtime's distance to the
+# fake-quant clip and the task accuracies (fractions of clips), each mean with its interval.
+EXTRA_METRICS = {"psnr_vs_fake_quant": "psnr_vs_fake_quant", "colour_ok": "colour_acc",
+                 "direction_ok": "direction_acc"}
+
+
+def metrics_table(samples, clips: dict[str, Clips]) -> pd.DataFrame:
+    """One row per (seed, sample, model) for ``clips`` ``{label: {seed: [clip per sample]}}``: fidelity against
+    the float clip of the same prompt and seed, task accuracy and errors against the prompt (procedural prompts),
+    and the PSNR against the fake-quant clip."""
     from vidquant.eval.metrics import psnr
     from vidquant.run import video_metrics
 
     rows = []
-    for i, (s, ref, fq, rt) in enumerate(zip(samples, floats, fakes, runtimes)):
-        for label, clip in zip(LABELS, (ref, fq, rt)):
-            row = {"sample": i, "prompt": s.prompt, "model": label, **video_metrics(clip, ref, s.prompt)}
-            row["psnr_vs_fake_quant"] = psnr(clip, fq)
-            rows.append(row)
+    for seed, floats in clips[FLOAT].items():
+        for i, (s, ref) in enumerate(zip(samples, floats)):
+            fq = clips[FAKE_QUANT][seed][i]
+            for label in LABELS:
+                clip = clips[label][seed][i]
+                rows.append({"sample": i, "seed": seed, "prompt": s.prompt, "model": label,
+                             **video_metrics(clip, ref, s.prompt), "psnr_vs_fake_quant": psnr(clip, fq)})
     return pd.DataFrame(rows)
 
 
-def summary_table(df: pd.DataFrame) -> pd.DataFrame:
-    cols = [c for c in ("psnr", "ssim", "flicker_error", "colour_ok", "direction_ok", "traj_drift_px",
-                        "colour_drift_de", "traj_err_px", "colour_de", "psnr_vs_fake_quant")
-            if c in df]
-    out = df.groupby("model", sort=False)[cols].agg(lambda c: float(np.mean(c.astype(float))))
-    out = out.rename(columns={"colour_ok": "colour_acc", "direction_ok": "direction_acc"})
-    return out.join(_intervals(df))
+def _fmt(x: float, spec: str = ".4g") -> str:
+    return format(x, spec) if pd.notna(x) and np.isfinite(x) else "–"
 
 
-def _intervals(df: pd.DataFrame) -> pd.DataFrame:
-    """95 % bootstrap interval of the mean over the samples (vidquant.eval.stats), per model; a column of
-    "[low, high]" per metric (a bit-identical clip's inf PSNR is left out of its interval)."""
+def _interval(mean: float, low: float, high: float) -> str:
+    return "–" if not np.isfinite(mean) else f"{_fmt(mean)} [{_fmt(low)}, {_fmt(high)}]"
+
+
+def summary_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """From :func:`metrics_table`: per model, each metric's mean with its 95 % bootstrap interval; and per model
+    the paired difference ``model - LLMC fake-quant`` over the same (prompt, seed) clips with its interval and
+    marker (``*``: the interval excludes 0). The statistics are :func:`vidquant.eval.intervals.interval_table`'s
+    (one cell per model), the extra metrics' intervals :func:`vidquant.eval.stats.mean_ci`."""
+    from vidquant.eval.intervals import INTERVAL_METRICS, interval_table
     from vidquant.eval.stats import mean_ci
 
-    cols = [c for c in ("psnr", "traj_drift_px", "colour_drift_de", "traj_err_px", "colour_de") if c in df]
-    rows = {}
-    for model, group in df.groupby("model", sort=False):
-        cis = {c: mean_ci(group[c]) for c in cols}
-        rows[model] = {f"{c}_ci95": f"[{iv.low:.4g}, {iv.high:.4g}]" if iv.n else "–" for c, iv in cis.items()}
-    return pd.DataFrame.from_dict(rows, orient="index")
+    table = interval_table(df.assign(method=df["model"], format="", eval=EVAL_SET), baseline=FAKE_QUANT)
+    table = table.set_index("method")
+    metrics = [m for m in INTERVAL_METRICS if m in table]
+    means: dict[str, dict] = {}
+    for model, clips in df.groupby("model", sort=False):
+        r = table.loc[model]
+        means[model] = {"clips": len(clips), **{m: _interval(r[m], r[f"{m}_lo"], r[f"{m}_hi"]) for m in metrics}}
+        for column, name in EXTRA_METRICS.items():
+            if column in clips:
+                iv = mean_ci(clips[column].astype(float))
+                means[model][name] = _interval(iv.mean, iv.low, iv.high)
+    diffs = {f"{model} − {FAKE_QUANT}": {m: _difference(table.loc[model], m) for m in metrics}
+             for model in (RUNTIME, FLOAT) if model in table.index}
+    return (pd.DataFrame.from_dict(means, orient="index").rename_axis("model"),
+            pd.DataFrame.from_dict(diffs, orient="index").rename_axis("paired difference"))
 
 
-def write_results(out: Path, samples, floats, fakes, runtimes, fps: int, notes: list[str]) -> pd.DataFrame:
+def _difference(row: pd.Series, metric: str) -> str:
+    """``Δ [lo, hi] marker`` of an interval_table row, ``–`` where there is none (PSNR of float vs float is inf)."""
+    if pd.isna(row.get(f"d_{metric}")):
+        return "–"
+    sig = row[f"d_{metric}_sig"] if isinstance(row[f"d_{metric}_sig"], str) else ""
+    return f"{row[f'd_{metric}']:+.3g} [{row[f'd_{metric}_lo']:+.3g}, {row[f'd_{metric}_hi']:+.3g}]{sig}"
+
+
+def _explanation(n_prompts: int, seeds: Sequence[int], n_grid: int) -> list[str]:
+    """What metrics.md measures, as markdown lines."""
+    return [
+        f"- Clips: the first {n_prompts} prompts of `{EVAL_SET}` × seeds {', '.join(map(str, seeds))} = "
+        f"{n_prompts * len(seeds)} clips per model; the three models' clips of a (prompt, seed) start from the same "
+        "image and noise (float and fake-quant: a sample's seeds in one batch, equal to one clip per call up to the "
+        "last bits; runtime: one clip per call).",
+        "- `psnr` (dB), `ssim`, `flicker_error`: against the float clip (the float clip against itself: PSNR "
+        "infinite, `–`); `traj_drift_px` / `colour_drift_de`: the object's centroid distance (pixels) and "
+        "CIEDE2000 colour difference against the float clip's object. `traj_err_px` (object motion, pixels per "
+        "frame) and `colour_de` (CIEDE2000): against the prompt. `psnr_vs_fake_quant`: against LLMC's fake-quant "
+        "clip of the same export, i.e. how faithfully the real W8A8 runtime runs what LLMC simulated. `colour_acc` / `direction_acc`: fraction of clips whose "
+        "detected colour / direction is the prompt's. Higher is better for psnr and ssim, lower for the errors.",
+        "- Each cell: the mean over the clips with its 95 % bootstrap interval `[low, high]` (BCa, "
+        "`vidquant.eval.stats`; non-finite values left out). Generation is chaotic, so one clip's number is a "
+        "draw: compare intervals, not single clips.",
+        f"- Per-clip rows: `metrics.csv`. Videos (`float_vs_quantized.mp4` / `.gif`): the first {n_grid} samples "
+        f"of seed {seeds[0]}.",
+    ]
+
+
+def write_results(out: Path, samples, clips: dict[str, Clips], fps: int, notes: list[str]
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Videos of the first seed's first :data:`GRID_SAMPLES` samples, per-clip ``metrics.csv`` and the summary
+    ``metrics.md``; returns the two summary tables (:func:`summary_tables`)."""
     from vidquant.eval.video import save_video
 
-    rows = list(zip(floats, fakes, runtimes))
+    seeds = list(clips[FLOAT])
+    rows = [tuple(clips[label][seeds[0]][i] for label in LABELS) for i in range(min(GRID_SAMPLES, len(samples)))]
     for i, row in enumerate(rows):
         save_video(comparison_grid([row]), out / "videos" / f"sample_{i}_float_fake_w8a8.mp4", fps)
     grid = comparison_grid(rows)
     save_video(grid, out / "float_vs_quantized.mp4", fps)
     save_video(grid, out / "float_vs_quantized.gif", fps)
-    df = metrics_table(samples, floats, fakes, runtimes)
+    df = metrics_table(samples, clips)
     df.to_csv(out / "metrics.csv", index=False)
-    summary = summary_table(df)
+    means, diffs = summary_tables(df)
     md = ["# vidquant demo: float vs quantized (tiny Wan2.1 I2V)", "", *notes, "",
-          "Mean over the eval samples with its 95 % bootstrap interval (`_ci95`). psnr/ssim/flicker_error, and",
-          "traj_drift_px / colour_drift_de (the object's centroid distance and CIEDE2000 colour difference), are",
-          "against the float clip; traj_err_px (object motion, pixels per frame) and colour_de (CIEDE2000) against",
-          "the prompt; psnr_vs_fake_quant shows how closely the real W8A8 runtime follows LLMC's fake-quant model",
-          "of the same export.", "",
-          summary.to_markdown(floatfmt=".4g"), "", "## Per sample", "",
-          df.drop(columns=["temporal_flicker", "temporal_flicker_ref"], errors="ignore")
-            .to_markdown(index=False, floatfmt=".4g"), ""]
+          *_explanation(len(samples), seeds, len(rows)), "",
+          "## Mean [95 % interval] per model", "", means.to_markdown(), "",
+          f"## Paired differences against {FAKE_QUANT} (same prompts and seeds)", "",
+          "Mean of the per-clip difference with its 95 % bootstrap interval; `*`: the interval excludes 0 (a real "
+          "difference at this sample size), no mark: it covers 0 (no difference shown).", "",
+          diffs.to_markdown(), ""]
     (out / "metrics.md").write_text("\n".join(md))
-    return summary
+    return means, diffs
 
 
 # ----------------------------------------------------------------------------------------------- driver
@@ -308,23 +402,27 @@ def _fresh(out: Path) -> None:
     out.mkdir(parents=True)
 
 
-def _fake_quant_clips(result, cfg) -> tuple[list, list, list]:
-    """Samples, float and fake-quant clips of the first eval set, from the quantize run."""
-    from vidquant.calib.samples import load_samples
+def _fake_quant_clips(result, cfg) -> tuple[list, Clips, Clips]:
+    """Samples, float and fake-quant clips (``{seed: [clip per sample]}``) of the first eval set, from the
+    quantize run (``RunResult.seed_videos``: every seed's pairs)."""
+    from vidquant.run import load_eval_samples
 
-    ev = cfg.evals[0]
-    samples = load_samples(cfg.resolve_path(ev.path), cfg.task)
-    pairs = [result.videos[(ev.path, i)] for i in range(len(samples))]
-    return samples, [p[0] for p in pairs], [p[1] for p in pairs]
+    ev, samples = load_eval_samples(cfg)[0]
+    pairs = {seed: [result.seed_videos[(ev.path, seed, i)] for i in range(len(samples))]
+             for seed in ev.seeds or [cfg.base.seed]}
+    return (samples, {seed: [p[0] for p in ps] for seed, ps in pairs.items()},
+            {seed: [p[1] for p in ps] for seed, ps in pairs.items()})
 
 
 def run_demo(model: str | Path = DEFAULT_MODEL, config: str | Path = DEFAULT_CONFIG, out: str | Path = DEFAULT_OUT,
-             device: str | None = None) -> Path:
-    """Run the whole workflow; returns the output directory."""
+             device: str | None = None, prompts: int = DEFAULT_PROMPTS, seeds: Sequence[int] = DEFAULT_SEEDS) -> Path:
+    """Run the whole workflow on the first ``prompts`` samples of :data:`EVAL_SET` × ``seeds``; returns the output
+    directory. A bad ``prompts`` / ``seeds`` raises ValueError before anything is written."""
     from vidquant.export.lightx2v_export import check_lightx2v_exportable
     from vidquant.models.loading import resolve_device
     from vidquant.run import quantize
 
+    check_plan(prompts, seeds)
     t0 = _T0[0] = time.time()
     out, model, config = (Path(p) if Path(p).is_absolute() else REPO / p for p in (out, model, config))
     _fresh(out)
@@ -333,7 +431,7 @@ def run_demo(model: str | Path = DEFAULT_MODEL, config: str | Path = DEFAULT_CON
     (out / "MODEL_PATH").write_text(f"{model.resolve()}\n")  # for scripts/run_wan_i2v_advanced_ptq.sh
     print(f"model: {_rel(model)}{' (RANDOM, untrained)' if is_random else ''}")
     _step(2, "quantization config")
-    cfg = build_config(config, model, out, device)
+    cfg = build_config(config, model, out, device, prompts, seeds)
     vg = cfg.quant.video_gen
     scheme = check_lightx2v_exportable(vg)
     device = str(resolve_device(cfg.model.device))
@@ -354,22 +452,25 @@ def run_demo(model: str | Path = DEFAULT_MODEL, config: str | Path = DEFAULT_CON
     write_infer_config(config_json, cfg, converted, scheme)
     _step(7, "quantized inference with the W8A8 runtime")
     samples, floats, fakes = _fake_quant_clips(result, cfg)
-    runtimes = runtime_clips(model, config_json, samples, out, device, dtype)
+    runtimes = runtime_clips(model, config_json, samples, list(floats), out, device, dtype)
     _step(8, "float vs quantized")
     notes = [f"model: `{_rel(model)}`" + (" — **RANDOM, UNTRAINED fallback: videos are noise**" if is_random
                                           else ""),
              f"recipe: {'+'.join(vg.methods)} {vg.special}, W8A8 {scheme}; checkpoint `{_rel(converted)}`"]
-    summary = write_results(out, samples, floats, fakes, runtimes, cfg.evals[0].fps, notes)
-    print(summary.to_string(float_format=lambda v: f"{v:.4g}"))
+    clips = {FLOAT: floats, FAKE_QUANT: fakes, RUNTIME: runtimes}
+    means, diffs = write_results(out, samples, clips, cfg.evals[0].fps, notes)
+    print(means.to_string(), diffs.to_string(), sep="\n\n")
     _report(out, is_random, time.time() - t0)
     return out
 
 
 def _report(out: Path, is_random: bool, seconds: float) -> None:
     print(f"\ndemo finished in {seconds:.0f} s. Results in {_rel(out)}/:")
-    for name, what in (("float_vs_quantized.mp4", "float | LLMC fake-quant | W8A8 runtime, every eval sample"),
+    grid = f"float | LLMC fake-quant | W8A8 runtime, the first {GRID_SAMPLES} samples of the first seed"
+    for name, what in (("float_vs_quantized.mp4", grid),
                        ("float_vs_quantized.gif", "the same as a gif"),
-                       ("metrics.md", "metrics table (also metrics.csv)"),
+                       ("metrics.md", "means with 95 % intervals, paired differences"),
+                       ("metrics.csv", "one row per clip and model"),
                        ("lightx2v_output.mp4", "the `vidquant infer` output (seed step 1.4.2)"),
                        ("lightx2v_converted/", "the converted quantized checkpoint"),
                        ("wan_i2v_advanced_ptq.json", "the lightx2v inference config"),
@@ -380,7 +481,8 @@ def _report(out: Path, is_random: bool, seconds: float) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: ``vidquant demo [--model DIR] [--config YAML] [--out DIR] [--device cpu|cuda]``."""
+    """CLI: ``vidquant demo [--model DIR] [--config YAML] [--out DIR] [--device cpu|cuda] [--prompts N]
+    [--seeds S ...]``; a bad option exits with status 2 and a one-line message, before any work."""
     p = argparse.ArgumentParser(prog="vidquant demo", description=__doc__.splitlines()[0])
     p.add_argument("--model", default=DEFAULT_MODEL, help="tiny I2V pipeline directory")
     p.add_argument("--config", default=DEFAULT_CONFIG, help="LLMC-style SmoothQuant W8A8 config")
@@ -389,12 +491,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: the tiny model's matmuls gain nothing from more, and "
                    "OpenMP threads spin-waiting on a shared CPU made generation ~25x slower in our runs)")
+    p.add_argument("--prompts", type=int, default=DEFAULT_PROMPTS,
+                   help=f"eval prompts: the first N of {EVAL_SET} (default {DEFAULT_PROMPTS})")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), metavar="S",
+                   help="generation seeds of every eval clip (default: %(default)s); quick run: "
+                   "--prompts 4 --seeds 42")
     args = p.parse_args(argv)
+    try:
+        check_plan(args.prompts, args.seeds)
+    except ValueError as err:
+        p.error(str(err))  # exit status 2
     if args.threads > 0:
         import torch
 
         torch.set_num_threads(args.threads)
-    run_demo(args.model, args.config, args.out, args.device)
+    run_demo(args.model, args.config, args.out, args.device, args.prompts, args.seeds)
     return 0
 
 

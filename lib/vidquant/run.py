@@ -59,7 +59,8 @@ class RunResult:
     export_dir: Path | None = None
     summary: dict = field(default_factory=dict)
     blockwise: BlockwiseResult | None = None  # of `transformer` (a Wan2.2 mixture's high-noise expert)
-    videos: dict = field(default_factory=dict)
+    videos: dict = field(default_factory=dict)  # (eval path, sample) -> (float, fake-quant) clip, first seed
+    seed_videos: dict = field(default_factory=dict)  # (eval path, seed, sample) -> the same pair, every seed
     experts: dict[str, BlockwiseResult] = field(default_factory=dict)  # every expert's, by pipeline attribute
 
 
@@ -400,6 +401,7 @@ def _run(cfg: Config, checks: dict, out: Path, staging: _Staging, progress: bool
                 if seed in jittered and i < len(jittered[seed]):
                     row.update(jitter_metrics(video_metrics(jittered[seed][i], ref, sample.prompt), row))
                 rows.append(row)
+                result.seed_videos[(ev.path, seed, i)] = (ref, clip)
                 if seed != ev_seeds[0]:
                     continue  # clips on disk: the first seed's, named as LLMC names them
                 if "pretrain" in ev.eval_pos or "transformed" in ev.eval_pos:
