@@ -356,7 +356,8 @@ def _explanation(n_prompts: int, seeds: Sequence[int], n_grid: int) -> list[str]
         "infinite, `–`); `traj_drift_px` / `colour_drift_de`: the object's centroid distance (pixels) and "
         "CIEDE2000 colour difference against the float clip's object. `traj_err_px` (object motion, pixels per "
         "frame) and `colour_de` (CIEDE2000): against the prompt. `psnr_vs_fake_quant`: against LLMC's fake-quant "
-        "clip of the same export, i.e. how faithfully the real W8A8 runtime runs what LLMC simulated. `colour_acc` / `direction_acc`: fraction of clips whose "
+        "clip of the same export, i.e. how faithfully the real W8A8 runtime runs what LLMC simulated. "
+        "`colour_acc` / `direction_acc`: fraction of clips whose "
         "detected colour / direction is the prompt's. Higher is better for psnr and ssim, lower for the errors.",
         "- Each cell: the mean over the clips with its 95 % bootstrap interval `[low, high]` (BCa, "
         "`vidquant.eval.stats`; non-finite values left out). Generation is chaotic, so one clip's number is a "
