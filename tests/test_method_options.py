@@ -4,7 +4,10 @@ for every mutant of the option checks."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
@@ -65,3 +68,34 @@ def test_special_dicts_map_onto_the_options():
         SmoothQuantConfig.from_special({"alfa": 0.6, "beta": 1})
     assert RTNConfig.from_special({}) == RTNConfig() and RTNConfig().to_special() == {}
     assert issubclass(RTNConfig, MethodConfig)
+
+
+def test_messages_name_any_declared_type():
+    """A field of a type outside the named ones (a class, a generic alias) is described by its name. (The
+    hints are resolved from this module's globals: the class is declared here, its types imported above.)"""
+    @dataclasses.dataclass(frozen=True)
+    class Custom(MethodConfig):
+        name: ClassVar[str] = "Custom"
+        where: Path = Path(".")
+        sizes: list[int] = dataclasses.field(default_factory=list)
+        anything: Any = None
+
+    with pytest.raises(ValueError, match=r"^Custom\.where: got 'x'; allowed: Path$"):
+        Custom(where="x")
+    with pytest.raises(ValueError, match=r"^Custom\.sizes: got \(1,\); allowed: list$"):
+        Custom(sizes=(1,))
+    assert Custom(anything=object()).anything is not None  # Any accepts every value
+
+
+def test_algorithms_take_options_as_config_dict_or_nothing():
+    from vidquant.algos.base import ALGORITHMS, METHOD_CONFIGS
+    from vidquant.algos.smoothquant import SmoothQuant
+
+    assert SmoothQuant().options == SmoothQuantConfig() and SmoothQuant().special == {"alpha": 0.5}
+    assert SmoothQuant(SmoothQuantConfig(alpha=0.6)).special == {"alpha": 0.6}
+    assert SmoothQuant({"alpha": 0.7}).options == SmoothQuantConfig(alpha=0.7)
+    with pytest.raises(TypeError, match="SmoothQuant: expected SmoothQuantConfig options, got GPTQConfig"):
+        SmoothQuant(GPTQConfig())
+    # the registry: every method by its LLMC name, with its options class
+    assert {n: (ALGORITHMS[n].config_class, METHOD_CONFIGS[n]) for n in ("SmoothQuant", "GPTQ")} == {
+        "SmoothQuant": (SmoothQuantConfig, SmoothQuantConfig), "GPTQ": (GPTQConfig, GPTQConfig)}

@@ -118,7 +118,7 @@ def _is_instance(value: Any, hint: Any) -> bool:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
+    return isinstance(value, origin or hint)  # list[int]: a list (the items are not checked)
 
 
 def _describe(hint: Any) -> str:
