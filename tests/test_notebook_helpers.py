@@ -168,11 +168,12 @@ def test_run_intervals_pair_runs_on_the_same_clips():
     def run(shift):
         vm = pd.DataFrame({"eval": "e", "sample": np.arange(32) % 16, "seed": np.arange(32) // 16,
                            "psnr": 40 + shift + spread + rng.normal(0, 0.05, 32)})
-        return SimpleNamespace(video_metrics=vm, summary={"mean_sqnr_db": 40.0 + shift})
+        return SimpleNamespace(video_metrics=vm, summary={"method": "SmoothQuant", "mean_sqnr_db": 40.0 + shift})
     table = compare.run_intervals({"SQ": run(2.0), "RTN": run(0.0)}, baseline="RTN")
     assert list(table.index) == ["SQ", "RTN"] and list(table["clips"]) == [32, 32]
     assert table.loc["SQ", "Δpsnr vs RTN"].startswith("+2") and table.loc["SQ", "Δpsnr vs RTN"].endswith("*")
     assert table.loc["RTN", "Δpsnr vs RTN"] == "" and table.loc["SQ", "mean_sqnr_db"] == "42"
+    assert "psnr floor" not in table  # not measured by these runs: no column of dashes
     assert compare.run_intervals({"RTN": SimpleNamespace(video_metrics=pd.DataFrame(), summary={})}).empty
 
 

@@ -104,7 +104,7 @@ def run_intervals(results: Mapping[str, Any], baseline: str | None = None) -> pd
     if not frames:
         return pd.DataFrame()
     table = interval_table(pd.concat(frames, ignore_index=True), baseline)
-    cells = pd.DataFrame([{"method": label, "format": "", **r.summary} for label, r in results.items()])
+    cells = pd.DataFrame([{**r.summary, "method": label, "format": ""} for label, r in results.items()])
     return interval_rows(table, cells, baseline or "", label="run").set_index("run")
 
 
