@@ -326,3 +326,40 @@ def test_bf16_inputs_accumulate_in_fp32():
     s.add_batch(x)
     assert s.H.dtype == torch.float32
     torch.testing.assert_close(s.H, 2 * x.float().T @ x.float() / 9)
+
+
+def _hessian_and_weight(cols: int = 256, rows: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4 * cols, cols, generator=g) * torch.linspace(0.2, 3.0, cols)  # uneven input scales
+    return x.T @ x, torch.randn(rows, cols, generator=g)
+
+
+def test_solver_defaults_are_the_documented_ones():
+    """quantize() without options is blocksize 128, percdamp 0.01, no actorder and dynamic groups, bit for bit
+    (codes, scales and the loss/damping stats): a changed default changes results silently otherwise."""
+    H, W = _hessian_and_weight()
+    wq = IntQuantizer(4, granularity="per_group", group_size=64)
+    default = solver_with(H).quantize(W, wq)
+    spelled = solver_with(H).quantize(W, wq, blocksize=128, percdamp=0.01, actorder=False, static_groups=False)
+    assert torch.equal(default[0], spelled[0]) and torch.equal(default[1], spelled[1])
+    assert default[2] is None and spelled[2] is None and default[3] == spelled[3]
+
+
+def test_symmetric_per_group_grids_have_no_zero_point():
+    """Symmetric per-group GPTQ (e.g. int4 g128): the grid is scale only, every output lies on it."""
+    H, W = _hessian_and_weight()
+    wq = IntQuantizer(4, symmetric=True, granularity="per_group", group_size=128)
+    Q, scale, zero, _ = solver_with(H).quantize(W, wq, static_groups=False)
+    assert zero is None and scale.shape == (64, 2)
+    codes = Q / scale.repeat_interleave(128, dim=1)
+    assert torch.allclose(codes, codes.round(), atol=1e-5) and codes.round().abs().max() <= 8
+
+
+def test_nvfp4_needs_static_groups():
+    from vidquant.quant.blockfmt import NVFP4Quantizer
+
+    H, W = _hessian_and_weight()
+    with pytest.raises(ValueError, match="GPTQ with nvfp4 weights needs static_groups: True"):
+        solver_with(H).quantize(W, NVFP4Quantizer(), static_groups=False)
+    Q, *_ = solver_with(H).quantize(W, NVFP4Quantizer(), static_groups=True)
+    assert Q.shape == W.shape and torch.isfinite(Q).all()
