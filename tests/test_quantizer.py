@@ -506,3 +506,29 @@ def test_per_group_indivisible_message_names_the_last_dim(shape, last) -> None:
     msg = f"per_group: last dim (in_features) = {last} is not divisible by group_size = 2"
     with pytest.raises(ValueError, match=re.escape(msg)):
         quant.quantize(torch.ones(shape))
+
+
+def test_builders_send_each_quant_type_to_its_format():
+    """build_quantizer_from_dict: mx-quant / nvfp4-quant go to the block formats with the compute dtype; float-quant
+    keeps `static` (fp8-pertensor's calibrated activation scale); a missing `static` means dynamic."""
+    from vidquant.quant import build_quantizer_from_dict
+    from vidquant.quant.blockfmt import MXQuantizer, NVFP4Quantizer
+
+    mx = build_quantizer_from_dict({"quant_type": "mx-quant", "bit": "e4m3"}, compute_dtype=torch.bfloat16)
+    nv = build_quantizer_from_dict({"quant_type": "nvfp4-quant", "bit": "e2m1"}, compute_dtype=torch.bfloat16)
+    assert type(mx) is MXQuantizer and type(nv) is NVFP4Quantizer
+    assert mx.compute_dtype == nv.compute_dtype == torch.bfloat16
+    static = build_quantizer_from_dict({"quant_type": "float-quant", "bit": "e4m3", "granularity": "per_tensor",
+                                        "static": True})
+    assert static.static is True and "static=True" in repr(static)
+    dynamic = build_quantizer_from_dict({"quant_type": "float-quant", "bit": "e4m3", "granularity": "per_tensor"})
+    assert dynamic.static is False and "static" not in repr(dynamic)
+
+
+@pytest.mark.parametrize("fmt, granularity", [("e5m2", "per_tensor"), ("e4m3", "per_token"), ("e4m3", "per_channel")])
+def test_static_fp8_scales_are_e4m3_per_tensor_only(fmt, granularity):
+    with pytest.raises(ValueError, match=f"static scales are e4m3 per_tensor only .fp8-pertensor., got {fmt} "
+                                         f"{granularity}"):
+        FloatQuantizer(fmt, granularity=granularity, static=True)
+    assert FloatQuantizer(fmt, granularity=granularity).static is False
+    assert FloatQuantizer("e4m3", granularity="per_tensor", static=1).static is True
