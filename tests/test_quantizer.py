@@ -520,7 +520,7 @@ def test_builders_send_each_quant_type_to_its_format():
     assert mx.compute_dtype == nv.compute_dtype == torch.bfloat16
     static = build_quantizer_from_dict({"quant_type": "float-quant", "bit": "e4m3", "granularity": "per_tensor",
                                         "static": True})
-    assert static.static is True and "static=True" in repr(static)
+    assert static.static is True and ", use_qtorch=False, static=True, granularity=" in repr(static), repr(static)
     dynamic = build_quantizer_from_dict({"quant_type": "float-quant", "bit": "e4m3", "granularity": "per_tensor"})
     assert dynamic.static is False and "static" not in repr(dynamic)
 
