@@ -47,8 +47,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                ["tests/test_deploy.py", "tests/test_layer_metrics.py", "tests/test_engine.py"]),
     "awq": (["algos/awq.py"], ["tests/test_awq.py", "tests/test_layer_metrics.py", "tests/test_method_options.py"]),
     "linear": (["quant/linear.py", "quant/int8_gemm.py"], ["tests/test_quant_linear.py", "tests/test_int8_gemm.py"]),
-    "blockfmt": (["quant/blockfmt.py", "quant/__init__.py"],
-                 ["tests/test_formats_quant.py", "tests/test_static_act.py"]),
+    "blockfmt": (["quant/blockfmt.py", "quant/__init__.py"], ["tests/test_formats_quant.py"]),
     "export": (["export/keymap.py", "export/converter.py"], ["tests/test_keymap.py", "tests/test_converter.py"]),
 }
 STATUSES = ("killed", "survived", "no tests", "timeout", "suspicious", "skipped", "not checked", "segfault")
