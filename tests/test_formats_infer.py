@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests_support import infer_clip
+from tests_support import infer_clip, runtime_psnrs
 
 from vidquant.calib.samples import load_samples
 from vidquant.cli import main as cli_main
@@ -103,12 +103,7 @@ def test_infer_runs_the_format_and_agrees_with_fake_quant(tmp_path, monkeypatch,
     clip = infer_clip(argv, monkeypatch)
     log = capsys.readouterr().out
     assert f"{scheme} from {converted}, EMULATED (dequantize-then-GEMM" in log, log
-    assert clip.shape == fq_clip.shape and np.isfinite(clip).all()
-    p_fq, p_float = psnr(clip, fq_clip), psnr(clip, float_clip)
-    record_property("psnr_runtime_vs_fake", p_fq)
-    record_property("psnr_runtime_vs_float", p_float)
-    with capsys.disabled():
-        print(f"\n[{task} {scheme}] infer vs fake-quant {p_fq:.1f} dB, vs float {p_float:.1f} dB")
+    p_fq, p_float = runtime_psnrs(clip, fq_clip, float_clip, f"{task} {scheme}", record_property, capsys)
     assert p_fq >= MIN_PSNR_VS_FAKE[scheme], p_fq
     assert math.isfinite(p_float) and p_float < 45  # the format is really applied (measured 16-26 dB)
 

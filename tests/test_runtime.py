@@ -36,10 +36,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tests_support import runtime_psnrs
 
 from vidquant.calib.samples import Sample
 from vidquant.cli import main as cli_main
-from vidquant.eval.metrics import psnr
 from vidquant.eval.video import load_video
 from vidquant.export.converter import convert
 from vidquant.export.io import load_state_dict, save_sharded
@@ -272,12 +272,7 @@ def test_video_agrees_with_fake_quant_and_reports_psnr_vs_float(exports, task, f
     pipe.transformer = fake_quant_twin(pipe.transformer)
     clip_fq = _clip(pipe, task)
     clip_float = _clip(load_pipeline(e["base"], dtype="float32"), task)
-    assert clip_rt.shape == clip_float.shape and np.isfinite(clip_rt).all()
-    p_fq, p_float = psnr(clip_rt, clip_fq), psnr(clip_rt, clip_float)
-    record_property("psnr_runtime_vs_fake", p_fq)
-    record_property("psnr_runtime_vs_float", p_float)
-    with capsys.disabled():
-        print(f"\n[{task} {fmt}] video PSNR runtime vs fake-quant {p_fq:.1f} dB, vs float {p_float:.1f} dB")
+    p_fq, p_float = runtime_psnrs(clip_rt, clip_fq, clip_float, f"{task} {fmt}", record_property, capsys)
     assert p_fq >= 60
     assert math.isfinite(p_float) and p_float > 25
 

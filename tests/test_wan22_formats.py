@@ -164,7 +164,7 @@ def random_ti2v(tmp_path_factory):
 @pytest.mark.parametrize("method,fmt,task", TI2V_CASES, ids=[f"{m}-{f}-{t}" for m, f, t in TI2V_CASES])
 def test_ti2v_every_method_and_format_through_vidquant_infer(tmp_path, monkeypatch, capsys, method, fmt, task,
                                                               random_ti2v, record_property):
-    from tests_support import infer_clip
+    from tests_support import infer_clip, runtime_psnrs
 
     from vidquant.export.converter import convert
     from vidquant.export.lightx2v_config import write_lightx2v_config
@@ -197,11 +197,6 @@ def test_ti2v_every_method_and_format_through_vidquant_infer(tmp_path, monkeypat
     if task == "i2v":
         argv += ["--image_path", str(samples[0].image)]
     clip = infer_clip(argv, monkeypatch)
-    assert clip.shape == fake.shape and np.isfinite(clip).all()
-    p_fake, p_float = psnr(clip, fake), psnr(clip, ref)
-    record_property("psnr_runtime_vs_fake", p_fake)
-    record_property("psnr_runtime_vs_float", p_float)
-    with capsys.disabled():
-        print(f"\n[ti2v {task} {method} {fmt}] infer vs fake-quant {p_fake:.1f} dB, vs float {p_float:.1f} dB")
+    p_fake, p_float = runtime_psnrs(clip, fake, ref, f"ti2v {task} {method} {fmt}", record_property, capsys)
     assert p_fake >= (40.0 if fmt in ("W8A8-int8", "FP8-e4m3", "W4A16-g128") else 60.0), p_fake
     assert p_fake > p_float  # the quantized transformer ran

@@ -72,3 +72,19 @@ def infer_clip(argv: list[str], monkeypatch):
     assert cli_main(["infer", *argv]) == 0
     assert len(saved) == 1
     return saved[0]
+
+
+def runtime_psnrs(clip, fake_quant, float_clip, label: str, record_property, capsys) -> tuple[float, float]:
+    """PSNR of a runtime clip against the fake-quant and the float clip of the same prompt and seed, recorded as
+    test properties and printed (the numbers the runtime tests bound and the notes quote)."""
+    import numpy as np
+
+    from vidquant.eval.metrics import psnr
+
+    assert clip.shape == fake_quant.shape == float_clip.shape and np.isfinite(clip).all()
+    p_fake, p_float = psnr(clip, fake_quant), psnr(clip, float_clip)
+    record_property("psnr_runtime_vs_fake", p_fake)
+    record_property("psnr_runtime_vs_float", p_float)
+    with capsys.disabled():
+        print(f"\n[{label}] runtime vs fake-quant {p_fake:.1f} dB, vs float {p_float:.1f} dB")
+    return p_fake, p_float
