@@ -47,7 +47,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                ["tests/test_deploy.py", "tests/test_layer_metrics.py", "tests/test_engine.py"]),
     "awq": (["algos/awq.py"], ["tests/test_awq.py", "tests/test_layer_metrics.py", "tests/test_method_options.py"]),
     "linear": (["quant/linear.py", "quant/int8_gemm.py"], ["tests/test_quant_linear.py", "tests/test_int8_gemm.py"]),
-    "blockfmt": (["quant/blockfmt.py", "quant/__init__.py"], ["tests/test_formats_quant.py"]),
+    "blockfmt": (["quant/blockfmt.py", "quant/__init__.py"],
+                 ["tests/test_formats_quant.py", "tests/test_static_act.py"]),
     "export": (["export/keymap.py", "export/converter.py"], ["tests/test_keymap.py", "tests/test_converter.py"]),
 }
 STATUSES = ("killed", "survived", "no tests", "timeout", "suspicious", "skipped", "not checked", "segfault")
@@ -72,6 +73,10 @@ def stage(group: str) -> Path:
         + f"only_mutate = {json.dumps([f'src/vidquant/{f}' for f in files])}\n"
         + f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
     )
+    # Tests that use the tiny models find them at <repo>/assets; mutmut runs them from <stage>/mutants.
+    (root / "mutants").mkdir(exist_ok=True)
+    if not (root / "mutants" / "assets").exists():
+        (root / "mutants" / "assets").symlink_to(REPO / "assets")
     text = (REPO / "pyproject.toml").read_text()
     text = re.sub(r"\n\[tool\.mutmut\]\n(?:(?!\n\[).)*", "\n", text, flags=re.S)  # replaced by the section
     (root / "pyproject.toml").write_text(text + section)

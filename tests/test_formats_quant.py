@@ -13,7 +13,9 @@ from vidquant.quant.blockfmt import (
     minifloat_bits,
     minifloat_from_bits,
     mx_block_scale,
+    nvfp4_block_scale,
     nvfp4_fake_static,
+    nvfp4_global_scale,
     round_to_minifloat,
 )
 
@@ -166,3 +168,120 @@ def test_fp8_per_tensor_static_activation_saturates():
     x = t(1.0, 10.0, -1000.0)
     q = aq.quantize_with(x, torch.tensor(0.5))  # x / 0.5, clamped to ±448 as lightx2v's fp8-pertensor act quant
     assert q.codes.float().tolist() == [2.0, 20.0, -448.0]
+
+
+# ------------------------------------------------------------------------------------------- the interface
+# What the rest of vidquant reads from a block quantizer (codes' container dtype, the QTensor fields the export
+# and GPTQ use, compute_dtype, the scale rule, symmetric for AWQ's clip search), and the edges of the scale maths.
+def test_bit_codes_are_uint8_and_formats_may_be_given_as_objects():
+    fmt = MINIFLOATS["e2m1"]
+    v = t(0.0, 0.5, -1.5, 6.0)
+    bits = minifloat_bits(v, fmt)
+    assert bits.dtype == torch.uint8 and bits.tolist() == [0b0000, 0b0001, 0b1011, 0b0111]
+    assert minifloat_from_bits(bits, fmt).tolist() == v.tolist()
+    with pytest.raises(IndexError):  # a code outside the format's 1 + e + m bits decodes to nothing
+        minifloat_from_bits(torch.tensor([16], dtype=torch.uint8), "e2m1")
+
+
+def test_mx_scale_default_rule_is_ceil_and_e4m3_e3m2_divide_by_their_max():
+    a = t(448.0, 449.0, 28.0, 29.0, 1.0)
+    assert torch.equal(mx_block_scale(a, "e4m3"), mx_block_scale(a, "e4m3", "ceil"))
+    # ceil(log2(a / max)): 448 / 448 = 1 -> 2^0; 449 / 448 -> 2^1; 1 / 448 -> 2^-8
+    assert mx_block_scale(a, "e4m3").tolist() == [1.0, 2.0, 2.0**-4, 2.0**-3, 2.0**-8]
+    assert mx_block_scale(a, "e3m2").tolist() == [16.0, 32.0, 1.0, 2.0, 2.0**-4]
+
+
+def test_mx_scale_clamps_to_the_smallest_e8m0_and_codes_saturate():
+    tiny = t(2.0**-140, 0.0)  # k = -149 before the clamp
+    assert mx_block_scale(tiny, "e4m3").tolist() == [2.0**-127, 2.0**-127]
+    assert mx_block_scale(tiny, "e4m3", "floor").tolist() == [2.0**-127, 2.0**-127]
+    codes = e8m0_bits(t(2.0**-127, 2.0**-130, 1.0, 2.0**127))
+    assert codes.dtype == torch.uint8 and codes.tolist() == [0, 0, 127, 254]
+
+
+def test_nvfp4_global_scale_edges():
+    assert nvfp4_global_scale(torch.zeros(4)).item() == 2688.0  # all-zero tensor: absmax taken as 1
+    assert nvfp4_global_scale(t(0.5, -0.25)).item() == 5376.0  # 2688 / 0.5 (absmax below 1 too)
+    g = nvfp4_global_scale(torch.tensor([3.0], dtype=torch.bfloat16))  # computed in bf16, returned as fp32
+    assert g.dtype == torch.float32 and g.item() == torch.tensor(896.0, dtype=torch.bfloat16).item()
+
+
+def test_nvfp4_block_scale_saturates_at_e4m3_max():
+    # a static global scale calibrated on smaller inputs: g * a / 6 = 2688 / 1000 * 6000 / 6 = 2688 > 448
+    s = nvfp4_block_scale(t(6000.0, 1000.0), torch.tensor(2688.0 / 1000.0))
+    assert s.dtype == torch.float8_e4m3fn and s.float().tolist() == [448.0, 448.0]
+
+
+@pytest.mark.parametrize("elem, fmt, container", [("e4m3", "mxfp8", torch.float8_e4m3fn),
+                                                  ("e5m2", "mxfp8", torch.float8_e5m2),
+                                                  ("e3m2", "mxfp6", torch.float8_e4m3fn),
+                                                  ("e2m3", "mxfp6", torch.float8_e4m3fn),
+                                                  ("e2m1", "mxfp4", torch.float8_e4m3fn)])
+def test_mx_quantizer_fields(elem, fmt, container):
+    q = MXQuantizer(elem)
+    x = torch.randn(3, 64)
+    for qt in (q.quantize(x), q.quantize_with(x, *q.qparams(x))):
+        assert (qt.fmt, qt.granularity, qt.group_size, qt.dtype, qt.codes.dtype) == (fmt, "per_group", 32,
+                                                                                   torch.float32, container)
+        assert torch.equal(qt.dequantize(), q.fake(x))
+    assert q.symmetric is True
+    with pytest.raises(ValueError, match="symmetric"):
+        q.quantize_with(x, q.qparams(x)[0], torch.zeros_like(q.qparams(x)[0]))
+
+
+def test_mx_quantizer_defaults_rule_and_compute_dtype():
+    q = MXQuantizer()
+    assert (q.elem.name, q.fmt, q.block_size, q.scale_rule) == ("e4m3", "mxfp8", 32, "ceil")
+    with pytest.raises(ValueError, match="scale rule"):
+        MXQuantizer("e4m3", scale_rule="nearest")
+    x = torch.randn(2, 64) * 100
+    absmax = x.abs().reshape(2, 2, 32).amax(-1)
+    assert torch.equal(MXQuantizer("e2m1", scale_rule="floor").qparams(x)[0], mx_block_scale(absmax, "e2m1", "floor"))
+    assert MXQuantizer("e4m3", compute_dtype=torch.float64).qparams(x)[0].dtype == torch.float64
+
+
+def test_nvfp4_quantizer_fields_compute_dtype_and_zero_tensor():
+    q = NVFP4Quantizer()
+    x = torch.randn(3, 32)
+    for qt in (q.quantize(x), q.quantize_with(x, *q.qparams(x))):
+        assert (qt.fmt, qt.granularity, qt.group_size, qt.dtype, qt.codes.dtype) == (
+            "nvfp4", "per_group", 16, torch.float32, torch.float8_e4m3fn)
+        torch.testing.assert_close(qt.dequantize(), q.fake(x), rtol=1e-6, atol=0)
+    assert NVFP4Quantizer(compute_dtype=torch.float64).qparams(x)[0].dtype == torch.float64
+    assert NVFP4Quantizer(compute_dtype=torch.float64).quantize(x).scale.dtype == torch.float64
+    with pytest.raises(ValueError, match="symmetric"):
+        q.quantize_with(x, q.qparams(x)[0], torch.zeros_like(q.qparams(x)[0]))
+    zeros = torch.zeros(2, 16)  # all-zero: the same finite global scale both ways
+    assert q.quantize(zeros).global_scale.item() == 2688.0
+    assert q.quantize_with(zeros, *q.qparams(zeros)).global_scale.item() == 2688.0
+
+
+def test_block_with_zero_scale_gets_zero_codes():
+    # NVFP4: a block 1e-6 of the tensor's absmax has an e4m3 block scale that underflows to 0; its codes are 0
+    x = torch.zeros(1, 32)
+    x[0, 0], x[0, 16] = 1e6, 0.5
+    qt = NVFP4Quantizer().quantize(x)
+    assert qt.scale[0, 1].item() == 0 and torch.count_nonzero(qt.codes.float()[0, 16:]) == 0
+
+
+def test_build_block_quantizer_from_config_specs():
+    from types import SimpleNamespace
+
+    from vidquant.config import QuantSpec
+    from vidquant.quant.blockfmt import build_block_quantizer
+
+    nv = build_block_quantizer(QuantSpec(quant_type="nvfp4-quant", bit="e2m1", granularity="per_block"))
+    assert type(nv) is NVFP4Quantizer and nv.block_size == 16 and nv.compute_dtype == torch.float32
+    assert repr(nv) == "NVFP4Quantizer(elem='e2m1', global_scale=2688/absmax, granularity='per_group', group_size=16)"
+    mx = build_block_quantizer(QuantSpec(quant_type="mx-quant", bit="e3m2", granularity="per_block"),
+                               compute_dtype=torch.float64)
+    assert (type(mx), mx.elem.name, mx.fmt, mx.block_size, mx.scale_rule, mx.compute_dtype) == (
+        MXQuantizer, "e3m2", "mxfp6", 32, "ceil", torch.float64)
+    # an explicit block size is kept (QuantSpec validates which sizes lightx2v runs; the builder passes it on)
+    assert build_block_quantizer(SimpleNamespace(quant_type="mx-quant", bit="e2m1", block_size=64)).block_size == 64
+    assert build_block_quantizer(SimpleNamespace(quant_type="nvfp4-quant", bit="e2m1", block_size=32),
+                                 torch.float64).compute_dtype == torch.float64
+    with pytest.raises(ValueError, match="nvfp4-quant needs bit 'e2m1'"):
+        build_block_quantizer(SimpleNamespace(quant_type="nvfp4-quant", bit="e4m3"))
+    with pytest.raises(ValueError, match="quant_type must be"):
+        build_block_quantizer(SimpleNamespace(quant_type="int-quant", bit=8))

@@ -200,7 +200,7 @@ def e8m0_value(bits: Tensor) -> Tensor:
 
 def nvfp4_global_scale(x: Tensor) -> Tensor:
     """``2688 / absmax(x)`` as a 0-dim fp32 tensor, computed in ``x``'s dtype as lightx2v's converter does
-    (bf16 weights give a bf16-rounded global scale); an all-zero tensor gets 1."""
+    (bf16 weights give a bf16-rounded global scale); an all-zero tensor counts as absmax 1 (g = 2688)."""
     amax = x.detach().abs().amax()
     g = NVFP4_GLOBAL_NUMERATOR / torch.where(amax > 0, amax, torch.ones_like(amax))
     return g.to(torch.float32)
@@ -307,10 +307,11 @@ class NVFP4Quantizer(_BlockQuantizer):
 
     def quantize_with(self, x: Tensor, scale: Tensor, zero: Tensor | None = None) -> BlockQTensor:
         """On a fixed grid (e.g. GPTQ's): the global scale is recovered as ``448 / max(scale)`` (the block holding
-        the tensor's absmax has e4m3 scale 448 by construction)."""
+        the tensor's absmax has e4m3 scale 448 by construction); all-zero scales give :func:`nvfp4_global_scale`'s
+        2688, as :meth:`quantize` of an all-zero tensor does."""
         q = super().quantize_with(x, scale, zero)
         top = scale.detach().float().amax()
-        g = torch.where(top > 0, _E4M3_MAX / top, torch.ones_like(top))
+        g = torch.where(top > 0, _E4M3_MAX / top, torch.full_like(top, NVFP4_GLOBAL_NUMERATOR))
         return BlockQTensor(q.codes, q.scale, None, q.granularity, q.group_size, q.dtype, self.fmt, g)
 
     def _params(self, xmin: Tensor, xmax: Tensor) -> tuple[Tensor, None]:  # pragma: no cover - qparams overridden
