@@ -80,7 +80,19 @@ def _check_report(md: str, df: pd.DataFrame) -> None:
     for metric in ("psnr", "colour_de"):
         d = paired_difference(runtime[metric].to_numpy(), fake[metric].to_numpy())
         assert diff[metric].startswith(f"{d.mean:+.3g} [{d.low:+.3g}, {d.high:+.3g}]"), (metric, diff)
-    assert len([line for line in md.splitlines() if line.startswith("|")]) < 12  # summaries, not per-clip rows
+    # the noise floor row: the float model's one-ulp-nudged clips, measured once per (prompt, seed)
+    floors = df[df["model"] == "float"]
+    floor_cells = dict(zip(header, _cells(md, "noise floor")))
+    assert int(floor_cells["clips"]) == len(floors)
+    for metric in ("ssim", "traj_drift_px", "colour_de"):
+        iv = mean_ci(floors[f"floor_{metric}"])
+        assert floor_cells[metric] == f"{iv.mean:.4g} [{iv.low:.4g}, {iv.high:.4g}]", (metric, floor_cells)
+    for model in ("LLMC fake-quant", "W8A8 runtime"):  # ≤floor exactly where the model is as close as the nudge
+        clips = df[df["model"] == model]
+        at_floor = clips["ssim"].mean() >= floors["floor_ssim"].mean()
+        assert dict(zip(header, _cells(md, model)))["ssim"].endswith(" ≤floor") == at_floor
+    assert df.loc[df["model"] == "LLMC fake-quant", "jitter_psnr"].notna().any()
+    assert len([line for line in md.splitlines() if line.startswith("|")]) < 13  # summaries, not per-clip rows
 
 
 def test_demo_end_to_end_on_test_model(tmp_path, tiny_i2v_dir):

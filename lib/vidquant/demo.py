@@ -12,7 +12,9 @@
 8. float vs LLMC fake-quant vs W8A8 runtime over the 32 prompts of ``assets/eval/tiny_i2v_32`` × seeds 42 and 43
    (``--prompts``, ``--seeds``): per-clip metrics in ``metrics.csv``; in ``metrics.md`` each metric's mean with its
    95 % bootstrap interval per model and the paired difference runtime − fake-quant (same prompts and seeds,
-   ``vidquant.eval.intervals``); side-by-side mp4 + gif of the first seed's first 8 samples.
+   ``vidquant.eval.intervals``), beside the noise floor (the float model with its latent nudged by one ulp,
+   ``vidquant.eval.noise``): a difference under it is marked ``~``; side-by-side mp4 + gif of the first seed's
+   first 8 samples.
 
 Everything lands in ``results/demo/`` (cleaned first); ``metrics.md`` and ``metrics.csv`` are committed. About 10
 minutes on a busy 2-core CPU (``--prompts 4 --seeds 42``: under 2).
@@ -42,6 +44,7 @@ DEFAULT_CONFIG = "configs/quantization/video_gen/tiny_i2v/smoothquant_w_a.yaml"
 DEFAULT_OUT = "results/demo"
 LABELS = ("float", "LLMC fake-quant", "W8A8 runtime")
 FLOAT, FAKE_QUANT, RUNTIME = LABELS
+NOISE_FLOOR = "noise floor"  # the float model, its latent nudged by one ulp (vidquant.eval.noise)
 EVAL_SET = "assets/eval/tiny_i2v_32"  # the demo's prompts, whatever the config's eval.path
 DEFAULT_PROMPTS = 32
 DEFAULT_SEEDS = (42, 43)
@@ -163,7 +166,7 @@ def build_config(config_path: Path, model: Path, out: Path, device: str | None =
         _absolute(part, "path", REPO)
     for part in _parts(raw.get("eval")):
         part.update(path=str(REPO / EVAL_SET), num_samples=prompts, seeds=list(seeds), bs=len(seeds),
-                    output_video_path=str(out / "llmc" / "videos"))
+                    output_video_path=str(out / "llmc" / "videos"), noise_floor=True, jitter=True)
     raw["save"] = {**raw.get("save", {}), "save_lightx2v": True, "save_path": str(out / "llmc"), "overwrite": True}
     return parse_config(raw, source=source)
 
@@ -286,10 +289,12 @@ EXTRA_METRICS = {"psnr_vs_fake_quant": "psnr_vs_fake_quant", "colour_ok": "colou
                  "direction_ok": "direction_acc"}
 
 
-def metrics_table(samples, clips: dict[str, Clips]) -> pd.DataFrame:
+def metrics_table(samples, clips: dict[str, Clips], noise: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (seed, sample, model) for ``clips`` ``{label: {seed: [clip per sample]}}``: fidelity against
     the float clip of the same prompt and seed, task accuracy and errors against the prompt (procedural prompts),
-    and the PSNR against the fake-quant clip."""
+    and the PSNR against the fake-quant clip. ``noise``: the quantize run's per-clip rows (``RunResult.
+    video_metrics``); their ``floor_*`` columns (a property of the prompt and seed) go on every model's row, their
+    ``jitter_*`` columns (the fake-quant model's) on the fake-quant rows."""
     from vidquant.eval.metrics import psnr
     from vidquant.run import video_metrics
 
@@ -301,7 +306,13 @@ def metrics_table(samples, clips: dict[str, Clips]) -> pd.DataFrame:
                 clip = clips[label][seed][i]
                 rows.append({"sample": i, "seed": seed, "prompt": s.prompt, "model": label,
                              **video_metrics(clip, ref, s.prompt), "psnr_vs_fake_quant": psnr(clip, fq)})
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if noise is None or not len(noise):
+        return df
+    key = ["seed", "sample"]
+    floor = noise[key + [c for c in noise if c.startswith("floor_")]]
+    jitter = noise[key + [c for c in noise if c.startswith("jitter_")]].assign(model=FAKE_QUANT)
+    return df.merge(floor, on=key, how="left").merge(jitter, on=[*key, "model"], how="left")
 
 
 def _fmt(x: float, spec: str = ".4g") -> str:
@@ -326,15 +337,35 @@ def summary_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     means: dict[str, dict] = {}
     for model, clips in df.groupby("model", sort=False):
         r = table.loc[model]
-        means[model] = {"clips": len(clips), **{m: _interval(r[m], r[f"{m}_lo"], r[f"{m}_hi"]) for m in metrics}}
+        means[model] = {"clips": len(clips), **{m: _interval(r[m], r[f"{m}_lo"], r[f"{m}_hi"])
+                                                + (" ≤floor" if model != FLOAT and _at_floor(r, m) else "")
+                                                for m in metrics}}
         for column, name in EXTRA_METRICS.items():
             if column in clips:
                 iv = mean_ci(clips[column].astype(float))
                 means[model][name] = _interval(iv.mean, iv.low, iv.high)
+    floors = df[df["model"] == FLOAT]  # one row per clip
+    if any(f"floor_{m}" in floors for m in metrics):
+        means[NOISE_FLOOR] = {"clips": len(floors), **{m: _interval(*_mean_ci(floors, f"floor_{m}"))
+                                                       for m in metrics}}
     diffs = {f"{model} − {FAKE_QUANT}": {m: _difference(table.loc[model], m) for m in metrics}
              for model in (RUNTIME, FLOAT) if model in table.index}
     return (pd.DataFrame.from_dict(means, orient="index").rename_axis("model"),
             pd.DataFrame.from_dict(diffs, orient="index").rename_axis("paired difference"))
+
+
+def _at_floor(row: pd.Series, metric: str) -> bool:
+    flag = row.get(f"{metric}_at_floor")
+    return isinstance(flag, (bool, np.bool_)) and bool(flag)
+
+
+def _mean_ci(df: pd.DataFrame, column: str) -> tuple[float, float, float]:
+    from vidquant.eval.stats import mean_ci
+
+    if column not in df:
+        return float("nan"), float("nan"), float("nan")
+    iv = mean_ci(df[column].astype(float))
+    return iv.mean, iv.low, iv.high
 
 
 def _difference(row: pd.Series, metric: str) -> str:
@@ -362,15 +393,20 @@ def _explanation(n_prompts: int, seeds: Sequence[int], n_grid: int) -> list[str]
         "- Each cell: the mean over the clips with its 95 % bootstrap interval `[low, high]` (BCa, "
         "`vidquant.eval.stats`; non-finite values left out). Generation is chaotic, so one clip's number is a "
         "draw: compare intervals, not single clips.",
+        f"- `{NOISE_FLOOR}`: the float model with its latent nudged by one ulp after the first step, a change no "
+        "quantizer should be judged by: for psnr / ssim / flicker_error / the drifts, the nudged float clip "
+        "against the float clip; for traj_err_px / colour_de, how far the nudge moves the error against the "
+        "prompt. `≤floor`: the model is as close to the float clip as the nudged float clip is.",
         f"- Per-clip rows: `metrics.csv`. Videos (`float_vs_quantized.mp4` / `.gif`): the first {n_grid} samples "
         f"of seed {seeds[0]}.",
     ]
 
 
-def write_results(out: Path, samples, clips: dict[str, Clips], fps: int, notes: list[str]
-                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def write_results(out: Path, samples, clips: dict[str, Clips], fps: int, notes: list[str],
+                  noise: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Videos of the first seed's first :data:`GRID_SAMPLES` samples, per-clip ``metrics.csv`` and the summary
-    ``metrics.md``; returns the two summary tables (:func:`summary_tables`)."""
+    ``metrics.md``; returns the two summary tables (:func:`summary_tables`). ``noise``: the quantize run's
+    per-clip rows, for the noise floor and the fake-quant model's jitter (:func:`metrics_table`)."""
     from vidquant.eval.video import save_video
 
     seeds = list(clips[FLOAT])
@@ -380,15 +416,18 @@ def write_results(out: Path, samples, clips: dict[str, Clips], fps: int, notes: 
     grid = comparison_grid(rows)
     save_video(grid, out / "float_vs_quantized.mp4", fps)
     save_video(grid, out / "float_vs_quantized.gif", fps)
-    df = metrics_table(samples, clips)
+    df = metrics_table(samples, clips, noise)
     df.to_csv(out / "metrics.csv", index=False)
     means, diffs = summary_tables(df)
     md = ["# vidquant demo: float vs quantized (tiny Wan2.1 I2V)", "", *notes, "",
           *_explanation(len(samples), seeds, len(rows)), "",
           "## Mean [95 % interval] per model", "", means.to_markdown(), "",
           f"## Paired differences against {FAKE_QUANT} (same prompts and seeds)", "",
-          "Mean of the per-clip difference with its 95 % bootstrap interval; `*`: the interval excludes 0 (a real "
-          "difference at this sample size), no mark: it covers 0 (no difference shown).", "",
+          "Mean of the per-clip difference with its 95 % bootstrap interval; `*`: the interval excludes 0 and the "
+          "difference exceeds the fake-quant model's jitter (how much its own metric moves when its latent is "
+          f"nudged by one ulp, on the first seed's first clips) and, for traj_err_px / colour_de, the {NOISE_FLOOR}; "
+          "`~`: it excludes 0 but is under them (real at this sample size, but no larger than a one-ulp nudge's "
+          "effect); no mark: it covers 0 (no difference shown).", "",
           diffs.to_markdown(), ""]
     (out / "metrics.md").write_text("\n".join(md))
     return means, diffs
@@ -459,7 +498,7 @@ def run_demo(model: str | Path = DEFAULT_MODEL, config: str | Path = DEFAULT_CON
                                           else ""),
              f"recipe: {'+'.join(vg.methods)} {vg.special}, W8A8 {scheme}; checkpoint `{_rel(converted)}`"]
     clips = {FLOAT: floats, FAKE_QUANT: fakes, RUNTIME: runtimes}
-    means, diffs = write_results(out, samples, clips, cfg.evals[0].fps, notes)
+    means, diffs = write_results(out, samples, clips, cfg.evals[0].fps, notes, result.video_metrics)
     print(means.to_string(), diffs.to_string(), sep="\n\n")
     _report(out, is_random, time.time() - t0)
     return out
