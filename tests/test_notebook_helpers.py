@@ -26,14 +26,15 @@ T2V = ROOT / "configs/quantization/video_gen/tiny_t2v"
 def test_notebook_config_maps_parameters(tmp_path):
     cfg = variants.notebook_config(T2V / "smoothquant_w_a.yaml", model_path="m", calib_path="c", eval_path="e",
                              output_dir=tmp_path, seed=7, height=32, width=48, num_frames=5, num_inference_steps=3,
-                             sample_steps=2, num_eval_samples=1, eval_seeds=(42, 43), save_lightx2v=False,
-                             overrides={"quant.video_gen.special.alpha": 0.6})
+                             sample_steps=2, num_eval_samples=1, eval_seeds=(42, 43), noise_floor=True,
+                             save_lightx2v=False, overrides={"quant.video_gen.special.alpha": 0.6})
     ev = cfg.evals[0]
     assert (cfg.model.path, cfg.calib.path, ev.path, cfg.base.seed) == ("m", "c", "e", 7)
     for section in (cfg.calib, ev):
         assert (section.target_height, section.target_width, section.num_frames, section.num_inference_steps) == \
             (32, 48, 5, 3)
     assert cfg.calib.sample_steps == 2 and ev.num_samples == 1 and list(ev.seeds) == [42, 43]
+    assert ev.noise_floor and ev.jitter
     assert cfg.save.save_path == str(tmp_path) and not cfg.save.save_lightx2v
     assert ev.output_video_path == str(tmp_path / "videos")
     assert cfg.quant.video_gen.special["alpha"] == 0.6

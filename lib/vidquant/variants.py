@@ -30,6 +30,7 @@ def notebook_config(
     sample_steps: int | None = None,
     num_eval_samples: int | None = None,
     eval_seeds: Sequence[int] | None = None,
+    noise_floor: bool | None = None,
     save_lightx2v: bool | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Config:
@@ -41,9 +42,11 @@ def notebook_config(
     eval section (target_height, target_width, num_frames, num_inference_steps); `sample_steps` →
     calib.sample_steps; `num_eval_samples` → every eval section's num_samples (the first N prompts of the eval
     set); `eval_seeds` → every eval section's seeds (each prompt once per seed: the clips the intervals of
-    `vidquant.compare.run_intervals` are taken over); `output_dir` → save.save_path and every eval section's
-    output_video_path (``<output_dir>/videos``); `save_lightx2v` → save.save_lightx2v. `overrides` are dotted
-    fields applied last, exactly as ``vidquant quantize --set`` (e.g. ``{"quant.video_gen.special.alpha": 0.8}``).
+    `vidquant.compare.run_intervals` are taken over); `noise_floor` → every eval section's noise_floor and jitter
+    (the float model's and the quantized model's clips with a one-ulp nudge, `vidquant.eval.noise`);
+    `output_dir` → save.save_path and every eval section's output_video_path (``<output_dir>/videos``);
+    `save_lightx2v` → save.save_lightx2v. `overrides` are dotted fields applied last, exactly as
+    ``vidquant quantize --set`` (e.g. ``{"quant.video_gen.special.alpha": 0.8}``).
     """
     path = Path(config)
     if not path.is_file():
@@ -73,6 +76,8 @@ def notebook_config(
             section["num_samples"] = int(num_eval_samples)
         if eval_seeds is not None:
             section["seeds"] = [int(s) for s in eval_seeds]
+        if noise_floor is not None:
+            section["noise_floor"] = section["jitter"] = bool(noise_floor)
         if output_dir is not None:
             section["output_video_path"] = str(Path(output_dir) / "videos")
     if output_dir is not None:
