@@ -153,13 +153,13 @@ def test_per_group_actorder_needs_static_groups():
 
 
 def reference_gptq(W: torch.Tensor, H: torch.Tensor, wq, percdamp: float, actorder: bool = False,
-                   static_groups: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                   static_groups: bool = False) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Textbook GPTQ in float64, one column at a time, without Cholesky or blocks: after quantizing column j,
     the columns F not yet quantized (j included, in processing order) move by −(w_j − q_j) · [H_F⁻¹]_{j,F} /
     [H_F⁻¹]_{jj}, with H_F⁻¹ the inverse of the damped Hessian restricted to F, recomputed from scratch for every
     column. Order: descending diag(H) with actorder. Grid: the min-max grid of the original W (per_group with
     static_groups too); per_group without static_groups takes each group's grid from its updated columns when
-    the first of them is reached. Returns (Q, scale)."""
+    the first of them is reached. The loss of a column is (w_j − q_j)² / (2 [H_F⁻¹]_jj). Returns (Q, scale, loss)."""
     W, H = W.double().clone(), H.double().clone()
     dead = H.diagonal() == 0
     H[dead, dead] = 1
@@ -168,7 +168,7 @@ def reference_gptq(W: torch.Tensor, H: torch.Tensor, wq, percdamp: float, actord
     grouped, g = wq.granularity == "per_group", wq.group_size
     scale, zero = wq.qparams(W.float())
     order = torch.argsort(H.diagonal(), descending=True).tolist() if actorder else list(range(W.shape[1]))
-    Q = torch.zeros_like(W)
+    Q, loss = torch.zeros_like(W), 0.0
     for step, j in enumerate(order):
         k = j // g if grouped else 0
         if grouped and not static_groups and j % g == 0:
@@ -180,8 +180,9 @@ def reference_gptq(W: torch.Tensor, H: torch.Tensor, wq, percdamp: float, actord
         Q[:, j] = wq.fake_with(W[:, j:j + 1].float(), *grid)[:, 0].double()
         rest = order[step:]
         hinv = torch.linalg.inv(H[rest][:, rest])
+        loss += float(((W[:, j] - Q[:, j]) ** 2).sum() / (2 * hinv[0, 0]))
         W[:, rest] -= torch.outer(W[:, j] - Q[:, j], hinv[0] / hinv[0, 0])
-    return Q.float(), scale
+    return Q.float(), scale, loss
 
 
 def correlated_inputs(cols: int, tokens: int, seed: int) -> torch.Tensor:
@@ -208,9 +209,10 @@ def test_lazy_block_update_matches_column_by_column_reference():
     wq = IntQuantizer(4)
     solver = GPTQSolver(cols, torch.device("cpu"))
     solver.add_batch(correlated_inputs(cols, 600, seed=5))
-    want, _ = reference_gptq(W, solver.H, wq, percdamp=0.01)
-    Q, *_ = solver.quantize(W, wq, blocksize=128, percdamp=0.01)
+    want, _, want_loss = reference_gptq(W, solver.H, wq, percdamp=0.01)
+    Q, *_, stats = solver.quantize(W, wq, blocksize=128, percdamp=0.01)
     assert_matches_reference(Q, want, wq.qparams(W)[0])
+    assert stats["loss"] == pytest.approx(want_loss, rel=1e-3)  # every column's loss, once, in all three blocks
     # The test is not vacuous: the error feedback changes many codes compared with RTN in every block.
     rtn = wq.fake(W)
     for lo, hi in ((0, 128), (128, 256), (256, 300)):
@@ -233,7 +235,7 @@ def test_orderings_and_groups_match_reference(granularity, actorder, static_grou
     W = torch.randn(rows, cols, generator=torch.Generator().manual_seed(9))
     solver = GPTQSolver(cols, torch.device("cpu"))
     solver.add_batch(X, chunks=3)
-    want, want_scale = reference_gptq(W, solver.H, wq, 0.01, actorder, static_groups)
+    want, want_scale, want_loss = reference_gptq(W, solver.H, wq, 0.01, actorder, static_groups)
     Q, scale, zero, stats = solver.quantize(W, wq, blocksize=blocksize, percdamp=0.01, actorder=actorder,
                                             static_groups=static_groups)
     assert_matches_reference(Q, want, wq.qparams(W)[0].repeat_interleave(8 if granularity == "per_group" else 1,
@@ -241,6 +243,11 @@ def test_orderings_and_groups_match_reference(granularity, actorder, static_grou
     torch.testing.assert_close(scale, want_scale.float(), rtol=1e-4, atol=1e-7)
     assert stats["dead_columns"] == 1 and torch.equal(Q[:, 5], torch.zeros(rows))
     assert not torch.equal(Q, wq.fake(W))
+    # a dead input's diagonal counts as 1 in the damping, as in the reference implementations
+    diag = solver.H.diagonal().clone()
+    diag[5] = 1
+    assert diag.mean() > 1.5 and stats["damp"] == pytest.approx(0.01 * float(diag.mean()), rel=1e-6)
+    assert stats["loss"] == pytest.approx(want_loss, rel=1e-3)
 
 
 def test_hessian_accumulation_loss_and_damping_closed_forms():

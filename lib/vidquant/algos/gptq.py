@@ -184,9 +184,8 @@ class GPTQ(Algorithm):
     def transform_block(self, ctx: BlockContext) -> None:
         sp = self.special
         log = ctx.log.setdefault("gptq", {})
-        done: list[str] = []
         for k, stage in enumerate(self.stages(ctx)):
-            rerun = bool(sp["true_sequential"]) and bool(done)
+            rerun = bool(sp["true_sequential"]) and k > 0  # later stages see the quantized earlier ones
             solvers = self.hessians(ctx, stage, from_forward=rerun)
             last_user = {id(solver): name for name, solver in solvers.items()}
             for name in stage:
@@ -201,7 +200,6 @@ class GPTQ(Algorithm):
                 ctx.weight_qparams[name] = (scale.cpu(), None if zero is None else zero.cpu())
                 log[name] = {"stage": k, "tokens": solvers[name].n, **stats}
             del solvers
-            done += stage
 
     @staticmethod
     def stages(ctx: BlockContext) -> list[tuple[str, ...]]:
