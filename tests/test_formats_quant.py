@@ -195,6 +195,10 @@ def test_mx_scale_clamps_to_the_smallest_e8m0_and_codes_saturate():
     tiny = t(2.0**-140, 0.0)  # k = -149 before the clamp
     assert mx_block_scale(tiny, "e4m3").tolist() == [2.0**-127, 2.0**-127]
     assert mx_block_scale(tiny, "e4m3", "floor").tolist() == [2.0**-127, 2.0**-127]
+    # absmax / max_elem underflowing to 0 in fp32 (a few subnormal ulps) is the smallest scale too, not 2^0
+    ulps = t(2.0**-149, 3 * 2.0**-149, 1e-43)
+    for elem in ("e2m1", "e4m3"):
+        assert mx_block_scale(ulps, elem).tolist() == [2.0**-127] * 3, elem
     codes = e8m0_bits(t(2.0**-127, 2.0**-130, 1.0, 2.0**127))
     assert codes.dtype == torch.uint8 and codes.tolist() == [0, 0, 127, 254]
 

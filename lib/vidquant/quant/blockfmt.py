@@ -179,7 +179,8 @@ def mx_block_scale(absmax: Tensor, elem: str | Minifloat, rule: str = "ceil") ->
         # as the kernels compute it in fp32: mxfp4 multiplies by fp32(1/6), mxfp6 / mxfp8 divide by 28 / 448
         r = a * torch.tensor(1.0 / 6.0, dtype=torch.float32) if fmt.name == "e2m1" else a / fmt.max
         m, e = torch.frexp(r)  # r = m · 2^e; ceil(log2 r) = e - 1 exactly when m == 0.5
-        k = torch.where(m == 0.5, e - 1, e)
+        # a quotient that underflows to 0 (absmax a few subnormal ulps) converts to the smallest E8M0, as 0 does
+        k = torch.where(r > 0, torch.where(m == 0.5, e - 1, e), torch.full_like(e, -E8M0_BIAS))
     else:
         _, e = torch.frexp(a)
         k = (e - 1) - fmt.emax
