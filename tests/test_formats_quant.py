@@ -289,3 +289,13 @@ def test_build_block_quantizer_from_config_specs():
         build_block_quantizer(SimpleNamespace(quant_type="nvfp4-quant", bit="e4m3"))
     with pytest.raises(ValueError, match="quant_type must be"):
         build_block_quantizer(SimpleNamespace(quant_type="int-quant", bit=8))
+
+
+def test_nvfp4_block_absmax_is_taken_in_the_compute_dtype():
+    # tensor absmax 1.5: g = 2688 / 1.5 = 1792. Block 2's absmax 0.2277786 gives g * a / 6 = 68.03, just above the
+    # e4m3 midpoint 68 (-> 72); rounded to bf16 first (0.22753906) it gives 67.96 (-> 64).
+    x = torch.zeros(1, 32)
+    x[0, 0], x[0, 16] = 1.5, 0.2277786
+    for dtype, e4m3 in ((torch.float32, 72.0), (torch.bfloat16, 64.0)):
+        s = NVFP4Quantizer(compute_dtype=dtype).qparams(x)[0]
+        assert float(s[0, 1]) * 1792 == pytest.approx(e4m3, rel=1e-2), dtype
