@@ -299,3 +299,42 @@ def test_nvfp4_block_absmax_is_taken_in_the_compute_dtype():
     for dtype, e4m3 in ((torch.float32, 72.0), (torch.bfloat16, 64.0)):
         s = NVFP4Quantizer(compute_dtype=dtype).qparams(x)[0]
         assert float(s[0, 1]) * 1792 == pytest.approx(e4m3, rel=1e-2), dtype
+
+
+# ------------------------------------------------------------------------------------------- static activation scales
+def test_static_input_scales_hand_cases():
+    from vidquant.quant.blockfmt import static_input_scale
+
+    assert static_input_scale("nvfp4", torch.tensor(4.0)).item() == 672.0  # input_global_scale = 2688 / absmax
+    assert static_input_scale("fp8-pertensor", torch.tensor([896.0])).item() == 2.0  # input_scale = absmax / 448
+    assert static_input_scale("fp8-pertensor", torch.tensor(896.0)).shape == ()
+    assert torch.isfinite(static_input_scale("nvfp4", torch.tensor(0.0)))  # never-active input: finite scale
+    with pytest.raises(ValueError, match="scheme must be one of"):
+        static_input_scale("int8", torch.tensor(1.0))
+
+
+def test_fp8_pertensor_static_fake_hand_case():
+    from vidquant.quant.blockfmt import fake_static_input
+
+    x = t(1.0, 10.0, -1000.0, 1000.0, 0.3)
+    # x / 0.5 = 2, 20, -2000 -> -448, 2000 -> 448, 0.6 -> e4m3 0.625; times 0.5
+    y = fake_static_input("fp8-pertensor", x, torch.tensor(0.5))
+    assert y.dtype == torch.float32 and y.tolist() == [1.0, 10.0, -224.0, 224.0, 0.3125]
+    with pytest.raises(ValueError, match="scheme must be one of"):
+        fake_static_input("mxfp8", x, torch.tensor(0.5))
+
+
+def test_static_input_quantizer_keeps_the_input_dtype():
+    from vidquant.quant.blockfmt import StaticInputQuantizer, static_input_scheme
+
+    aq = StaticInputQuantizer.from_absmax("fp8-pertensor", torch.tensor(896.0))
+    assert aq.scale.item() == 2.0 and "input_scale=2" in repr(aq)
+    x = torch.tensor([[3.0, -900.0]], dtype=torch.bfloat16)
+    y = aq.fake(x)
+    assert y.dtype == torch.bfloat16 and y.float().tolist() == [[3.0, -896.0]]
+    assert static_input_scheme(NVFP4Quantizer()) == "nvfp4"
+    assert static_input_scheme(FloatQuantizer("e4m3", granularity="per_tensor", static=True)) == "fp8-pertensor"
+    assert static_input_scheme(FloatQuantizer("e4m3", granularity="per_token")) is None
+    assert static_input_scheme(None) is None
+    with pytest.raises(ValueError, match="scheme must be one of"):
+        StaticInputQuantizer("int8", torch.tensor(1.0))
