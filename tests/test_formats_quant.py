@@ -283,8 +283,8 @@ def test_build_block_quantizer_from_config_specs():
         MXQuantizer, "e3m2", "mxfp6", 32, "ceil", torch.float64)
     # an explicit block size is kept (QuantSpec validates which sizes lightx2v runs; the builder passes it on)
     assert build_block_quantizer(SimpleNamespace(quant_type="mx-quant", bit="e2m1", block_size=64)).block_size == 64
-    assert build_block_quantizer(SimpleNamespace(quant_type="nvfp4-quant", bit="e2m1", block_size=32),
-                                 torch.float64).compute_dtype == torch.float64
+    nv32 = build_block_quantizer(SimpleNamespace(quant_type="nvfp4-quant", bit="e2m1", block_size=32), torch.float64)
+    assert (nv32.block_size, nv32.compute_dtype) == (32, torch.float64)
     with pytest.raises(ValueError, match="nvfp4-quant needs bit 'e2m1'"):
         build_block_quantizer(SimpleNamespace(quant_type="nvfp4-quant", bit="e4m3"))
     with pytest.raises(ValueError, match="quant_type must be"):
