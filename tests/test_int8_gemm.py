@@ -92,9 +92,12 @@ def _activations(m: int, k: int, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("name", list(INT8_PATHS))
 def test_each_eligible_path_is_exact_on_random_and_full_range_codes(name):
     path = INT8_PATHS[name]
-    why_not = eligibility(path)
+    why_not = path.requirement()
     if why_not:
         pytest.skip(f"{name} not used on this CPU: {why_not} (tests/test_int8_gemm.py::test_cpu_class runs it)")
+    # declared exact here, so it must pass its own self-check (a refused path would silently fall back to a
+    # slower one; on an AVX2 machine the fp32 fallback refused would leave W8A8 without any path)
+    assert self_check(path) is None, name
     for m, n, k in ((3, 5, 7), (33, 17, FP32_EXACT_CHUNK), (9, 11, 3 * FP32_EXACT_CHUNK + 5)):
         g = torch.Generator().manual_seed(k)
         a = torch.randint(-128, 128, (m, k), generator=g).float()
@@ -274,3 +277,96 @@ def test_compiled_kernels_give_the_eager_bits():
     ref = np_w8a8(x.numpy(), layer.weight.numpy(), layer.weight_scale.numpy(), layer.bias.numpy(), "lightx2v")
     with torch.no_grad():
         assert torch.equal(layer(x), torch.from_numpy(ref))
+
+
+# ----------------------------------------------------------------------------------------------- the requirements
+
+
+def test_cpu_flags_are_the_flags_line_of_proc_cpuinfo():
+    import re
+
+    from vidquant.quant.int8_gemm import cpu_flags as cached
+
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        assert cached.__wrapped__() == frozenset()
+        return
+    match = re.search(r"^flags\s*:(.*)$", text, re.M)
+    assert cached.__wrapped__() == (frozenset(match.group(1).split()) if match else frozenset())
+
+
+def test_onednn_requirement_refuses_amx_unless_the_isa_is_capped_below_it(monkeypatch):
+    from vidquant.quant import int8_gemm
+
+    amx = "AMX-INT8: oneDNN's AMX u8s8 kernel rounds sums past 2^24 to fp32 before the zero-point compensation"
+    monkeypatch.setattr(int8_gemm, "_int8_dot_product", lambda: None)
+    monkeypatch.setattr(int8_gemm, "cpu_flags", lambda: frozenset({"avx512_vnni", "amx_int8"}))
+    for isa, want in (("", amx), ("ALL", amx), ("DEFAULT", amx), ("AVX512_CORE_AMX", amx),
+                      ("AVX512_CORE_VNNI", None), ("AVX512_CORE_BF16", None)):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+        assert int8_gemm._onednn_requirement() == want, isa
+    monkeypatch.setattr(int8_gemm, "cpu_flags", lambda: frozenset({"avx512_vnni"}))  # VNNI without AMX
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert int8_gemm._onednn_requirement() is None
+    monkeypatch.setattr(int8_gemm, "_int8_dot_product", lambda: "no int8 dot product")
+    monkeypatch.setattr(int8_gemm, "cpu_flags", lambda: frozenset({"amx_int8"}))
+    assert int8_gemm._onednn_requirement() == "no int8 dot product"
+
+
+def test_int8_dot_product_needs_a_vnni_flag_and_an_isa_cap_that_allows_it(monkeypatch):
+    from vidquant.quant import int8_gemm
+
+    if int8_gemm._int8_dot_product() in ("this torch build has no oneDNN quantized linear",
+                                         "oneDNN runs on Arm's ACL here"):
+        pytest.skip("no oneDNN int8 kernels in this torch build: the CPU checks below never run here")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(int8_gemm, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    assert "no int8 dot product on this CPU" in int8_gemm._int8_dot_product()
+    for flag in ("avx512_vnni", "avx_vnni", "amx_int8"):
+        monkeypatch.setattr(int8_gemm, "cpu_flags", lambda flag=flag: frozenset({"avx2", flag}))
+        assert int8_gemm._int8_dot_product() is None, flag
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "avx2")  # oneDNN's older variable, any case
+    assert "ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN off" in int8_gemm._int8_dot_product()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")  # the newer one wins
+    assert int8_gemm._int8_dot_product() is None
+
+
+def test_fp32_codes_path_needs_highest_matmul_precision():
+    from vidquant.quant.int8_gemm import _fp32_requirement
+
+    old = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        assert _fp32_requirement() is None
+        torch.set_float32_matmul_precision("high")
+        assert "'high'" in _fp32_requirement()
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+def test_onednn_kernel_is_exact_on_small_codes_on_any_cpu():
+    """The oneDNN u8s8 kernel computes the product wherever oneDNN runs, as long as no intermediate saturates
+    (pairs below 2^15) and no sum passes 2^24: small codes, whatever this CPU's class. Its exactness on
+    full-range codes is a property of the CPU (test_each_eligible_path, test_cpu_class)."""
+    from vidquant.quant.int8_gemm import _exact, _int8_dot_product
+
+    if _int8_dot_product() in ("this torch build has no oneDNN quantized linear", "oneDNN runs on Arm's ACL here"):
+        pytest.skip("no oneDNN int8 kernels in this torch build")
+    path = INT8_PATHS["onednn-u8s8"]
+    g = torch.Generator().manual_seed(2)
+    a = torch.randint(-8, 9, (7, 40), generator=g).float()
+    w = torch.randint(-8, 9, (5, 40), generator=g, dtype=torch.int8)
+    assert torch.equal(path.matmul(a, path.prepare(w)), _exact(a, w))
+
+
+def test_use_int8_path_restores_the_environment(monkeypatch):
+    monkeypatch.setenv("VIDQUANT_INT8_PATH", "fp32-codes")
+    with use_int8_path("fp32-codes") as path:
+        assert path.name == "fp32-codes"
+    assert os.environ["VIDQUANT_INT8_PATH"] == "fp32-codes"
+    monkeypatch.delenv("VIDQUANT_INT8_PATH")
+    with use_int8_path("fp32-codes"):
+        assert os.environ["VIDQUANT_INT8_PATH"] == "fp32-codes"
+    assert "VIDQUANT_INT8_PATH" not in os.environ
