@@ -119,18 +119,57 @@ def _saturating_matmul(codes: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def test_self_check_refuses_a_saturating_kernel():
+    import re
+
+    from vidquant.quant.int8_gemm import _exact
+
     saturating = Int8Path("vpmaddubsw", "nowhere", lambda: None, lambda w: w, _saturating_matmul)
     why = self_check(saturating)
     assert why is not None and "disagrees with the exact int32 result" in why
+    # the reported error is the relative L2 distance on the probe it names
+    m, k, n = map(int, re.search(r"\((\d+), (\d+)\) x \(\d+, (\d+)\)", why).groups())
+    a, w = _probe(m, n, k, seed=k)
+    got, ref = _saturating_matmul(a, w).double(), _exact(a, w).double()
+    assert f"rel. L2 {float((got - ref).norm() / ref.norm()):.3g})" in why
     # ... while the same arithmetic without the saturation passes: the probe, not the emulation, makes it fail
     exact = Int8Path("exact", "everywhere", lambda: None, lambda w: w,
                      lambda a, w: (a.long() @ w.long().T).float())
     assert self_check(exact) is None
 
 
+def _amx_like_matmul(codes: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """What oneDNN's AMX u8s8 kernel does: exact u8 x s8 sums, rounded to fp32 before the zero-point compensation
+    is subtracted (so sums past 2^24 lose their last bits)."""
+    u8 = (codes + 128).long()
+    return (u8 @ w.long().T).float() - (128 * w.long().sum(-1)).float()
+
+
+def _wrong_on_small_codes(codes: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Exact, except for a shortcut that is wrong when every activation code is small (the typical case)."""
+    out = (codes.long() @ w.long().T).float()
+    return out + 1 if codes.abs().max() <= 8 else out
+
+
+def test_self_check_probes_sums_past_2_24_and_small_codes():
+    """The probe's extreme rows (sums past 2^24) catch an AMX-like fp32 compensation; its small-codes probe
+    catches a path whose shortcut for small activations is wrong."""
+    for name, matmul in (("amx-like", _amx_like_matmul), ("small-codes shortcut", _wrong_on_small_codes)):
+        why = self_check(Int8Path(name, "nowhere", lambda: None, lambda w: w, matmul))
+        assert why is not None and "disagrees with the exact int32 result" in why, name
+
+
 def test_probe_saturates_int16_and_crosses_2_24():
     a, w = _probe(21, 19, 2 * FP32_EXACT_CHUNK + 64, seed=1)
     assert a.abs().max() == 128 and w.abs().max() == 127 and (a < 0).any() and (w < 0).any()
+    k = a.shape[1]
+    alternating = torch.tensor([127.0, -127.0]).repeat(k // 2)
+    assert (a[0] == 127).all() and (a[1] == -127).all() and torch.equal(a[2], alternating) and (a[3] == -128).all()
+    assert (w[0] == 127).all() and (w[1] == -127).all() and torch.equal(w[2].float(), alternating)
+    assert w.dtype == torch.int8 and a.dtype == torch.float32 and w.min() == -127  # weight codes never -128
+    assert a[4:].min() <= -120 and a[4:].max() >= 120 and w[3:].min() <= -120 and w[3:].max() >= 120  # random rows
+    again = _probe(21, 19, k, seed=1)
+    assert torch.equal(again[0], a) and torch.equal(again[1], w)  # seeded: the same probe in every process
+    assert not torch.equal(_probe(21, 19, k, seed=2)[0], a)
     pair = (a[0, :2] + 128) * w[0, :2].float()
     assert pair.sum() > 2**15 - 1  # the first row pair overflows int16
     assert (a.double() @ w.double().T).abs().max() > 2**24
@@ -317,13 +356,13 @@ def test_onednn_requirement_refuses_amx_unless_the_isa_is_capped_below_it(monkey
 def test_int8_dot_product_needs_a_vnni_flag_and_an_isa_cap_that_allows_it(monkeypatch):
     from vidquant.quant import int8_gemm
 
-    if int8_gemm._int8_dot_product() in ("this torch build has no oneDNN quantized linear",
-                                         "oneDNN runs on Arm's ACL here"):
-        pytest.skip("no oneDNN int8 kernels in this torch build: the CPU checks below never run here")
+    if not X86:
+        pytest.skip("oneDNN's int8 kernels are checked on x86 (the CPU wheel there always has them)")
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     monkeypatch.setattr(int8_gemm, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
-    assert "no int8 dot product on this CPU" in int8_gemm._int8_dot_product()
+    assert int8_gemm._int8_dot_product() == ("no int8 dot product on this CPU (avx512_vnni / avx_vnni / amx_int8 "
+                                             "not in /proc/cpuinfo flags)")
     for flag in ("avx512_vnni", "avx_vnni", "amx_int8"):
         monkeypatch.setattr(int8_gemm, "cpu_flags", lambda flag=flag: frozenset({"avx2", flag}))
         assert int8_gemm._int8_dot_product() is None, flag
@@ -350,10 +389,10 @@ def test_onednn_kernel_is_exact_on_small_codes_on_any_cpu():
     """The oneDNN u8s8 kernel computes the product wherever oneDNN runs, as long as no intermediate saturates
     (pairs below 2^15) and no sum passes 2^24: small codes, whatever this CPU's class. Its exactness on
     full-range codes is a property of the CPU (test_each_eligible_path, test_cpu_class)."""
-    from vidquant.quant.int8_gemm import _exact, _int8_dot_product
+    from vidquant.quant.int8_gemm import _exact
 
-    if _int8_dot_product() in ("this torch build has no oneDNN quantized linear", "oneDNN runs on Arm's ACL here"):
-        pytest.skip("no oneDNN int8 kernels in this torch build")
+    if not X86:
+        pytest.skip("oneDNN's int8 kernels are checked on x86 (the CPU wheel there always has them)")
     path = INT8_PATHS["onednn-u8s8"]
     g = torch.Generator().manual_seed(2)
     a = torch.randint(-8, 9, (7, 40), generator=g).float()
@@ -370,3 +409,44 @@ def test_use_int8_path_restores_the_environment(monkeypatch):
     with use_int8_path("fp32-codes"):
         assert os.environ["VIDQUANT_INT8_PATH"] == "fp32-codes"
     assert "VIDQUANT_INT8_PATH" not in os.environ
+
+
+def test_int8_dot_product_names_a_torch_without_onednn(monkeypatch):
+    from vidquant.quant import int8_gemm
+
+    monkeypatch.setattr(int8_gemm, "cpu_flags", lambda: frozenset({"avx512_vnni"}))
+    if X86:  # the x86 CPU wheel ships oneDNN's quantized linear
+        assert int8_gemm._int8_dot_product() in (None, "ONEDNN_MAX_CPU_ISA=" + int8_gemm._onednn_isa_limit()
+                                                 + " keeps oneDNN off the int8 dot-product instructions")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_acl_supported", lambda: True, raising=False)
+    assert int8_gemm._int8_dot_product() == "oneDNN runs on Arm's ACL here"
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert int8_gemm._int8_dot_product() == "this torch build has no oneDNN quantized linear"
+
+
+def test_choose_takes_the_first_path_declared_exact_that_passes_its_self_check(monkeypatch, caplog):
+    import logging
+
+    from vidquant.quant import int8_gemm
+
+    exact = Int8Path("exact", "everywhere", lambda: None, lambda w: w, lambda a, w: (a.long() @ w.long().T).float())
+    paths = {"undeclared": Int8Path("undeclared", "nowhere", lambda: "not declared exact here", lambda w: w,
+                                    _saturating_matmul),
+             "saturating": Int8Path("saturating", "nowhere", lambda: None, lambda w: w, _saturating_matmul),
+             "exact": exact}
+    monkeypatch.setattr(int8_gemm, "INT8_PATHS", paths)
+    with caplog.at_level(logging.INFO, logger="vidquant.quant"):
+        assert int8_gemm._choose.__wrapped__(None) is exact
+    assert "int8 GEMM path saturating refused: disagrees with the exact int32 result" in caplog.text
+    assert ("int8 GEMM: exact (exact on everywhere; self-check passed; skipped undeclared: not declared exact "
+            "here; saturating: disagrees with the exact int32 result") in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(int8_gemm, "INT8_PATHS", {"exact": exact})
+    with caplog.at_level(logging.INFO, logger="vidquant.quant"):
+        int8_gemm._choose.__wrapped__(None)
+    assert "int8 GEMM: exact (exact on everywhere; self-check passed)" in caplog.text
+    del paths["exact"]
+    monkeypatch.setattr(int8_gemm, "INT8_PATHS", paths)
+    with pytest.raises(RuntimeError, match="no exact int8 GEMM on this CPU: undeclared: not declared exact here; "
+                                           "saturating: disagrees"):
+        int8_gemm._choose.__wrapped__(None)
