@@ -307,10 +307,13 @@ def test_single_gemm_shortcut_only_where_no_partial_sum_can_round():
 def test_compiled_kernels_give_the_eager_bits():
     """The fused (torch.compile) activation quantization and epilogue: the numpy reference, bit for bit, on a
     shape other than the self-check's probe."""
+    import shutil
+
     from vidquant.quant.linear import _compiled_kernels
 
-    if _compiled_kernels("int8", "lightx2v") is None:
+    if shutil.which("c++") is None and shutil.which("g++") is None:
         pytest.skip("torch.compile cannot build CPU kernels here (no C++ compiler): the eager kernels run")
+    assert _compiled_kernels("int8", "lightx2v") is not None  # a compiler is here: the fused kernels must build
     layer, x = _layer(160, 24, seed=7), _activations(45, 160, seed=8)
     layer.numerics, layer.compiled = "lightx2v", True
     ref = np_w8a8(x.numpy(), layer.weight.numpy(), layer.weight_scale.numpy(), layer.bias.numpy(), "lightx2v")
@@ -450,3 +453,21 @@ def test_choose_takes_the_first_path_declared_exact_that_passes_its_self_check(m
     with pytest.raises(RuntimeError, match="no exact int8 GEMM on this CPU: undeclared: not declared exact here; "
                                            "saturating: disagrees"):
         int8_gemm._choose.__wrapped__(None)
+
+
+def test_compiled_kernels_need_a_compiler_and_leave_the_global_rng_alone(monkeypatch):
+    """Stay eager without a C++ compiler (either name will do); the agreement probe uses its own generator, so
+    checking the kernels does not move the user's random stream. (torch.compile is replaced by the identity
+    here: this is about the decision, test_compiled_kernels_give_the_eager_bits about the kernels.)"""
+    import shutil
+
+    from vidquant.quant import linear
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
+    for present, built in (((), False), (("c++",), True), (("g++",), True), (("c++", "g++"), True)):
+        monkeypatch.setattr(shutil, "which", lambda name, present=present: f"/usr/bin/{name}" if name in present
+                            else None)
+        state = torch.random.get_rng_state()
+        got = linear._compiled_kernels.__wrapped__("int8", "vidquant")
+        assert (got is not None) == built, present
+        assert torch.equal(torch.random.get_rng_state(), state)

@@ -168,7 +168,8 @@ def test_w8a8_from_quantized_normalises_scale_and_checks_dtype() -> None:
     layer = W8A8Linear.from_quantized(codes, torch.rand(8).bfloat16(), None)
     assert layer.weight_scale.shape == (8, 1) and layer.weight_scale.dtype == torch.float32
     assert "bias" not in layer.state_dict()  # a None buffer is not saved, like LLMC's input_scale
-    assert layer(_randn(3, 16)).shape == (3, 8)
+    assert layer(_randn(3, 16)).shape == (3, 8) and layer.numerics == "vidquant"
+    assert W8A8Linear.from_quantized(codes, torch.rand(8, 1), numerics="lightx2v").numerics == "lightx2v"
     with pytest.raises(ValueError, match="fp8"):
         W8A8Linear.from_quantized(codes, torch.rand(8, 1), fmt="fp8")
     with pytest.raises(ValueError, match="infer"):
