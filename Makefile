@@ -32,12 +32,21 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lib tests benchmarks scripts
 
-# Every notebook executed on the tiny models (1-6 minutes each on a CPU, ~30 in all), one at a time, in order
-# (09 reads what 02-06 recorded): results/notebooks/NN_name.ipynb (committed), runs in results/runs/<nb>/defaults/,
-# metrics in results/tables/notebooks.{csv,md}. One notebook: make results-notebooks NOTEBOOK_ARGS=notebooks/03_smoothquant.ipynb
+# Every notebook executed on the tiny models, one at a time, in order (09 reads what 02-06 recorded):
+# results/notebooks/NN_name.ipynb (committed), runs in results/runs/<nb>/defaults/, metrics in
+# results/tables/notebooks.{csv,md}. The method notebooks 02-06 evaluate 32 prompts x 2 seeds with the noise floor
+# (METHOD_EVAL; 5-10 minutes each), the others run with their defaults (1-6 minutes each); about an hour in all.
+# One notebook, with its defaults: make results-notebooks NOTEBOOK_ARGS=notebooks/03_smoothquant.ipynb
 NOTEBOOK_ARGS ?=
+METHOD_EVAL = -p eval_path assets/eval/tiny_t2v_32 -p eval_seeds "[42, 43]" -p noise_floor True
 results-notebooks: $(STAMP)
+ifeq ($(NOTEBOOK_ARGS),)
+	$(VPY) -m vidquant.cli notebooks notebooks/00_*.ipynb notebooks/01_*.ipynb
+	$(VPY) -m vidquant.cli notebooks notebooks/0[2-6]_*.ipynb $(METHOD_EVAL)
+	$(VPY) -m vidquant.cli notebooks notebooks/0[7-9]_*.ipynb notebooks/1[0-9]_*.ipynb
+else
 	$(VPY) -m vidquant.cli notebooks $(NOTEBOOK_ARGS)
+endif
 
 # The notebooks are the sources and are committed without outputs (tests/test_notebooks.py checks it).
 strip-notebooks: $(STAMP)

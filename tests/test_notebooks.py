@@ -91,7 +91,8 @@ def test_executed_copy_is_committed_and_readable_anywhere(path):
     assert copy.is_file(), f"{copy} missing: run `make results-notebooks`"
     source, executed = nbformat.read(path, as_version=4), nbformat.read(copy, as_version=4)
     assert _code(executed) == _code(source), \
-        f"{copy.name} is out of date: run `make results-notebooks NOTEBOOK_ARGS={path.relative_to(ROOT)}`"
+        f"{copy.name} is out of date: run `make results-notebooks` (or `vidquant notebooks " \
+        f"{path.relative_to(ROOT)}`, with the Makefile's METHOD_EVAL parameters for 02-06)"
     outputs = []
     for cell in executed.cells:
         if cell.cell_type == "code":
