@@ -350,7 +350,7 @@ def summary_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                                                        for m in metrics}}
     diffs = {f"{model} − {FAKE_QUANT}": {m: _difference(table.loc[model], m) for m in metrics}
              for model in (RUNTIME, FLOAT) if model in table.index}
-    return (pd.DataFrame.from_dict(means, orient="index").rename_axis("model"),
+    return (pd.DataFrame.from_dict(means, orient="index").rename_axis("model").fillna("–"),
             pd.DataFrame.from_dict(diffs, orient="index").rename_axis("paired difference"))
 
 
