@@ -73,10 +73,12 @@ def stage(group: str) -> Path:
         + f"only_mutate = {json.dumps([f'src/vidquant/{f}' for f in files])}\n"
         + f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
     )
-    # Tests that use the tiny models find them at <repo>/assets; mutmut runs them from <stage>/mutants.
+    # Tests find the tiny models, the scripts and the configs under the repository root; mutmut runs them from
+    # <stage>/mutants.
     (root / "mutants").mkdir(exist_ok=True)
-    if not (root / "mutants" / "assets").exists():
-        (root / "mutants" / "assets").symlink_to(REPO / "assets")
+    for shared in ("assets", "scripts", "configs"):
+        if not (root / "mutants" / shared).exists():
+            (root / "mutants" / shared).symlink_to(REPO / shared)
     text = (REPO / "pyproject.toml").read_text()
     text = re.sub(r"\n\[tool\.mutmut\]\n(?:(?!\n\[).)*", "\n", text, flags=re.S)  # replaced by the section
     (root / "pyproject.toml").write_text(text + section)
