@@ -471,3 +471,38 @@ def test_compiled_kernels_need_a_compiler_and_leave_the_global_rng_alone(monkeyp
         got = linear._compiled_kernels.__wrapped__("int8", "vidquant")
         assert (got is not None) == built, present
         assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_w8a8_forward_uses_the_chosen_path_prepared_once_and_compiled_kernels_only_when_asked(monkeypatch):
+    """On the CPU, W8A8Linear multiplies with the int8 path chosen for this machine, its weight prepared once
+    (again after the weight changes); the fused kernels run exactly when `compiled` is set."""
+    from vidquant.quant import linear
+
+    calls = {"prepare": 0, "matmul": 0}
+    base = INT8_PATHS["fp32-codes"]
+
+    def prepare(w):
+        calls["prepare"] += 1
+        return base.prepare(w)
+
+    def matmul(a, prepared):
+        calls["matmul"] += 1
+        return base.matmul(a, prepared)
+
+    monkeypatch.setattr(linear, "int8_path", lambda: Int8Path("spy", "here", lambda: None, prepare, matmul))
+    layer, x = _layer(32, 8, seed=1), _activations(5, 32, seed=2)
+    with torch.no_grad():
+        first, second = layer(x), layer(x)
+        assert calls == {"prepare": 1, "matmul": 2} and torch.equal(first, second)
+        layer.weight.copy_(-layer.weight)
+        layer(x)
+    assert calls == {"prepare": 2, "matmul": 3}
+    used = []
+    eager = (linear._act_codes, linear._int8_epilogue)
+    monkeypatch.setattr(linear, "_compiled_kernels", lambda fmt, numerics: used.append((fmt, numerics)) or eager)
+    with torch.no_grad():
+        layer(x)
+        assert used == []
+        layer.compiled, layer.numerics = True, "lightx2v"
+        layer(x)
+    assert used == [("int8", "lightx2v")]
