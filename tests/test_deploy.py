@@ -64,3 +64,49 @@ def test_build_algorithms_from_names():
         build_algorithms(["SmoothQuant"], lambda m: {"alhpa": 0.6})
     with pytest.raises(KeyError):
         build_algorithms(["NoSuchMethod"], lambda m: {})
+
+
+def test_build_algorithms_from_typed_options():
+    from vidquant.algos.gptq import GPTQConfig
+    from vidquant.algos.smoothquant import SmoothQuantConfig
+
+    algos = build_algorithms([SmoothQuantConfig(alpha=0.6), GPTQConfig(blocksize=64)])
+    assert [type(a) for a in algos] == [SmoothQuant, GPTQ]
+    assert algos[0].special["alpha"] == 0.6 and algos[1].special["blocksize"] == 64
+
+
+def test_fake_quantized_uses_the_recorded_grids_and_restores_the_block():
+    from vidquant.algos.deploy import fake_quantized
+
+    block = make_block(seed=2)
+    original = {n: block.get_submodule(n) for n in T2V_LINEARS}
+    wq = IntQuantizer(8)
+    w = original["ffn.net.2"].weight.detach().clone()
+    coarse = (torch.full((w.shape[0], 1), 0.05), None)
+    with fake_quantized(block, wq, None, {"ffn.net.2": coarse}) as fq:
+        assert torch.equal(fq.get_submodule("ffn.net.2").weight, wq.fake_with(w, *coarse))
+        q = fq.get_submodule("attn1.to_q")
+        assert torch.equal(q.weight, wq.fake(original["attn1.to_q"].weight.detach())) and q.aq is None
+    assert all(block.get_submodule(n) is lin for n, lin in original.items())
+
+
+def test_deploy_fake_quant_static_activation_scales():
+    """nvfp4 / fp8-pertensor activations: each linear gets a StaticInputQuantizer with the scale derived from its
+    own calibrated input absmax; a layer without one is refused before anything is replaced."""
+    from vidquant.quant import FloatQuantizer
+    from vidquant.quant.blockfmt import StaticInputQuantizer
+
+    holder = Holder(make_block(seed=3))
+    names = [f"blocks.0.{n}" for n in T2V_LINEARS]
+    wq = FloatQuantizer("e4m3", granularity="per_channel")
+    aq = FloatQuantizer("e4m3", granularity="per_tensor", static=True)
+    absmax = {key: torch.tensor(float(i + 1) * 448.0) for i, key in enumerate(names)}
+    partial = dict(list(absmax.items())[:-1])
+    with pytest.raises(ValueError, match=f"{names[-1]}: fp8-pertensor activations use a static scale"):
+        deploy_fake_quant(holder, wq, aq, input_absmax=partial)
+    assert not any(isinstance(m, FakeQuantLinear) for m in holder.modules())  # refused before any replacement
+    deploy_fake_quant(holder, wq, aq, input_absmax=absmax)
+    for i, key in enumerate(names):
+        act = holder.get_submodule(key).aq
+        assert isinstance(act, StaticInputQuantizer) and act.scheme == "fp8-pertensor", key
+        assert act.scale.item() == float(i + 1)  # input_scale = absmax / 448
