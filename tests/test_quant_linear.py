@@ -228,3 +228,29 @@ def test_w8a8_survives_module_dtype_cast(fmt: str) -> None:
     assert layer.weight_scale.dtype == torch.float32 and layer.bias.dtype == torch.bfloat16
     out = layer(x.bfloat16())
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+
+
+def test_w8a8_from_linear_defaults_and_checks() -> None:
+    """from_linear's defaults (int8, round-half-even fp8, not compiled), per-channel scales, no bias kept as
+    None, and the constructor's checks naming what it got."""
+    lin = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[448.0, 1.0625], [2.0, -1.0]]))  # row 0: scale 1, 1.0625 is an e4m3 tie
+    int8 = W8A8Linear.from_linear(lin)
+    assert (int8.fmt, int8.weight.dtype, int8.bias, int8.compiled, int8.numerics) == (
+        "int8", torch.int8, None, False, "vidquant")
+    assert int8.weight_scale.flatten().tolist() == pytest.approx([448 / 127, 2 / 127])  # one scale per row
+    even = W8A8Linear.from_linear(lin, "fp8")  # ties to even (1.0), as torch's cast; qtorch: away from zero
+    assert even.weight.float()[0, 1].item() == 1.0
+    assert even.weight_scale.flatten().tolist() == pytest.approx([1, 2 / 448])
+    assert W8A8Linear.from_linear(lin, "fp8", use_qtorch=True).weight.float()[0, 1].item() == 1.125
+    from vidquant.quant.linear import quantize_weight_per_channel
+
+    assert quantize_weight_per_channel(lin.weight, "fp8")[0].float()[0, 1].item() == 1.0
+    codes, scale = int8.weight, int8.weight_scale
+    with pytest.raises(ValueError, match="numerics must be one of"):
+        W8A8Linear(codes, scale, None, "int8", numerics="vllm")
+    with pytest.raises(ValueError, match=r"needs a 2-D torch.int8 weight, got torch.float32 \(2, 2\)"):
+        W8A8Linear(codes.float(), scale, None, "int8")
+    with pytest.raises(ValueError, match=r"weight_scale must have 2 entries, got shape \(3, 1\)"):
+        W8A8Linear(codes, torch.ones(3, 1), None, "int8")
