@@ -329,7 +329,6 @@ def summary_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     marker (``*``: the interval excludes 0). The statistics are :func:`vidquant.eval.intervals.interval_table`'s
     (one cell per model), the extra metrics' intervals :func:`vidquant.eval.stats.mean_ci`."""
     from vidquant.eval.intervals import INTERVAL_METRICS, interval_table
-    from vidquant.eval.stats import mean_ci
 
     table = interval_table(df.assign(method=df["model"], format="", eval=EVAL_SET), baseline=FAKE_QUANT)
     table = table.set_index("method")
@@ -340,14 +339,11 @@ def summary_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         means[model] = {"clips": len(clips), **{m: _interval(r[m], r[f"{m}_lo"], r[f"{m}_hi"])
                                                 + (" ≤floor" if model != FLOAT and _at_floor(r, m) else "")
                                                 for m in metrics}}
-        for column, name in EXTRA_METRICS.items():
-            if column in clips:
-                iv = mean_ci(clips[column].astype(float))
-                means[model][name] = _interval(iv.mean, iv.low, iv.high)
+        means[model].update({name: _column_interval(clips, column) for column, name in EXTRA_METRICS.items()
+                             if column in clips})
     floors = df[df["model"] == FLOAT]  # one row per clip
     if any(f"floor_{m}" in floors for m in metrics):
-        means[NOISE_FLOOR] = {"clips": len(floors), **{m: _interval(*_mean_ci(floors, f"floor_{m}"))
-                                                       for m in metrics}}
+        means[NOISE_FLOOR] = {"clips": len(floors), **{m: _column_interval(floors, f"floor_{m}") for m in metrics}}
     diffs = {f"{model} − {FAKE_QUANT}": {m: _difference(table.loc[model], m) for m in metrics}
              for model in (RUNTIME, FLOAT) if model in table.index}
     return (pd.DataFrame.from_dict(means, orient="index").rename_axis("model").fillna("–"),
@@ -359,13 +355,14 @@ def _at_floor(row: pd.Series, metric: str) -> bool:
     return isinstance(flag, (bool, np.bool_)) and bool(flag)
 
 
-def _mean_ci(df: pd.DataFrame, column: str) -> tuple[float, float, float]:
+def _column_interval(df: pd.DataFrame, column: str) -> str:
+    """``mean [low, high]`` of a per-clip column (``–`` where the column is absent)."""
     from vidquant.eval.stats import mean_ci
 
     if column not in df:
-        return float("nan"), float("nan"), float("nan")
+        return "–"
     iv = mean_ci(df[column].astype(float))
-    return iv.mean, iv.low, iv.high
+    return _interval(iv.mean, iv.low, iv.high)
 
 
 def _difference(row: pd.Series, metric: str) -> str:
