@@ -304,16 +304,22 @@ def test_single_gemm_shortcut_only_where_no_partial_sum_can_round():
         assert not decision or exact_bound <= 2**24
 
 
-def test_compiled_kernels_give_the_eager_bits():
+def test_compiled_kernels_give_the_eager_bits(caplog):
     """The fused (torch.compile) activation quantization and epilogue: the numpy reference, bit for bit, on a
-    shape other than the self-check's probe."""
+    shape other than the self-check's probe. With a C++ compiler they build; the one allowed refusal is the
+    agreement probe's (on AVX2, Inductor's vector code rounds some codes differently: the eager kernels run)."""
+    import logging
     import shutil
 
     from vidquant.quant.linear import _compiled_kernels
 
     if shutil.which("c++") is None and shutil.which("g++") is None:
         pytest.skip("torch.compile cannot build CPU kernels here (no C++ compiler): the eager kernels run")
-    assert _compiled_kernels("int8", "lightx2v") is not None  # a compiler is here: the fused kernels must build
+    with caplog.at_level(logging.WARNING, logger="vidquant.quant"):
+        kernels = _compiled_kernels.__wrapped__("int8", "lightx2v")
+    if kernels is None:
+        assert "differ from the eager ones" in caplog.text, caplog.text  # refused for disagreeing, nothing else
+        pytest.skip("the compiled kernels disagree with the eager ones on this CPU class: they are not used")
     layer, x = _layer(160, 24, seed=7), _activations(45, 160, seed=8)
     layer.numerics, layer.compiled = "lightx2v", True
     ref = np_w8a8(x.numpy(), layer.weight.numpy(), layer.weight_scale.numpy(), layer.bias.numpy(), "lightx2v")
