@@ -110,3 +110,21 @@ def test_deploy_fake_quant_static_activation_scales():
         act = holder.get_submodule(key).aq
         assert isinstance(act, StaticInputQuantizer) and act.scheme == "fp8-pertensor", key
         assert act.scale.item() == float(i + 1)  # input_scale = absmax / 448
+
+
+def test_bias_free_linears_fake_quantize_and_measure():
+    """A linear without bias: its fake-quant twin has none, and the error table measures it from the definition."""
+    import math
+
+    from vidquant.algos.deploy import fake_quant_linear, linear_error_stats
+
+    lin = nn.Linear(3, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(W)
+    wq = IntQuantizer(8)
+    x = torch.tensor([[1.0, -2.0, 0.5], [0.25, 4.0, -1.0]])
+    fq = fake_quant_linear(lin, wq, None)
+    assert fq.bias is None and torch.equal(fq(x), x @ wq.fake(W).t())
+    y, yq = (x @ W.t()).double(), (x @ wq.fake(W).t()).double()
+    stats = linear_error_stats(W, lin, [x], None, wq, None, None, "cpu")
+    assert stats["sqnr_db"] == pytest.approx(10 * math.log10(float((y * y).sum() / ((y - yq) ** 2).sum())), abs=1e-3)

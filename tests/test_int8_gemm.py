@@ -381,6 +381,21 @@ def test_int8_dot_product_needs_a_vnni_flag_and_an_isa_cap_that_allows_it(monkey
     assert int8_gemm._int8_dot_product() is None
 
 
+def test_fp32_codes_path_sums_its_chunks_in_int32():
+    """Past 2^24 the chunks' sum must be formed in int32: summed in fp32, 16516096 + 16516095 rounds to an even
+    33032192 before the last chunk's -1, giving 33032192 where the exact sum is 33032190 (a representable float)."""
+    from vidquant.quant.int8_gemm import FP32_EXACT_CHUNK, _exact, _fp32_matmul, _fp32_prepare
+
+    k = 3 * FP32_EXACT_CHUNK
+    a = torch.zeros(1, k)
+    w = torch.zeros(1, k, dtype=torch.int8)
+    a[0, :2 * FP32_EXACT_CHUNK], w[0, :2 * FP32_EXACT_CHUNK] = 127, 127  # two chunks of 1024 · 16129
+    a[0, FP32_EXACT_CHUNK], w[0, FP32_EXACT_CHUNK] = -128, -126  # the second chunk one less: 16128
+    a[0, 2 * FP32_EXACT_CHUNK], w[0, 2 * FP32_EXACT_CHUNK] = 1, -1  # the third chunk: -1
+    assert _exact(a, w).item() == 33032190
+    assert torch.equal(_fp32_matmul(a, _fp32_prepare(w)), _exact(a, w))
+
+
 def test_fp32_codes_path_needs_highest_matmul_precision():
     from vidquant.quant.int8_gemm import _fp32_requirement
 
@@ -404,16 +419,17 @@ def test_onednn_kernel_is_exact_on_small_codes_on_any_cpu():
         pytest.skip("oneDNN's int8 kernels are checked on x86 (the CPU wheel there always has them)")
     path = INT8_PATHS["onednn-u8s8"]
     g = torch.Generator().manual_seed(2)
-    a = torch.randint(-8, 9, (7, 40), generator=g).float()
-    w = torch.randint(-8, 9, (5, 40), generator=g, dtype=torch.int8)
-    assert torch.equal(path.matmul(a, path.prepare(w)), _exact(a, w))
+    for n, k in ((5, 40), (40, 5)):  # wide and tall weights (one weight scale per output channel)
+        a = torch.randint(-8, 9, (7, k), generator=g).float()
+        w = torch.randint(-8, 9, (n, k), generator=g, dtype=torch.int8)
+        assert torch.equal(path.matmul(a, path.prepare(w)), _exact(a, w)), (n, k)
 
 
 def test_use_int8_path_restores_the_environment(monkeypatch):
-    monkeypatch.setenv("VIDQUANT_INT8_PATH", "fp32-codes")
+    monkeypatch.setenv("VIDQUANT_INT8_PATH", "int-mm")  # the user's choice, restored afterwards
     with use_int8_path("fp32-codes") as path:
-        assert path.name == "fp32-codes"
-    assert os.environ["VIDQUANT_INT8_PATH"] == "fp32-codes"
+        assert path.name == "fp32-codes" and os.environ["VIDQUANT_INT8_PATH"] == "fp32-codes"
+    assert os.environ["VIDQUANT_INT8_PATH"] == "int-mm"
     monkeypatch.delenv("VIDQUANT_INT8_PATH")
     with use_int8_path("fp32-codes"):
         assert os.environ["VIDQUANT_INT8_PATH"] == "fp32-codes"
