@@ -13,6 +13,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from safetensors.torch import load_file, save_file
 from test_keymap import quantize_linears, same_bytes, wan_layout_state_dicts, wan_state_dict
+from tests_support import deny_write
 
 from vidquant.export import converter, io, keymap
 from vidquant.export.converter import ConverterError, UnsupportedModelError, convert, main
@@ -212,6 +213,80 @@ def test_quantized_refuses_diffusers_layout(diffusers_ckpt, tmp_path, capsys):
     assert not out.exists()
 
 
+# lightx2v's converter flags, defaults and choices (lightx2v_reference §1.1), then ours: (flags, dest, default).
+LIGHTX2V_FLAGS = [
+    (("-s", "--source"), "source", None),
+    (("-o", "--output"), "output", None),
+    (("-o_e", "--output_ext"), "output_ext", ".safetensors"),
+    (("-o_n", "--output_name"), "output_name", "converted"),
+    (("-d", "--direction"), "direction", None),
+    (("-c", "--chunk-size"), "chunk_size", 100),
+    (("-t", "--model_type"), "model_type", "wan_dit"),
+    (("-b", "--save_by_block"), "save_by_block", False),
+    (("--quantized",), "quantized", False),
+    (("--bits",), "bits", 8),
+    (("--linear_dtype",), "linear_dtype", None),
+    (("--non_linear_dtype",), "non_linear_dtype", "torch.float32"),
+    (("--device",), "device", "cpu"),
+    (("--lora_path",), "lora_path", []),
+    (("--lora_alpha",), "lora_alpha", [1.0]),
+    (("--copy_no_weight_files",), "copy_no_weight_files", False),
+    (("--linear_type",), "linear_type", None),
+    (("--overwrite",), "overwrite", False),
+]
+LIGHTX2V_CHOICES = {
+    "output_ext": [".safetensors", ".pth"], "direction": ["forward", "backward"],
+    "model_type": ["wan_dit", "hunyuan_dit", "wan_t5", "wan_clip"], "bits": [8],
+    "linear_dtype": ["torch.int8", "torch.float8_e4m3fn"],
+    "non_linear_dtype": ["torch.float32", "torch.bfloat16", "torch.float16"],
+    "linear_type": ["int8", "fp8", "nvfp4", "mxfp4", "mxfp6", "mxfp8"],
+}
+
+
+def test_cli_flags_names_defaults_and_choices_are_lightx2v_s():
+    actions = {a.dest: a for a in converter.build_parser()._actions if a.dest != "help"}
+    assert set(actions) == {dest for _, dest, _ in LIGHTX2V_FLAGS}
+    for flags, dest, default in LIGHTX2V_FLAGS:
+        action = actions[dest]
+        required = dest in ("source", "output")
+        assert (tuple(action.option_strings), action.default, action.required) == (flags, default, required), dest
+        assert list(action.choices or []) == LIGHTX2V_CHOICES.get(dest, []), dest
+    args = converter.build_parser().parse_args(["-s", "in", "-o", "out", "-c", "7", "-b", "--lora_path", "a", "b",
+                                                "--lora_alpha", "0.5", "2"])
+    assert (args.chunk_size, args.save_by_block, args.lora_path, args.lora_alpha) == (7, True, ["a", "b"], [0.5, 2.0])
+
+
+def test_main_passes_every_flag_to_convert(monkeypatch, tmp_path):
+    seen = {}
+
+    def record(source, output, **kw):
+        seen.update(source=source, output=output, **kw)
+
+    monkeypatch.setattr(converter, "convert", record)
+    argv = ["-s", "in", "-o", "out", "-o_e", ".pth", "-o_n", "part", "-d", "backward", "-c", "3", "-t", "wan_dit",
+            "-b", "--quantized", "--bits", "8", "--linear_dtype", "torch.int8", "--linear_type", "fp8",
+            "--non_linear_dtype", "torch.bfloat16", "--device", "meta", "--lora_path", "l1", "--lora_alpha", "0.5",
+            "--copy_no_weight_files", "--overwrite"]
+    assert main(argv) == 0
+    assert seen == {"source": "in", "output": "out", "direction": "backward", "output_ext": ".pth",
+                    "output_name": "part", "chunk_size": 3, "model_type": "wan_dit", "save_by_block": True,
+                    "quantized": True, "bits": 8, "linear_dtype": "torch.int8", "linear_type": "fp8",
+                    "non_linear_dtype": "torch.bfloat16", "device": "meta", "lora_paths": ["l1"],
+                    "lora_alphas": [0.5], "copy_no_weight_files": True, "overwrite": True}
+
+
+def test_main_exit_codes_for_bad_input_and_io_failure(monkeypatch, capsys):
+    for exc, code in ((ConverterError("bad option"), 2), (CheckpointError("bad file"), 2),
+                      (FileExistsError("exists"), 2), (PermissionError("denied"), 2), (OSError("disk full"), 1)):
+        def fail(*_a, exc=exc, **_k):
+            raise exc
+
+        monkeypatch.setattr(converter, "convert", fail)
+        assert main(["-s", "in", "-o", "out"]) == code, exc
+        err = capsys.readouterr().err
+        assert err.startswith("converter: error: ") and str(exc) in err and "Traceback" not in err
+
+
 def test_option_errors(diffusers_ckpt, tmp_path, capsys):
     with pytest.raises(UnsupportedModelError):
         convert(diffusers_ckpt, tmp_path / "o", model_type="wan_t5")
@@ -307,16 +382,16 @@ def test_existing_output_refused_unless_overwrite(diffusers_ckpt, tmp_path, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]
 
 
-def test_atomic_dir_refuses_file_and_unwritable_parent(tmp_path):
+def test_atomic_dir_refuses_file_and_unwritable_parent(tmp_path, monkeypatch):
     (tmp_path / "f").write_text("")
     with pytest.raises(FileExistsError, match="not a directory"), atomic_dir(tmp_path / "f", overwrite=True):
         pass
     locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    if os.access(locked, os.W_OK):  # running as root: permissions are not enforced
-        pytest.skip("permissions not enforced for this user")
-    with pytest.raises(PermissionError, match="not writable"), atomic_dir(locked / "out"):
-        pass
+    deny_write(monkeypatch, locked)  # read-only; simulated for root, who may write anywhere
+    with pytest.raises(PermissionError, match="locked: parent of the output directory is not writable"):
+        with atomic_dir(locked / "out"):
+            pass
+    assert list(locked.iterdir()) == []
 
 
 # ----------------------------------------------------------------------------------------------- io helpers

@@ -5,6 +5,8 @@ Also home of the synthetic Wan checkpoint builders used by test_converter.py and
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -12,6 +14,15 @@ from hypothesis import strategies as st
 
 from vidquant.export import keymap
 from vidquant.export.keymap import detect_layout, rename_state_dict, to_diffusers, to_wan
+
+
+@pytest.fixture(autouse=True)
+def _rules_rebuilt_from_their_builders():
+    """Rebuild the rule tables inside each test. They are built once at import by ``_top`` / ``_block``, and
+    mutation testing (`make mutation`) switches a mutant on only after the modules are imported: without the
+    rebuild no test could judge the builders. The functions imported above read the rebuilt tables (a reload
+    re-executes the module in the same namespace)."""
+    importlib.reload(keymap)
 
 # ----------------------------------------------------------------------------------------------- builders
 

@@ -538,33 +538,46 @@ def convert(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """lightx2v's converter flags (same names, defaults and meanings), plus ``--overwrite``."""
+    """lightx2v's converter flags (same names, defaults and meanings), plus ``--linear_type`` and ``--overwrite``.
+
+    Each help text sits on its own ``help=`` line: `make mutation` leaves help wording alone, as it does messages.
+    """
     p = argparse.ArgumentParser(
         prog="converter.py", description="Model weight format converter (lightx2v-compatible)"
     )
-    p.add_argument("-s", "--source", required=True, help="input file (.safetensors/.pth/.pt) or directory")
-    p.add_argument("-o", "--output", required=True, help="output directory (new, unless --overwrite)")
+    p.add_argument("-s", "--source", required=True,
+                   help="input file (.safetensors/.pth/.pt) or directory")
+    p.add_argument("-o", "--output", required=True,
+                   help="output directory (new, unless --overwrite)")
     p.add_argument("-o_e", "--output_ext", default=".safetensors", choices=[".safetensors", ".pth"])
-    p.add_argument("-o_n", "--output_name", default="converted", help="prefix of the chunk files")
+    p.add_argument("-o_n", "--output_name", default="converted",
+                   help="prefix of the chunk files")
     p.add_argument("-d", "--direction", choices=["forward", "backward"], default=None,
                    help="forward = Wan/lightx2v -> diffusers, backward = diffusers -> Wan/lightx2v; "
                    "default: no renaming")
-    p.add_argument("-c", "--chunk-size", type=int, default=100, help="tensors per file; 0 = one file")
+    p.add_argument("-c", "--chunk-size", type=int, default=100,
+                   help="tensors per file; 0 = one file")
     p.add_argument("-t", "--model_type", choices=MODEL_TYPES, default="wan_dit")
     p.add_argument("-b", "--save_by_block", action="store_true",
                    help="block_<i>.safetensors per block + non_block.safetensors (needed by lazy_load)")
-    p.add_argument("--quantized", action="store_true", help="quantize the block linears per output channel")
+    p.add_argument("--quantized", action="store_true",
+                   help="quantize the block linears per output channel")
     p.add_argument("--bits", type=int, default=8, choices=[8])
     p.add_argument("--linear_dtype", choices=list(LINEAR_DTYPES), default=None)
     p.add_argument("--linear_type", choices=list(LINEAR_TYPES), default=None,
                    help="lightx2v's quant type for the block linears (RTN); nvfp4 / mxfp* are packed block formats")
     p.add_argument("--non_linear_dtype", choices=list(NON_LINEAR_DTYPES), default="torch.float32",
                    help="dtype of the other float tensors when --quantized")
-    p.add_argument("--device", default="cpu", help="device tensors are loaded to and quantized on")
-    p.add_argument("--lora_path", nargs="+", default=[], help="LoRA file(s) or directories to merge first")
-    p.add_argument("--lora_alpha", nargs="+", type=float, default=[1.0], help="one alpha, or one per LoRA")
-    p.add_argument("--copy_no_weight_files", action="store_true", help="copy config.json etc.")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--device", default="cpu",
+                   help="device tensors are loaded to and quantized on")
+    p.add_argument("--lora_path", nargs="+", default=[],
+                   help="LoRA file(s) or directories to merge first")
+    p.add_argument("--lora_alpha", nargs="+", type=float, default=[1.0],
+                   help="one alpha, or one per LoRA")
+    p.add_argument("--copy_no_weight_files", action="store_true",
+                   help="copy config.json etc.")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output directory")
     return p
 
 
