@@ -214,7 +214,10 @@ def test_w8a8_linear_matches_the_numpy_reference(numerics, k):
 
 
 def test_lightx2v_codes_are_the_reciprocal_formula_and_differ_from_division():
-    x = torch.randn(512, 1536).bfloat16()  # activations reach the kernels in bf16 (fp32 inputs rarely differ)
+    x = torch.randn(512, 1536, generator=torch.Generator().manual_seed(0))
+    x[0] = 0  # a padding token: codes 0, not NaN
+    x[1:64] *= 1e-2  # tokens with max |x| below 1
+    x = x.bfloat16()  # activations reach the kernels in bf16 (fp32 inputs rarely differ)
     ours, _ = quantize_act_per_token(x, "int8", "vidquant")
     theirs, s = quantize_act_per_token(x, "int8", "lightx2v")
     ref_codes, ref_scale = np_act_codes(x.float().numpy(), "lightx2v")
@@ -528,3 +531,57 @@ def test_w8a8_forward_uses_the_chosen_path_prepared_once_and_compiled_kernels_on
         layer.compiled, layer.numerics = True, "lightx2v"
         layer(x)
     assert used == [("int8", "lightx2v")]
+
+
+def test_kernel_probe_has_what_it_promises():
+    """The agreement probe: bf16 activations with an all-zero token and channel scales over five decades, tails
+    for vector loops, large integer accumulators with per-token / per-channel scales and a bias."""
+    from vidquant.quant.linear import _kernel_probe
+
+    x, acc, s_a, s_w, bias = _kernel_probe()
+    assert (x.dtype, tuple(x.shape), bias.dtype) == (torch.bfloat16, (33, 96), torch.bfloat16)
+    assert bool((x[1] == 0).all()) and bool((x.abs().amax(-1) > 0).sum() == 32)  # one zero token, the rest not
+    channel = x.float().abs().amax(0)
+    assert float(channel.max() / channel.min()) > 1e4  # outlier channels
+    assert (tuple(acc.shape), tuple(s_a.shape), tuple(s_w.shape), tuple(bias.shape)) == ((33, 40), (33, 1), (1, 40),
+                                                                                         (40,))
+    assert torch.equal(acc, acc.round()) and float(acc.abs().max()) > 2**14  # integer sums, past bf16's 8 bits
+    assert bool((s_a > 0).all() and (s_w > 0).all()) and len(set(s_a.flatten().tolist())) == 33
+    assert all(torch.equal(a, b) for a, b in zip(_kernel_probe(), (x, acc, s_a, s_w, bias)))  # fixed
+
+
+def test_compiled_kernels_are_dynamic_and_refused_when_they_disagree(monkeypatch, caplog):
+    """Compiled once for every token count (dynamic=True); a compiled activation quantizer or (int8) epilogue
+    that changes one bit of the probe's result is refused, naming which, and the eager kernels run. fp8 has no
+    int8 epilogue, so only its activation kernel is compared."""
+    import logging
+    import shutil
+
+    from vidquant.quant import linear
+
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    compiled = []
+
+    def fake_compile(fn, **kw):
+        compiled.append((fn, kw))
+        return lambda *a: off_by_one(fn, *a)
+
+    def off_by_one(fn, *args):
+        out = fn(*args)
+        if fn is wrong:
+            first = out[0] if isinstance(out, tuple) else out
+            first.view(-1)[0] += first.view(-1)[0].abs() + 1  # a change even at bf16's resolution
+        return out
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    for fmt in ("int8", "fp8"):
+        for wrong, refused in ((None, False), (linear._act_codes, True), (linear._int8_epilogue, fmt == "int8")):
+            compiled.clear()
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="vidquant.quant"):
+                got = linear._compiled_kernels.__wrapped__(fmt, "lightx2v")
+            assert compiled == [(linear._act_codes, {"dynamic": True}), (linear._int8_epilogue, {"dynamic": True})]
+            assert (got is None) == refused, (fmt, wrong)
+            if refused:
+                what = "activation codes differ" if wrong is linear._act_codes else "epilogue differs"
+                assert f"compiled {what} from the eager one" in caplog.text, caplog.text

@@ -123,14 +123,22 @@ def test_w8a8_3d_input_and_small_m(fmt: str) -> None:
     torch.testing.assert_close(single, out[1, 3], rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("numerics", ["vidquant", "lightx2v"])
 @pytest.mark.parametrize("fmt", FMTS)
-def test_w8a8_all_zero_token_gives_bias(fmt: str) -> None:
+def test_w8a8_all_zero_token_gives_bias(fmt: str, numerics: str) -> None:
     lin = _linear()
     x = torch.zeros(2, 96)
     x[1] = _randn(96)
-    out = W8A8Linear.from_linear(lin, fmt)(x)
+    from vidquant.quant.int8_gemm import use_int8_path
+
+    layer = W8A8Linear.from_linear(lin, fmt)
+    layer.numerics = numerics
+    out = layer(x)
     assert torch.isfinite(out).all()
     assert torch.equal(out[0], lin.bias.detach())  # 0 * scales + bias, exactly
+    if fmt == "int8":  # also on the fp32 path every CPU has (an int8 cast would hide NaN codes)
+        with use_int8_path("fp32-codes"):
+            assert torch.equal(layer(x), out)
 
 
 @pytest.mark.parametrize("fmt", FMTS)

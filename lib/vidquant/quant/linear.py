@@ -106,6 +106,20 @@ def _int8_epilogue(acc: Tensor, s_a: Tensor, s_w_t: Tensor, bias: Tensor | None,
     return out.to(dtype)
 
 
+def _kernel_probe() -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Inputs on which the compiled kernels must give the eager bits: bf16 activations ``x`` (33 tokens, 96
+    channels spanning 1e-3..1e2 in scale: outliers) with an all-zero token, and an epilogue's integer-valued
+    accumulators (33, 40) of magnitude ~1e4 with per-token / per-channel scales and a bf16 bias. Odd sizes, so
+    that vector loops have tails. All drawn from one private generator: checking leaves the global RNG alone."""
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(33, 96, generator=g) * torch.logspace(-3, 2, 96)).bfloat16()
+    x[1] = 0
+    acc = (torch.randn(33, 40, generator=g) * 1e4).round()
+    s_a, s_w = torch.rand(33, 1, generator=g), torch.rand(1, 40, generator=g)
+    bias = torch.randn(40, generator=g).bfloat16()
+    return x, acc, s_a, s_w, bias
+
+
 @functools.cache
 def _compiled_kernels(fmt: str, numerics: str) -> tuple[Callable, Callable] | None:
     """``torch.compile``-d activation quantization and epilogue for one (fmt, numerics): one fused pass each
@@ -114,13 +128,9 @@ def _compiled_kernels(fmt: str, numerics: str) -> tuple[Callable, Callable] | No
     if shutil.which("c++") is None and shutil.which("g++") is None:
         log.info("W8A8 kernels: eager (no C++ compiler for torch.compile)")
         return None
+    # dynamic: one kernel for every token count (a static compile would rebuild for each new sequence length)
     act, epi = torch.compile(_act_codes, dynamic=True), torch.compile(_int8_epilogue, dynamic=True)
-    g = torch.Generator().manual_seed(0)
-    x = (torch.randn(33, 96, generator=g) * torch.logspace(-3, 2, 96)).bfloat16()
-    x[1] = 0
-    acc = (torch.randn(33, 40, generator=g) * 1e4).round()
-    s_a, s_w = torch.rand(33, 1, generator=g), torch.rand(1, 40, generator=g)
-    bias = torch.randn(40, generator=g).bfloat16()  # all from g: the check leaves the global RNG alone
+    x, acc, s_a, s_w, bias = _kernel_probe()
     try:
         if any(not torch.equal(a, b) for a, b in zip(act(x, fmt, numerics), _act_codes(x, fmt, numerics))):
             raise RuntimeError("compiled activation codes differ from the eager ones")
