@@ -262,3 +262,30 @@ def test_w8a8_from_linear_defaults_and_checks() -> None:
         W8A8Linear(codes.float(), scale, None, "int8")
     with pytest.raises(ValueError, match=r"weight_scale must have 2 entries, got shape \(3, 1\)"):
         W8A8Linear(codes, torch.ones(3, 1), None, "int8")
+
+
+def test_int8_mm_pads_to_cudas_row_minimum_and_is_exact(monkeypatch) -> None:
+    """The GPU int8 GEMM (W8A8Linear's CUDA branch; torch._int_mm runs on the CPU too): exact int32 sums of the
+    products, with fewer than 17 rows padded by zero rows before the call (CUDA's _int_mm needs more than 16)
+    and sliced off after."""
+    from vidquant.quant import linear
+
+    seen = []
+    real = torch._int_mm
+
+    def spy(a, b):
+        seen.append((tuple(a.shape), a))
+        return real(a, b)
+
+    monkeypatch.setattr(torch, "_int_mm", spy)
+    g = torch.Generator().manual_seed(0)
+    w = torch.randint(-127, 128, (24, 64), generator=g, dtype=torch.int8)
+    for m in (1, 5, 16, 17, 40):
+        a = torch.randint(-128, 128, (m, 64), generator=g, dtype=torch.int8)
+        seen.clear()
+        out = linear._int8_mm(a, w)
+        exact = (a.long() @ w.long().t()).float()
+        assert out.dtype == torch.float32 and torch.equal(out, exact), m
+        (shape, called_with), = seen
+        assert shape == (max(m, 17), 64), m
+        assert torch.equal(called_with[:m], a) and not called_with[m:].any(), m  # zero padding rows
