@@ -172,7 +172,11 @@ def run_group(group: str, max_children: int, survivors_only: bool = False, colle
     had = {module_of(n) for n in old.get("verdicts", {})}
     sha = {f: (old.get("source_sha", {}).get(f) if f in had and not stale_only else source_sha(f))
            for f in GROUPS[group][0]}
-    diffs = {name: old.get("survivor_diffs", {}).get(name) or _diff(mutmut, root, env, name)
+    # a mutant's name is its function's n-th mutation: a recorded diff is still its diff only if the module is
+    # unchanged since that record
+    same = {f for f in GROUPS[group][0] if old.get("source_sha", {}).get(f) == source_sha(f)}
+    diffs = {name: (old.get("survivor_diffs", {}).get(name) if module_of(name) in same else None)
+             or _diff(mutmut, root, env, name)
              for name, status in verdicts.items() if status in ("survived", "no tests")}
     mode = "--collect " if collect_only else "--survivors " if survivors_only else ""
     mode += "--unrun " if unrun_only else ""

@@ -289,3 +289,18 @@ def test_int8_mm_pads_to_cudas_row_minimum_and_is_exact(monkeypatch) -> None:
         (shape, called_with), = seen
         assert shape == (max(m, 17), 64), m
         assert torch.equal(called_with[:m], a) and not called_with[m:].any(), m  # zero padding rows
+
+
+@pytest.mark.parametrize("fmt", FMTS)
+def test_w8a8_dequantized_weight_is_within_half_a_step_of_the_float_one(fmt: str) -> None:
+    """``dequantized_weight`` (codes × per-row scale) lands within half a grid step of the float weight: int8's
+    step is the scale; e4m3's step near a value v is at most 2^-3·|v| (3 mantissa bits), times the scale below."""
+    lin = _linear()
+    layer = W8A8Linear.from_linear(lin, fmt)
+    w, deq, s = lin.weight.detach(), layer.dequantized_weight(), layer.weight_scale
+    assert deq.dtype == torch.float32 and deq.shape == w.shape
+    if fmt == "int8":
+        assert bool(((w - deq).abs() <= s / 2 * (1 + 1e-6)).all())
+    else:
+        assert bool(((w - deq).abs() <= w.abs() / 16 + s * 2.0**-9).all())  # half of 2^-3·|v|; subnormal step
+    assert float((w - deq).abs().max()) > 0  # a real quantization, not a copy

@@ -124,7 +124,7 @@ def _kernel_probe() -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
 def _compiled_kernels(fmt: str, numerics: str) -> tuple[Callable, Callable] | None:
     """``torch.compile``-d activation quantization and epilogue for one (fmt, numerics): one fused pass each
     instead of 5-8. None (stay eager) where Inductor cannot build CPU kernels (no C++ compiler) or where they
-    disagree with the eager functions, bit for bit, on a probe (zero token, outlier channels, ties)."""
+    disagree with the eager functions, bit for bit, on a probe (:func:`_kernel_probe`) in bf16 and fp32."""
     if shutil.which("c++") is None and shutil.which("g++") is None:
         log.info("W8A8 kernels: eager (no C++ compiler for torch.compile)")
         return None
@@ -132,11 +132,15 @@ def _compiled_kernels(fmt: str, numerics: str) -> tuple[Callable, Callable] | No
     act, epi = torch.compile(_act_codes, dynamic=True), torch.compile(_int8_epilogue, dynamic=True)
     x, acc, s_a, s_w, bias = _kernel_probe()
     try:
-        if any(not torch.equal(a, b) for a, b in zip(act(x, fmt, numerics), _act_codes(x, fmt, numerics))):
-            raise RuntimeError("compiled activation codes differ from the eager ones")
-        if fmt == "int8" and not torch.equal(epi(acc.clone(), s_a, s_w, bias, numerics, torch.bfloat16),
-                                             _int8_epilogue(acc.clone(), s_a, s_w, bias, numerics, torch.bfloat16)):
-            raise RuntimeError("compiled epilogue differs from the eager one")
+        # Each activation dtype is its own compiled graph. fp32 output also shows an epilogue that multiplies in
+        # another order: a bf16 cast would round most such 1-ulp differences away.
+        for dtype in (torch.bfloat16, torch.float32):
+            xd = x.to(dtype)
+            if any(not torch.equal(a, b) for a, b in zip(act(xd, fmt, numerics), _act_codes(xd, fmt, numerics))):
+                raise RuntimeError(f"compiled activation codes differ from the eager ones ({dtype})")
+            if fmt == "int8" and not torch.equal(epi(acc.clone(), s_a, s_w, bias, numerics, dtype),
+                                                 _int8_epilogue(acc.clone(), s_a, s_w, bias, numerics, dtype)):
+                raise RuntimeError(f"compiled epilogue differs from the eager one ({dtype})")
     except Exception as e:  # any failure to build or to agree means: stay eager
         log.warning("W8A8 kernels (%s, %s): eager (torch.compile refused: %s)", fmt, numerics,
                     str(e).splitlines()[0][:200])
