@@ -33,6 +33,19 @@ def test_quantize_weight_dynamic_and_fixed_grid():
     assert torch.equal(with_zero.zero, torch.tensor([[4.0]]))
 
 
+def test_fake_weight_dynamic_and_fixed_grids_with_and_without_zero():
+    """fake_weight is quantize_weight's codes back on the grid: (codes - zero) · scale."""
+    from vidquant.algos.deploy import fake_weight
+
+    wq = IntQuantizer(8)
+    assert torch.equal(fake_weight(W, wq)[0], torch.tensor([127.0, 2.0, -4.0]))  # min-max: scale 1, ties to even
+    half = (torch.tensor([[0.5], [0.5]]), None)
+    assert torch.equal(fake_weight(W, wq, half), torch.tensor([[63.5, 2.5, -3.5], [0.5, -1.0, 0.0]]))
+    asym = IntQuantizer(4, symmetric=False)  # codes 6, 0, 5 with zero 4 (test above): (c - 4) · 0.25
+    grid = (torch.tensor([[0.25]]), torch.tensor([[4.0]]))
+    assert torch.equal(fake_weight(W[1:], asym, grid), torch.tensor([[0.5, -1.0, 0.25]]))
+
+
 def test_dequantize_codes():
     codes = torch.tensor([[127, -2], [3, 0]], dtype=torch.int8)
     assert torch.equal(dequantize_codes(codes, torch.tensor([[0.5], [2.0]])), torch.tensor([[63.5, -1.0], [6.0, 0.0]]))
@@ -128,3 +141,19 @@ def test_bias_free_linears_fake_quantize_and_measure():
     y, yq = (x @ W.t()).double(), (x @ wq.fake(W).t()).double()
     stats = linear_error_stats(W, lin, [x], None, wq, None, None, "cpu")
     assert stats["sqnr_db"] == pytest.approx(10 * math.log10(float((y * y).sum() / ((y - yq) ** 2).sum())), abs=1e-3)
+
+
+def test_layer_error_of_an_exact_layer_and_of_a_silent_one():
+    """A layer whose weight is on its grid and whose input is not quantized has no error: SQNR finite and huge,
+    rel. error 0, cosine 1. A layer that only sees zeros (no bias) has nothing to measure: 0 dB, not NaN."""
+    from vidquant.algos.deploy import linear_error_stats
+
+    lin = nn.Linear(3, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[127.0, 2.0, -4.0], [-127.0, 5.0, 0.0]]))  # on the min-max grids (scale 1)
+    x = torch.tensor([[1.0, -2.0, 0.5], [0.25, 4.0, -1.0]])
+    exact = linear_error_stats(lin.weight.detach(), lin, [x], None, IntQuantizer(8), None, None, "cpu")
+    assert exact["sqnr_db"] > 300 and exact["rel_err"] == 0.0 and exact["cosine"] == pytest.approx(1.0, abs=1e-12)
+    silent = linear_error_stats(lin.weight.detach(), lin, [torch.zeros(2, 3)], None, IntQuantizer(8), None, None,
+                                "cpu")
+    assert silent == {"sqnr_db": 0.0, "rel_err": 0.0, "cosine": 0.0}
