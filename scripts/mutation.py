@@ -49,7 +49,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "linear": (["quant/linear.py", "quant/int8_gemm.py"], ["tests/test_quant_linear.py", "tests/test_int8_gemm.py"]),
     "blockfmt": (["quant/blockfmt.py", "quant/__init__.py"],
                  ["tests/test_formats_quant.py", "tests/test_static_act.py"]),
-    "export": (["export/keymap.py", "export/converter.py"], ["tests/test_keymap.py", "tests/test_converter.py"]),
+    "export": (["export/keymap.py", "export/converter.py"],
+               ["tests/test_keymap.py", "tests/test_converter.py", "tests/test_formats_export.py"]),
 }
 STATUSES = ("killed", "survived", "no tests", "timeout", "suspicious", "skipped", "not checked", "segfault")
 
