@@ -530,6 +530,8 @@ def test_w8a8_forward_uses_the_chosen_path_prepared_once_and_compiled_kernels_on
         assert used == []
         layer.compiled, layer.numerics = True, "lightx2v"
         layer(x)
+        assert used == [("int8", "lightx2v")]
+        layer(x.half())  # a dtype the kernels were not checked in: eager
     assert used == [("int8", "lightx2v")]
 
 

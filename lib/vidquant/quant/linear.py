@@ -106,6 +106,10 @@ def _int8_epilogue(acc: Tensor, s_a: Tensor, s_w_t: Tensor, bias: Tensor | None,
     return out.to(dtype)
 
 
+#: Activation dtypes the compiled kernels are checked in (and used for); others run the eager kernels.
+_KERNEL_DTYPES = (torch.bfloat16, torch.float32)
+
+
 def _kernel_probe() -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Inputs on which the compiled kernels must give the eager bits: bf16 activations ``x`` (33 tokens, 96
     channels spanning 1e-3..1e2 in scale: outliers) with an all-zero token, and an epilogue's integer-valued
@@ -134,7 +138,7 @@ def _compiled_kernels(fmt: str, numerics: str) -> tuple[Callable, Callable] | No
     try:
         # Each activation dtype is its own compiled graph. fp32 output also shows an epilogue that multiplies in
         # another order: a bf16 cast would round most such 1-ulp differences away.
-        for dtype in (torch.bfloat16, torch.float32):
+        for dtype in _KERNEL_DTYPES:
             xd = x.to(dtype)
             if any(not torch.equal(a, b) for a, b in zip(act(xd, fmt, numerics), _act_codes(xd, fmt, numerics))):
                 raise RuntimeError(f"compiled activation codes differ from the eager ones ({dtype})")
@@ -295,7 +299,8 @@ class W8A8Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:-1]
-        kernels = _compiled_kernels(self.fmt, self.numerics) if self.compiled and x.device.type == "cpu" else None
+        fused = self.compiled and x.device.type == "cpu" and x.dtype in _KERNEL_DTYPES  # the dtypes checked
+        kernels = _compiled_kernels(self.fmt, self.numerics) if fused else None
         act, epilogue = kernels or (_act_codes, _int8_epilogue)
         codes, s_a = act(x.reshape(-1, self.in_features), self.fmt, self.numerics)
         if self.fmt == "fp8":
