@@ -437,3 +437,114 @@ def test_load_state_dict_reads_only_indexed_files(tmp_path):
     save_file({"stray": torch.zeros(1)}, tmp_path / "stray.safetensors")
     assert "stray" not in load_state_dict(tmp_path)
     assert io.source_files(tmp_path)[0].name.startswith("diffusion_pytorch_model-00001")
+
+
+# ----------------------------------------------------------------------------------------------- API and safety
+
+
+def test_python_api_defaults_are_the_cli_s():
+    """convert() and save_converted() default to what the CLI (lightx2v's flags) defaults to."""
+    import inspect
+
+    cli = {dest: default for _, dest, default in LIGHTX2V_FLAGS}
+    cli |= {"lora_paths": cli.pop("lora_path"), "lora_alphas": cli.pop("lora_alpha")}
+    for fn in (convert, converter.save_converted):
+        params = inspect.signature(fn).parameters
+        for name, p in params.items():
+            if name in cli and p.default is not inspect.Parameter.empty:
+                default = cli[name]
+                got = p.default
+                if name == "non_linear_dtype" and isinstance(got, torch.dtype):
+                    got = str(got)
+                assert (list(got) if isinstance(got, tuple) else got) == default, (fn.__name__, name)
+        assert {"output_name", "chunk_size"} <= set(params), fn.__name__
+
+
+def test_bad_option_values_name_the_option(diffusers_ckpt, tmp_path):
+    from vidquant.config import ConfigError
+
+    for kw, flag in (({"quantized": True, "linear_dtype": "torch.int4"}, "--linear_dtype"),
+                     ({"quantized": True, "linear_dtype": torch.int8, "non_linear_dtype": "int8"},
+                      "--non_linear_dtype"),
+                     ({"device": "tpu"}, "--device")):
+        with pytest.raises((ConverterError, ConfigError), match=flag):
+            convert(diffusers_ckpt, tmp_path / "o", **kw)
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_output_that_is_or_holds_an_input_is_refused(diffusers_ckpt, tmp_path):
+    """--overwrite replaces the output directory: never when that would delete the source or a LoRA."""
+    before = sorted(p.name for p in diffusers_ckpt.iterdir())
+    for output in (diffusers_ckpt, diffusers_ckpt.parent):
+        with pytest.raises(FileExistsError):
+            convert(diffusers_ckpt, output, overwrite=True)
+    lora = tmp_path / "loras" / "a.safetensors"
+    lora.parent.mkdir()
+    save_file(_lora("blocks.0.attn1.to_q", 32, 32, rank=2, seed=0), lora)
+    with pytest.raises(FileExistsError):
+        convert(diffusers_ckpt, lora.parent, lora_paths=[lora], overwrite=True)
+    assert sorted(p.name for p in diffusers_ckpt.iterdir()) == before and lora.is_file()
+
+
+def test_copy_no_weight_files_skips_an_old_output_inside_the_source(diffusers_ckpt):
+    out = diffusers_ckpt / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an earlier run")
+    convert(diffusers_ckpt, out, copy_no_weight_files=True, overwrite=True)
+    assert (out / "config.json").is_file() and not (out / "out").exists() and not (out / "stale.txt").exists()
+
+
+def test_chunks_hold_keys_in_natural_order_and_chunk_size_one_gives_a_file_per_tensor(tmp_path):
+    """blocks.2 sorts before blocks.10 (as lightx2v's loader expects), whether in chunks or in block files."""
+    sd = wan_state_dict(blocks=12)
+    groups = converter._file_groups(list(sd), output_name="c", chunk_size=len(sd) // 3, save_by_block=False)
+    order = [k for keys in groups.values() for k in keys]
+    assert order.index("blocks.2.self_attn.q.weight") < order.index("blocks.10.self_attn.q.weight")
+    assert list(groups) == [f"c_part{i}.safetensors" for i in range(len(groups))]
+    by_block = converter._file_groups(list(sd), output_name="c", chunk_size=100, save_by_block=True)
+    assert list(by_block) == [f"block_{i}.safetensors" for i in range(12)] + ["non_block.safetensors"]
+    ones = converter._file_groups(list(sd), output_name="c", chunk_size=1, save_by_block=False)
+    assert len(ones) == len(sd) and all(len(v) == 1 for v in ones.values())
+
+
+def test_lora_full_diffs_and_malformed_loras(diffusers_ckpt):
+    """A full diff (``.diff`` / ``.diff_b``) adds alpha · diff; a LoRA with NaN, an up without its down, mismatched
+    ranks, or aimed at a quantized weight is refused, naming the LoRA."""
+    sd = diffusers_state_dict()
+    q = "blocks.0.attn1.to_q"
+    diff = torch.full_like(sd[q + ".weight"], 0.25)
+    diff_b = torch.full_like(sd[q + ".bias"], -1.0)
+    merged = dict(sd)
+    assert converter.merge_lora(merged, {q + ".diff": diff, q + ".diff_b": diff_b}, 2.0) == 2
+    torch.testing.assert_close(merged[q + ".weight"], sd[q + ".weight"] + 0.5)
+    torch.testing.assert_close(merged[q + ".bias"], sd[q + ".bias"] - 2.0)
+    lora = _lora(q, 32, 32, rank=2, seed=0)
+    nan = dict(lora)
+    nan[q + ".lora_A.weight"] = nan[q + ".lora_A.weight"].clone().fill_(float("nan"))
+    broken = {  # the LoRA, and what the error must say
+        r"LoRA tensor '.*lora_A.weight' is torch.float32 with non-finite": nan,
+        r"incomplete LoRA for '.*to_q.weight': only '.*lora_B.weight'": {
+            q + ".lora_B.weight": lora[q + ".lora_B.weight"]},
+        r"incompatible shapes A \(3, 32\), B \(32, 2\)": {q + ".lora_A.weight": torch.ones(3, 32),
+                                                           q + ".lora_B.weight": torch.ones(32, 2)},
+    }
+    for message, bad in broken.items():
+        with pytest.raises(ConverterError, match=r"my\.safetensors: .*" + message):
+            converter.merge_lora(dict(sd), bad, 1.0, source="my.safetensors")
+    quantized = dict(sd)
+    quantized[q + ".weight"] = sd[q + ".weight"].to(torch.int8)
+    with pytest.raises(ConverterError, match="my.safetensors: cannot merge into .*quantized"):
+        converter.merge_lora(quantized, lora, 1.0, source="my.safetensors")
+
+
+def test_quantized_fp8_rounds_ties_away_from_zero_as_lightx2v(tmp_path):
+    """lightx2v's converter quantizes fp8 through qtorch, which rounds ties away from zero: 1.0625 (halfway
+    between e4m3's 1.0 and 1.125) becomes 1.125 with the row's scale 1 (absmax 448)."""
+    sd = wan_state_dict()
+    key = "blocks.0.self_attn.q.weight"
+    w = torch.zeros_like(sd[key])
+    w[0, 0], w[0, 1] = 448.0, 1.0625
+    sd[key] = w
+    out = converter.quantize_state_dict(sd, torch.float8_e4m3fn, torch.float32, progress=False)
+    assert out[key].dtype == torch.float8_e4m3fn and out[key][0, 1].float().item() == 1.125
+    assert out[key + "_scale"][0].item() == 1.0
