@@ -99,6 +99,13 @@ def test_pth_output(diffusers_ckpt, tmp_path):
     assert all(same_bytes(loaded[k], expected[k]) for k in expected) and len(loaded) == len(expected)
 
 
+def test_pth_keys_in_natural_order(tmp_path):
+    sd = wan_state_dict(blocks=12)
+    (path,) = converter.save_converted(sd, tmp_path, output_ext=".pth", progress=False)
+    keys = list(torch.load(path, weights_only=True))
+    assert keys.index("blocks.2.self_attn.q.weight") < keys.index("blocks.10.self_attn.q.weight")
+
+
 def test_forward_then_backward_on_disk(tmp_path):
     src = tmp_path / "wan.safetensors"
     save_file(wan_state_dict(i2v=True), src)
@@ -442,22 +449,30 @@ def test_load_state_dict_reads_only_indexed_files(tmp_path):
 # ----------------------------------------------------------------------------------------------- API and safety
 
 
-def test_python_api_defaults_are_the_cli_s():
-    """convert() and save_converted() default to what the CLI (lightx2v's flags) defaults to."""
-    import inspect
+def test_python_api_defaults_are_the_cli_s(tmp_path):
+    """convert() and save_converted() called with no options do what the CLI does by default (lightx2v's flags):
+    safetensors chunks of 100 tensors named converted_part<i>, no renaming, no extra files, no overwriting; every
+    file carries the {"format": "pt"} metadata torch-side loaders expect."""
+    from safetensors import safe_open
 
-    cli = {dest: default for _, dest, default in LIGHTX2V_FLAGS}
-    cli |= {"lora_paths": cli.pop("lora_path"), "lora_alphas": cli.pop("lora_alpha")}
-    for fn in (convert, converter.save_converted):
-        params = inspect.signature(fn).parameters
-        for name, p in params.items():
-            if name in cli and p.default is not inspect.Parameter.empty:
-                default = cli[name]
-                got = p.default
-                if name == "non_linear_dtype" and isinstance(got, torch.dtype):
-                    got = str(got)
-                assert (list(got) if isinstance(got, tuple) else got) == default, (fn.__name__, name)
-        assert {"output_name", "chunk_size"} <= set(params), fn.__name__
+    sd = diffusers_state_dict(blocks=8)
+    assert len(sd) > 100
+    src = tmp_path / "src"
+    src.mkdir()
+    save_file(sd, src / "diffusion_pytorch_model.safetensors")
+    (src / "config.json").write_text("{}")
+    want = [f"converted_part{i}.safetensors" for i in range((len(sd) + 99) // 100)]
+    convert(src, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([*want, INDEX])
+    assert len(load_file(tmp_path / "out" / want[0])) == 100 and set(load_state_dict(tmp_path / "out")) == set(sd)
+    with pytest.raises(FileExistsError):
+        convert(src, tmp_path / "out")
+    (tmp_path / "saved").mkdir()
+    written = converter.save_converted(sd, tmp_path / "saved")
+    assert [p.name for p in written] == [*want, INDEX]
+    for name in want:
+        with safe_open(tmp_path / "saved" / name, "pt") as f:
+            assert f.metadata() == {"format": "pt"}
 
 
 def test_bad_option_values_name_the_option(diffusers_ckpt, tmp_path):
@@ -466,8 +481,10 @@ def test_bad_option_values_name_the_option(diffusers_ckpt, tmp_path):
     for kw, flag in (({"quantized": True, "linear_dtype": "torch.int4"}, "--linear_dtype"),
                      ({"quantized": True, "linear_dtype": torch.int8, "non_linear_dtype": "int8"},
                       "--non_linear_dtype"),
-                     ({"device": "tpu"}, "--device")):
-        with pytest.raises((ConverterError, ConfigError), match=flag):
+                     ({"device": "tpu"}, "--device"),
+                     ({"save_by_block": True, "output_ext": ".pth"}, "--save_by_block"),
+                     ({"output_name": "../escape"}, "--output_name")):
+        with pytest.raises((ConverterError, ConfigError), match="^" + flag):
             convert(diffusers_ckpt, tmp_path / "o", **kw)
     assert not (tmp_path / "o").exists()
 
