@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -82,6 +83,13 @@ def stage(group: str) -> Path:
     for shared in ("assets", "scripts", "configs"):
         if not (root / "mutants" / shared).exists():
             (root / "mutants" / shared).symlink_to(REPO / shared)
+    # mutmut maps each test to the functions it ran when the test was new; a test whose body changed keeps that
+    # old map (it would not be run for the functions it now reaches). When any test file changed, re-collect.
+    tests_sha = hashlib.sha256(b"".join(p.read_bytes() for p in sorted((REPO / "tests").rglob("*.py")))).hexdigest()
+    marker = root / "tests.sha"
+    if not marker.exists() or marker.read_text() != tests_sha:
+        (root / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
+        marker.write_text(tests_sha)
     text = (REPO / "pyproject.toml").read_text()
     text = re.sub(r"\n\[tool\.mutmut\]\n(?:(?!\n\[).)*", "\n", text, flags=re.S)  # replaced by the section
     (root / "pyproject.toml").write_text(text + section)
