@@ -469,7 +469,7 @@ def test_python_api_defaults_are_the_cli_s(tmp_path):
         convert(src, tmp_path / "out")
     (tmp_path / "saved").mkdir()
     written = converter.save_converted(sd, tmp_path / "saved")
-    assert [p.name for p in written] == [*want, INDEX]
+    assert [p.name for p in written] == [*want, INDEX] and len(load_file(written[0])) == 100
     for name in want:
         with safe_open(tmp_path / "saved" / name, "pt") as f:
             assert f.metadata() == {"format": "pt"}
@@ -565,3 +565,58 @@ def test_quantized_fp8_rounds_ties_away_from_zero_as_lightx2v(tmp_path):
     out = converter.quantize_state_dict(sd, torch.float8_e4m3fn, torch.float32, progress=False)
     assert out[key].dtype == torch.float8_e4m3fn and out[key][0, 1].float().item() == 1.125
     assert out[key + "_scale"][0].item() == 1.0
+
+
+def test_linear_type_and_dtype_agree_or_are_refused(diffusers_ckpt, tmp_path):
+    """--linear_type int8 / fp8 is --linear_dtype torch.int8 / float8_e4m3fn; block types write packed uint8 codes;
+    a --linear_dtype that contradicts --linear_type is refused."""
+    assert converter._linear_type_dtype("int8", None) == torch.int8
+    assert converter._linear_type_dtype("fp8", torch.float8_e4m3fn) == torch.float8_e4m3fn
+    assert converter._linear_type_dtype("mxfp8", None) == torch.uint8
+    assert converter._linear_type_dtype(None, torch.int8) == torch.int8
+    with pytest.raises(ConverterError, match="--linear_type int8 contradicts --linear_dtype"):
+        convert(diffusers_ckpt, tmp_path / "o", direction="backward", quantized=True, linear_type="int8",
+                linear_dtype="torch.float8_e4m3fn")
+
+
+def test_lora_alphas_default_broadcast_and_checks():
+    assert converter._lora_alphas(["a", "b"], []) == [1.0, 1.0]  # no alpha given: 1 for each
+    assert converter._lora_alphas(["a", "b"], [0.5]) == [0.5, 0.5]
+    with pytest.raises(ConverterError, match="--lora_alpha: got nan; expected finite numbers"):
+        converter._lora_alphas(["a"], [float("nan")])
+
+
+def test_quantized_needs_wan_names_and_passes_existing_scales_through_once(tmp_path):
+    """--quantized selects Wan-layout keys: a diffusers or mixed checkpoint is refused (not silently left
+    unquantized); a float weight that already has a _scale next to it is an error, not a second scale."""
+    mixed = wan_state_dict()
+    mixed["blocks.1.attn1.to_q.weight"] = mixed.pop("blocks.1.self_attn.q.weight")
+    for sd, layout in ((diffusers_state_dict(), "diffusers"), (mixed, "mixed")):
+        with pytest.raises(ConverterError, match=f"keys are in {layout} layout"):
+            converter.quantize_state_dict(dict(sd), torch.int8, torch.float32, progress=False)
+    sd = wan_state_dict()
+    sd["blocks.0.self_attn.q.weight_scale"] = torch.ones(sd["blocks.0.self_attn.q.weight"].shape[0], 1)
+    with pytest.raises(ConverterError, match="blocks.0.self_attn.q.weight: float weight already has"):
+        converter.quantize_state_dict(sd, torch.int8, torch.float32, progress=False)
+
+
+def test_quantized_reports_how_many_linears(caplog):
+    import logging
+
+    sd = wan_state_dict()  # 2 blocks x 10 linears
+    with caplog.at_level(logging.INFO, logger="vidquant.export"):
+        converter.quantize_state_dict(sd, torch.int8, torch.float32, progress=False)
+    assert "quantized 20 linears to torch.int8" in caplog.text
+
+
+def test_copy_no_weight_files_keeps_nested_files_and_skips_weights_and_indexes(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    (src / "a" / "b").mkdir(parents=True)
+    out.mkdir()
+    for name in ("config.json", "model.safetensors.index.json", "w.safetensors", "w.pth", "z_readme.md",
+                 "a/b/tokenizer.json", "a/c.pt", "a/d.txt"):
+        (src / name).write_text(name)
+    copied = converter.copy_non_weight_files(src, out)
+    assert sorted(p.relative_to(out).as_posix() for p in copied) == ["a/b/tokenizer.json", "a/d.txt", "config.json",
+                                                                      "z_readme.md"]
+    assert all(p.read_text() == p.relative_to(out).as_posix() for p in copied)

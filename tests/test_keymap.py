@@ -192,7 +192,7 @@ def test_round_trip_full_key_set(i2v):
 
 
 def test_rename_state_dict_rejects_collisions():
-    with pytest.raises(ValueError, match="both map to"):
+    with pytest.raises(ValueError, match="keys 'blocks.0.norm2.weight' and 'blocks.0.norm3.weight' both map to"):
         rename_state_dict({"blocks.0.norm2.weight": 1, "blocks.0.norm3.weight": 2}, "backward")
 
 
@@ -200,6 +200,8 @@ def test_layout_helpers():
     assert len(keymap.block_linears("wan", False)) == 10
     assert len(keymap.block_linears("diffusers", True)) == 12
     assert keymap.is_i2v(wan_state_dict(i2v=True)) and not keymap.is_i2v(wan_state_dict())
+    assert keymap.is_i2v(rename_state_dict(wan_state_dict(i2v=True), "forward"))  # diffusers names too
+    assert not keymap.is_i2v(rename_state_dict(wan_state_dict(), "forward"))
     assert keymap.block_index("model.blocks.12.ffn.0.weight") == 12
     assert keymap.block_index("head.head.weight") is None
     assert detect_layout(["patch_embedding.weight"]) == "unknown"
