@@ -281,8 +281,6 @@ def _functions(text: str) -> dict[str, str]:
 
 def source_sha(file: str) -> str:
     """sha256 of lib/vidquant/<file> (to tell whether recorded verdicts still describe the code)."""
-    import hashlib
-
     return hashlib.sha256((REPO / "lib" / "vidquant" / file).read_bytes()).hexdigest()[:16]
 
 
@@ -316,19 +314,20 @@ def module_of(mutant: str) -> str:
     return "/".join(parts[1:i]) + ".py"
 
 
-def _survival_rate(c: dict[str, int]) -> float:
-    """(survived + no tests) / (killed + survived + no tests + equivalent), in %: untested code's mutants survive."""
+def _percentages(c: dict[str, int]) -> tuple[float, float]:
+    """(survived %, survived + equivalent %) of the judged mutants: killed (timeouts count as killed), survived,
+    no tests (untested code's mutants survive) and equivalent."""
     k, e = c.get("killed", 0) + c.get("timeout", 0), c.get("equivalent", 0)
     s = c.get("survived", 0) + c.get("no tests", 0)
-    return 100 * s / max(k + s + e, 1)
+    judged = max(k + s + e, 1)
+    return 100 * s / judged, 100 * (s + e) / judged
 
 
 def _table_row(label: str, c: dict[str, int]) -> str:
-    judged = c.get("killed", 0) + c.get("timeout", 0) + c.get("survived", 0) + c.get("no tests", 0)
-    e = c.get("equivalent", 0)
-    return (f"| {label} | {sum(c.values())} | {c.get('killed', 0)} | {c.get('survived', 0)} | {e} | "
-            f"{c.get('no tests', 0)} | {c.get('timeout', 0)} | {c.get('not checked', 0)} | {_survival_rate(c):.1f} | "
-            f"{100 * (judged - c.get('killed', 0) - c.get('timeout', 0) + e) / max(judged + e, 1):.1f} |")
+    survived, with_equivalent = _percentages(c)
+    return (f"| {label} | {sum(c.values())} | {c.get('killed', 0)} | {c.get('survived', 0)} | "
+            f"{c.get('equivalent', 0)} | {c.get('no tests', 0)} | {c.get('timeout', 0)} | {c.get('not checked', 0)} | "
+            f"{survived:.1f} | {with_equivalent:.1f} |")
 
 
 def change_of(diff: str) -> str:
@@ -374,15 +373,15 @@ def write_summary() -> Path:
                     stale_entries.append((name, entry["reason"]))
             if status in ("survived", "no tests"):
                 survivors.append((name, status, rec["survivor_diffs"].get(name, "")))
-            for key in (module_of(name), module_of(name).split("/")[0] + "/"):
-                counts = per if key.endswith(".py") else per_dir
+            module = module_of(name)
+            for counts, key in ((per, module), (per_dir, module.split("/")[0] + "/")):
                 counts.setdefault(key, {}).setdefault(status, 0)
                 counts[key][status] += 1
         for module, c in sorted(per.items()):
             stale = rec.get("source_sha", {}).get(module) != source_sha(module)
             lines.append(_table_row(f"{module} (stale: source changed since the run)" if stale else module, c))
     lines += [_table_row(f"**{d} (all)**", c) for d, c in sorted(per_dir.items())]
-    rates = {d: _survival_rate(c) for d, c in per_dir.items()}
+    rates = {d: _percentages(c)[0] for d, c in per_dir.items()}
     lines += ["", "Target (issue 15): at most 10 % surviving in quant/ and algos/, every survivor killed or listed as "
               "equivalent. Now: " + "; ".join(f"{d} {rates[d]:.1f} %" for d in ("quant/", "algos/") if d in rates)
               + f"; unexplained survivors in quant/ and algos/: "
